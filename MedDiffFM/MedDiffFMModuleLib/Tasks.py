@@ -1,0 +1,286 @@
+"""The six MedDiff-FM tasks: which options each one shows, how outputs are named, and the
+``meddifffm`` command-line arguments built from the panel or console options.
+
+Pure Python (no ``slicer``, ``qt`` or ``vtk``): unit-tested without Slicer.
+"""
+
+import dataclasses
+import enum
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from .I18n import _
+
+
+class Task(enum.Enum):
+    """A task of the module; the value is the ``meddifffm`` subcommand."""
+
+    DENOISE = "denoise"
+    ANOMALY = "anomaly"
+    SYNTHESIZE = "synthesize"
+    SUPERRES = "superres"
+    INPAINT = "inpaint"
+    LESION = "lesion"
+
+    def label(self) -> str:
+        """Text shown in the task combo box (used by Slicer's parameterNodeWrapper)."""
+        return {
+            Task.DENOISE: _("Denoise"),
+            Task.ANOMALY: _("Anomaly map"),
+            Task.SYNTHESIZE: _("Synthesize"),
+            Task.SUPERRES: _("Super-resolve"),
+            Task.INPAINT: _("Inpaint"),
+            Task.LESION: _("Generate lesion"),
+        }[self]
+
+
+class Region(enum.Enum):
+    """Body region for synthesis (``--region``)."""
+
+    CHEST = "chest"
+    ABDOMEN = "abdomen"
+    HEAD_NECK = "head_neck"
+
+    def label(self) -> str:
+        return {
+            Region.CHEST: _("Chest"),
+            Region.ABDOMEN: _("Abdomen"),
+            Region.HEAD_NECK: _("Head and neck"),
+        }[self]
+
+
+class Device(enum.Enum):
+    """Where inference runs (``--device``)."""
+
+    AUTO = "auto"
+    GPU = "gpu"
+    CPU = "cpu"
+
+    def label(self) -> str:
+        return {
+            Device.AUTO: _("Automatic (GPU if available)"),
+            Device.GPU: _("GPU"),
+            Device.CPU: _("CPU"),
+        }[self]
+
+    def cliValue(self, platform: Optional[str] = None) -> str:
+        """The ``--device`` value: GPU means CUDA, or Apple's MPS on macOS."""
+        platform = platform or sys.platform
+        if self is Device.GPU:
+            return "mps" if platform == "darwin" else "cuda"
+        return self.value
+
+
+# Option identifiers. Each one is a row of the panel named ``<option>Row`` in the .ui file.
+STRENGTH = "strength"
+STEPS = "steps"
+SEED = "seed"
+REGION = "region"
+THRESHOLD = "threshold"
+FACTOR_Z = "factorZ"
+MASK = "mask"
+
+ALL_OPTIONS = (STRENGTH, STEPS, SEED, REGION, THRESHOLD, FACTOR_Z, MASK)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What a task needs and shows."""
+
+    task: Task
+    options: Tuple[str, ...]
+    inputRequired: bool = True
+    """False for synthesis, where the input volume is an optional reference geometry."""
+    outputSuffix: str = ""
+    """The output node is named ``"<input> <suffix>"``."""
+    description: str = ""
+
+
+TASK_SPECS: Dict[Task, TaskSpec] = {
+    Task.DENOISE: TaskSpec(
+        Task.DENOISE, (STRENGTH, STEPS, SEED), outputSuffix="denoised",
+        description=_("Removes noise: the volume is partly noised and denoised again by the model. "
+                      "Higher strength removes more noise and more fine detail.")),
+    Task.ANOMALY: TaskSpec(
+        Task.ANOMALY, (STEPS, SEED, THRESHOLD), outputSuffix="anomaly map",
+        description=_("Reconstructs a pseudo-healthy volume and maps where the input differs from it "
+                      "(in HU). With a threshold, voxels above it become a segment.")),
+    Task.SYNTHESIZE: TaskSpec(
+        Task.SYNTHESIZE, (REGION, STEPS, SEED), inputRequired=False, outputSuffix="synthesized",
+        description=_("Generates a synthetic CT of the chosen body region, on the grid of the "
+                      "reference volume when one is selected.")),
+    Task.SUPERRES: TaskSpec(
+        Task.SUPERRES, (FACTOR_Z, STEPS, SEED), outputSuffix="super-resolved",
+        description=_("Generates thin slices from a thick-slice volume (the z spacing is divided "
+                      "by the z factor; automatic when 0).")),
+    Task.INPAINT: TaskSpec(
+        Task.INPAINT, (MASK, STEPS, SEED), outputSuffix="inpainted",
+        description=_("Replaces the region of the selected segment with plausible healthy tissue.")),
+    Task.LESION: TaskSpec(
+        Task.LESION, (MASK, STEPS, SEED), outputSuffix="lesion",
+        description=_("Generates a lesion inside the region of the selected segment.")),
+}
+
+SYNTHETIC_CT_NAME = "synthetic CT"
+
+
+def taskSpec(task: Task) -> TaskSpec:
+    return TASK_SPECS[Task(task)]
+
+
+def visibleOptions(task: Task) -> Dict[str, bool]:
+    """For each option row of the panel: whether it is shown for ``task``."""
+    shown = set(taskSpec(task).options)
+    return {option: option in shown for option in ALL_OPTIONS}
+
+
+def needsMask(task: Task) -> bool:
+    return MASK in taskSpec(task).options
+
+
+def outputName(task: Task, inputName: Optional[str]) -> str:
+    """Default name of the output node, e.g. ``"CT denoised"``; ``"synthetic CT"`` for a
+    synthesis without reference volume."""
+    task = Task(task)
+    if task is Task.SYNTHESIZE and not inputName:
+        return SYNTHETIC_CT_NAME
+    return f"{inputName} {taskSpec(task).outputSuffix}"
+
+
+def anomalySegmentationName(inputName: str) -> str:
+    return f"{inputName} anomalies"
+
+
+def healthyVolumeName(inputName: str) -> str:
+    return f"{inputName} pseudo-healthy"
+
+
+@dataclasses.dataclass
+class TaskOptions:
+    """Options of one run. ``None`` (or the "default"/"random"/"auto" special values of the panel:
+    steps 0, seed -1, factorZ 0) leaves the choice to the library."""
+
+    strength: float = 0.5
+    steps: Optional[int] = None
+    seed: Optional[int] = None
+    region: Region = Region.CHEST
+    threshold: Optional[float] = None
+    factorZ: Optional[float] = None
+    keepHealthy: bool = False
+    model: Optional[str] = None
+    device: Device = Device.AUTO
+
+    def normalized(self) -> "TaskOptions":
+        """The same options with the panel's special values turned into ``None``."""
+        steps = int(self.steps) if self.steps else None
+        seed = int(self.seed) if self.seed is not None and int(self.seed) >= 0 else None
+        factorZ = float(self.factorZ) if self.factorZ else None
+        model = self.model or None
+        return dataclasses.replace(
+            self, strength=float(self.strength), steps=steps, seed=seed, factorZ=factorZ, model=model,
+            region=Region(self.region), device=Device(self.device),
+            threshold=None if self.threshold is None else float(self.threshold))
+
+    def validate(self, task: Task) -> None:
+        """Raise ``ValueError`` with a clear message for an option out of range."""
+        options = self.normalized()
+        shown = taskSpec(task).options
+        if STRENGTH in shown and not 0.0 <= options.strength <= 1.0:
+            raise ValueError(_("The strength must be between 0 and 1 (got {value}).").format(value=options.strength))
+        if options.steps is not None and options.steps < 1:
+            raise ValueError(_("The number of steps must be at least 1 (got {value}).").format(value=options.steps))
+        if FACTOR_Z in shown and options.factorZ is not None and options.factorZ < 1.0:
+            raise ValueError(_("The z factor must be at least 1 (got {value}).").format(value=options.factorZ))
+
+
+def _number(value) -> str:
+    """Format a number for the command line without a spurious ``.0`` on integers."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
+    """The task-specific flags (``--strength``, ``--region``, ``--factor-z``...), no paths."""
+    task = Task(task)
+    options = options.normalized()
+    shown = taskSpec(task).options
+    args: List[str] = []
+    if STRENGTH in shown:
+        args += ["--strength", _number(options.strength)]
+    if REGION in shown:
+        args += ["--region", options.region.value]
+    if FACTOR_Z in shown and options.factorZ is not None:
+        args += ["--factor-z", _number(options.factorZ)]
+    if THRESHOLD in shown and options.threshold is not None:
+        args += ["--threshold", _number(options.threshold)]
+    return args
+
+
+def commonArguments(options: TaskOptions, platform: Optional[str] = None, progress: str = "json") -> List[str]:
+    """``--model``, ``--device``, ``--steps``, ``--seed`` and ``--progress``."""
+    options = options.normalized()
+    args: List[str] = []
+    if options.model:
+        args += ["--model", options.model]
+    args += ["--device", options.device.cliValue(platform)]
+    if options.steps is not None:
+        args += ["--steps", str(options.steps)]
+    if options.seed is not None:
+        args += ["--seed", str(options.seed)]
+    if progress:
+        args += ["--progress", progress]
+    return args
+
+
+@dataclasses.dataclass
+class TaskPaths:
+    """Files of one run in its temporary folder."""
+
+    output: str
+    input: Optional[str] = None
+    mask: Optional[str] = None
+    reference: Optional[str] = None
+    anomalyMask: Optional[str] = None
+    healthy: Optional[str] = None
+
+
+def buildTaskArguments(task: Task, paths: TaskPaths, options: TaskOptions,
+                       platform: Optional[str] = None) -> List[str]:
+    """Arguments after the ``meddifffm`` command for one task run, e.g.
+    ``["denoise", IN, OUT, "--strength", "0.5", "--device", "auto", "--progress", "json"]``."""
+    task = Task(task)
+    options = options.normalized()
+    if task is Task.DENOISE:
+        args = ["denoise", paths.input, paths.output]
+    elif task is Task.ANOMALY:
+        args = ["anomaly", paths.input, paths.output]
+    elif task is Task.SYNTHESIZE:
+        args = ["synthesize", paths.output]
+    elif task is Task.SUPERRES:
+        args = ["superres", paths.input, paths.output]
+    elif task is Task.INPAINT:
+        args = ["inpaint", paths.input, paths.mask, paths.output]
+    else:
+        args = ["lesion", paths.input, paths.mask, paths.output]
+    if any(a is None for a in args):
+        raise ValueError(f"Missing file path for task {task.value}: {paths}")
+    args += taskOptionArguments(task, options)
+    if task is Task.ANOMALY and options.threshold is not None and paths.anomalyMask:
+        args += ["--mask-out", paths.anomalyMask]
+    if task is Task.ANOMALY and paths.healthy:
+        args += ["--healthy-out", paths.healthy]
+    if task is Task.SYNTHESIZE and paths.reference:
+        args += ["--like", paths.reference]
+    return args + commonArguments(options, platform)
+
+
+def buildBatchArguments(task: Task, inputDir: str, outDir: str, options: TaskOptions,
+                        platform: Optional[str] = None) -> List[str]:
+    """Arguments for ``meddifffm batch TASK --inputs DIR --out DIR ...``."""
+    task = Task(task)
+    if needsMask(task):
+        raise ValueError(_("Batch processing needs one mask per volume for {task}: run it volume by volume "
+                           "with inpaint()/generateLesion() instead.").format(task=task.value))
+    return ["batch", task.value, "--inputs", inputDir, "--out", outDir] + taskOptionArguments(task, options) \
+        + commonArguments(options, platform)

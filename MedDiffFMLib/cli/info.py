@@ -1,0 +1,68 @@
+"""``meddifffm info``: versions, devices and the models found, with their checksum status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+from .. import __version__
+from ..device import available_devices
+from ..errors import ModelError
+from ..models.registry import iter_model_folders, search_dirs
+from ..models.weights import verify_model_folder
+
+HELP = "show versions, devices and installed models (with checksum status)"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help=HELP, description=HELP)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(func=run)
+
+
+def collect() -> dict:
+    import monai
+    import SimpleITK
+    import torch
+
+    models = []
+    for folder in iter_model_folders():
+        entry = {"name": folder.name, "path": str(folder)}
+        try:
+            files = verify_model_folder(folder)
+            entry.update(name=files.name, kind=files.kind, sha256_ok=True, fingerprint=files.fingerprint,
+                         card_summary=files.card_summary, config=files.model_config.to_dict(),
+                         task=files.controlnet_config.task if files.controlnet_config else None)
+        except ModelError as error:
+            entry.update(sha256_ok=False, error=str(error))
+        models.append(entry)
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "simpleitk": SimpleITK.Version_VersionString(),
+        "devices": available_devices(),
+        "model_dirs": [str(d) for d in search_dirs()],
+        "models": models,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"MedDiffFM {info['version']} (Python {info['python']}, torch {info['torch']}, MONAI {info['monai']}, "
+          f"SimpleITK {info['simpleitk']})")
+    print("Devices: " + ", ".join(info["devices"]))
+    print("Model folders searched: " + ", ".join(info["model_dirs"]))
+    if not info["models"]:
+        print("Models: none installed (see `meddifffm import-weights`).")
+    for model in info["models"]:
+        status = "sha256 OK" if model["sha256_ok"] else "CHECKSUM FAILED: " + model.get("error", "")
+        kind = model.get("kind", "?") + (f"/{model['task']}" if model.get("task") else "")
+        print(f"  {model['name']} [{kind}] {model['path']} — {status}")
+        if model.get("card_summary"):
+            print(f"      {model['card_summary'][:160]}")

@@ -1,0 +1,221 @@
+"""Model configurations: every architectural and preprocessing number of MedDiff-FM lives here.
+
+A config is saved as JSON beside the weights, so a model folder is self-describing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ModelError
+
+REGIONS: tuple[str, ...] = ("head_neck", "chest", "abdomen")
+
+# Paper defaults (W/L in HU) for the per-region intensity windows.
+PAPER_WINDOWS: dict[str, tuple[float, float]] = {
+    "head_neck": (50.0, 400.0),
+    "chest": (-500.0, 1800.0),
+    "abdomen": (60.0, 360.0),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Architecture, intensity and diffusion settings of a MedDiff-FM U-Net.
+
+    Attributes:
+        name: config name (``paper``, ``default``, ``tiny`` or a user's own).
+        channels: feature channels per U-Net level (its length is the number of levels).
+        num_res_blocks: residual blocks per level.
+        attention_levels: self-attention per level (paper: deepest level only).
+        num_head_channels: channels per attention head.
+        norm_num_groups: group-norm groups (must divide every entry of ``channels``).
+        patch_size: (z, y, x) voxels of one network input.
+        spacing_mm: (z, y, x) voxel size the model works at.
+        position_frequencies: NeRF-style sinusoid frequencies per axis (0 disables the embedding).
+        regions: region class names (a class embedding; index 0 means "unknown").
+        windows: region -> (level, width) HU window mapped to [-1, 1].
+        default_window: window used when the region is unknown.
+        anatomy_channels: one-hot anatomy label channels (0 disables anatomy conditioning).
+        num_train_timesteps: diffusion steps T.
+        schedule: MONAI noise schedule name.
+        condition_dropout: probability of dropping each condition in training (classifier-free).
+    """
+
+    name: str = "custom"
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    num_res_blocks: int = 1
+    attention_levels: tuple[bool, ...] = (False, False, False, True)
+    num_head_channels: int = 32
+    norm_num_groups: int = 16
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    position_frequencies: int = 4
+    regions: tuple[str, ...] = REGIONS
+    windows: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PAPER_WINDOWS))
+    default_window: tuple[float, float] = (-500.0, 1800.0)
+    anatomy_channels: int = 0
+    num_train_timesteps: int = 1000
+    schedule: str = "cosine"
+    condition_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
+        self.spacing_mm = tuple(float(s) for s in self.spacing_mm)  # type: ignore[assignment]
+        self.regions = tuple(self.regions)
+        self.windows = {k: (float(v[0]), float(v[1])) for k, v in self.windows.items()}
+        self.default_window = (float(self.default_window[0]), float(self.default_window[1]))
+        self.validate()
+
+    @property
+    def position_channels(self) -> int:
+        """Channels of the position embedding: raw coordinates plus sin/cos per frequency."""
+        return 0 if self.position_frequencies <= 0 else 3 + 3 * 2 * self.position_frequencies
+
+    @property
+    def input_channels(self) -> int:
+        """U-Net input channels: the image, the position embedding and the anatomy labels."""
+        return 1 + self.position_channels + self.anatomy_channels
+
+    @property
+    def downsampling(self) -> int:
+        """Total down-sampling factor of the U-Net; patch sizes must be multiples of it."""
+        return 2 ** (len(self.channels) - 1)
+
+    def region_index(self, region: str | None) -> int:
+        """Class label of a region: 0 for unknown, 1.. for ``regions``."""
+        if region is None:
+            return 0
+        if region not in self.regions:
+            raise ModelError(
+                f"Unknown region '{region}'. This model knows: {', '.join(self.regions)} (or leave it unset)."
+            )
+        return 1 + self.regions.index(region)
+
+    def window_for(self, region: str | None) -> tuple[float, float]:
+        """(level, width) of the HU window for ``region``."""
+        if region is not None and region in self.windows:
+            return self.windows[region]
+        return self.default_window
+
+    def validate(self) -> None:
+        """Raise :class:`ModelError` when the numbers cannot make a working network."""
+        problems = []
+        if len(self.attention_levels) != len(self.channels):
+            problems.append("attention_levels must have one entry per level in channels")
+        if any(c % self.norm_num_groups for c in self.channels):
+            problems.append(f"every channel count must be divisible by norm_num_groups={self.norm_num_groups}")
+        if any(p % self.downsampling for p in self.patch_size):
+            problems.append(f"patch_size {self.patch_size} must be a multiple of {self.downsampling}")
+        if len(self.patch_size) != 3 or len(self.spacing_mm) != 3:
+            problems.append("patch_size and spacing_mm need three values (z, y, x)")
+        if any(s <= 0 for s in self.spacing_mm):
+            problems.append("spacing_mm must be positive")
+        if problems:
+            raise ModelError(f"Model config '{self.name}' is invalid: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["windows"] = {k: list(v) for k, v in self.windows.items()}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"Model config has unknown keys {unknown}; is it from a newer MedDiffFM?")
+        return cls(**data)
+
+
+@dataclass
+class ControlNetConfig:
+    """A ControlNet for one downstream task, attached to a base model.
+
+    Attributes:
+        task: ``superres`` or ``lesion`` (what builds the condition).
+        condition_channels: channels of the condition volume.
+        embedding_channels: channels of the condition encoder; one entry keeps it at full resolution,
+            as a voxel-space model needs.
+        conditioning_scale: weight of the ControlNet residuals.
+        base_model: name of the base model it was trained with.
+        base_sha256: checksum of that base model's weights.
+    """
+
+    task: str = "lesion"
+    condition_channels: int = 1
+    embedding_channels: tuple[int, ...] = (16,)
+    conditioning_scale: float = 1.0
+    base_model: str = ""
+    base_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.embedding_channels = tuple(int(c) for c in self.embedding_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ControlNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _paper() -> ModelConfig:
+    return ModelConfig(name="paper")
+
+
+def _default() -> ModelConfig:
+    # Coarser and smaller than the paper so that a whole CT runs on a laptop CPU in minutes;
+    # the shipped model card records the measured trade-off.
+    return ModelConfig(
+        name="default",
+        channels=(32, 64, 128),
+        attention_levels=(False, False, True),
+        num_head_channels=32,
+        patch_size=(64, 64, 64),
+        spacing_mm=(2.0, 2.0, 2.0),
+        position_frequencies=4,
+    )
+
+
+def _tiny() -> ModelConfig:
+    return ModelConfig(
+        name="tiny",
+        channels=(8, 16),
+        attention_levels=(False, True),
+        num_head_channels=8,
+        norm_num_groups=4,
+        patch_size=(16, 16, 16),
+        spacing_mm=(4.0, 4.0, 4.0),
+        position_frequencies=2,
+        num_train_timesteps=1000,
+    )
+
+
+NAMED_CONFIGS = {"paper": _paper, "default": _default, "tiny": _tiny}
+
+
+def named_config(name: str) -> ModelConfig:
+    """The built-in config ``name`` (``paper``, ``default`` or ``tiny``), or a JSON file path."""
+    if name in NAMED_CONFIGS:
+        return NAMED_CONFIGS[name]()
+    from pathlib import Path
+
+    path = Path(name)
+    if path.is_file():
+        try:
+            return ModelConfig.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise ModelError(f"Cannot read the model config '{path}': {error}.") from error
+    raise ModelError(
+        f"Unknown model config '{name}'. Use one of {', '.join(NAMED_CONFIGS)} or a path to a JSON config file."
+    )

@@ -1,0 +1,74 @@
+"""Load a verified model (and, for a ControlNet, its base) ready for sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import ModelError
+from .network import ConditionedModel, MedDiffFMControlNet, MedDiffFMUNet
+from .registry import resolve_model
+from .weights import ModelFiles, build_module, verify_model_folder
+
+
+@dataclass
+class LoadedModel:
+    """A network on its device plus the files it came from."""
+
+    model: ConditionedModel
+    files: ModelFiles
+    base_files: ModelFiles
+
+    @property
+    def config(self):
+        return self.base_files.model_config
+
+
+def _find_base(control_files: ModelFiles) -> ModelFiles:
+    control = control_files.controlnet_config
+    assert control is not None
+    # A ControlNet folder may sit beside its base, or the base is found by name in the registry.
+    sibling = control_files.path.parent / control.base_model
+    base = verify_model_folder(sibling) if (sibling / "manifest.json").is_file() else resolve_model(control.base_model)
+    if control.base_sha256 and base.fingerprint != control.base_sha256:
+        raise ModelError(
+            f"ControlNet '{control_files.name}' was trained on base model '{control.base_model}' "
+            f"({control.base_sha256[:12]}…) but the base found at '{base.path}' has fingerprint "
+            f"{base.fingerprint[:12]}…. Install the matching base model."
+        )
+    return base
+
+
+def load_pipeline_model(
+    ref: Optional[str | Path], role: str = "base", device: torch.device | str = "cpu", expect_task: Optional[str] = None
+) -> LoadedModel:
+    """Resolve ``ref`` (name, folder or None for the default of ``role``), verify checksums, build the
+    network(s) and move them to ``device``."""
+    files = resolve_model(ref, role)
+    if files.kind == "controlnet":
+        control = files.controlnet_config
+        assert control is not None
+        if expect_task and control.task != expect_task:
+            raise ModelError(
+                f"Model '{files.name}' is a '{control.task}' ControlNet; this task needs a '{expect_task}' one."
+            )
+        base_files = _find_base(files)
+        unet = build_module(base_files)
+        controlnet = build_module(files)
+        assert isinstance(unet, MedDiffFMUNet) and isinstance(controlnet, MedDiffFMControlNet)
+        model = ConditionedModel(unet, controlnet)
+    else:
+        if expect_task:
+            raise ModelError(
+                f"Model '{files.name}' is a base model; this task needs a '{expect_task}' ControlNet "
+                f"(pass --model with a ControlNet folder)."
+            )
+        base_files = files
+        unet = build_module(files)
+        assert isinstance(unet, MedDiffFMUNet)
+        model = ConditionedModel(unet)
+    model.to(device).eval()
+    return LoadedModel(model=model, files=files, base_files=base_files)

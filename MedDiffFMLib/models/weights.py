@@ -1,0 +1,215 @@
+"""The weights format: safetensors shards + JSON config + model card, listed with sha256 in a manifest.
+
+A model folder holds::
+
+    config.json          {"format": ..., "kind": "unet"|"controlnet", "model": {...}, "controlnet": {...}}
+    model.safetensors    (or model-00001-of-0000N.safetensors shards, each under max_shard_bytes)
+    MODEL_CARD.md        what the model saw, how long it trained, what it reached
+    manifest.json        {"name": ..., "kind": ..., "files": {"config.json": sha256, ...}}
+
+A folder loads only when every file's sha256 matches its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import ModelError
+from .config import ControlNetConfig, ModelConfig
+from .network import MedDiffFMControlNet, MedDiffFMUNet
+
+FORMAT = "meddifffm-weights/1"
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+CARD = "MODEL_CARD.md"
+DEFAULT_MAX_SHARD_BYTES = 15 * 2**20
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelFiles:
+    """A verified model folder."""
+
+    path: Path
+    name: str
+    kind: str
+    model_config: ModelConfig
+    controlnet_config: Optional[ControlNetConfig]
+    files: dict[str, str]
+    card: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """One sha256 standing for all the weight files (used to pair a ControlNet with its base)."""
+        lines = "".join(f"{k}:{v}\n" for k, v in sorted(self.files.items()) if k.endswith(".safetensors"))
+        return hashlib.sha256(lines.encode()).hexdigest()
+
+    @property
+    def card_summary(self) -> str:
+        """First paragraph of the model card after its title."""
+        paragraphs = [p.strip() for p in self.card.split("\n\n") if p.strip() and not p.lstrip().startswith("#")]
+        return paragraphs[0].replace("\n", " ") if paragraphs else ""
+
+
+def _split_state(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    return shards
+
+
+def save_model(
+    module: MedDiffFMUNet | MedDiffFMControlNet,
+    out_dir: str | Path,
+    *,
+    name: str,
+    card: str = "",
+    storage_dtype: torch.dtype = torch.float32,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    extra: Optional[dict] = None,
+) -> ModelFiles:
+    """Write ``module`` as a model folder, atomically (a temporary folder renamed into place).
+
+    ``storage_dtype`` float16/bfloat16 halves the files; weights are loaded back as float32.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        raise ModelError(f"Cannot write the model to '{out_dir}': the folder '{out_dir.parent}' does not exist.")
+    is_control = isinstance(module, MedDiffFMControlNet)
+    config_doc = {
+        "format": FORMAT,
+        "name": name,
+        "kind": "controlnet" if is_control else "unet",
+        "model": module.config.to_dict(),
+        "extra": extra or {},
+    }
+    if is_control:
+        config_doc["controlnet"] = module.control.to_dict()
+    state = {k: v.detach().to("cpu", storage_dtype).contiguous() for k, v in module.state_dict().items()}
+    shards = _split_state(state, max_shard_bytes)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / CONFIG).write_text(json.dumps(config_doc, indent=2))
+        (tmp / CARD).write_text(card or f"# {name}\n\nNo model card was written for this model.\n")
+        for index, shard in enumerate(shards, start=1):
+            fname = "model.safetensors" if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(tmp / fname), metadata={"format": FORMAT, "name": name})
+        files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({"name": name, "kind": config_doc["kind"], "files": files}, indent=2))
+        if out_dir.exists():
+            backup = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(out_dir, backup)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return verify_model_folder(out_dir)
+
+
+def verify_model_folder(path: str | Path) -> ModelFiles:
+    """Check every file of a model folder against its manifest and parse its config."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelError(
+            f"'{path}' is not a MedDiffFM model folder: it has no {MANIFEST}. "
+            "Import weights with `meddifffm import-weights PATH`, or point --model at a model folder."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files: dict[str, str] = dict(manifest["files"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ModelError(f"The manifest of model '{path}' is unreadable ({error}). Re-import the model.") from error
+    for fname, expected in files.items():
+        fpath = path / fname
+        if not fpath.is_file():
+            raise ModelError(f"Model '{path}' is incomplete: '{fname}' listed in its manifest is missing.")
+        actual = sha256_of(fpath)
+        if actual != expected:
+            raise ModelError(
+                f"Model '{path}': the checksum of '{fname}' does not match its manifest "
+                f"(expected {expected[:12]}…, found {actual[:12]}…). The file is damaged or was changed; "
+                "download or import the model again. It was not loaded."
+            )
+    if not any(f.endswith(".safetensors") for f in files):
+        raise ModelError(f"Model '{path}' lists no .safetensors weights in its manifest.")
+    return _read_folder(path, files, str(manifest.get("name", path.name)))
+
+
+def _read_folder(path: Path, files: dict[str, str], name: str) -> ModelFiles:
+    try:
+        doc = json.loads((path / CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"Cannot read the config of model '{path}': {error}.") from error
+    if doc.get("format") != FORMAT:
+        raise ModelError(f"Model '{path}' has format '{doc.get('format')}', this MedDiffFM reads '{FORMAT}'.")
+    model_config = ModelConfig.from_dict(doc["model"])
+    control = ControlNetConfig.from_dict(doc["controlnet"]) if doc.get("kind") == "controlnet" else None
+    card = (path / CARD).read_text() if (path / CARD).is_file() else ""
+    return ModelFiles(path, name, doc.get("kind", "unet"), model_config, control, files, card, doc.get("extra", {}))
+
+
+def load_state(model_files: ModelFiles) -> dict[str, torch.Tensor]:
+    """Read (and merge) the safetensors shards of a verified folder as float32."""
+    state: dict[str, torch.Tensor] = {}
+    for fname in sorted(f for f in model_files.files if f.endswith(".safetensors")):
+        try:
+            state.update(load_file(str(model_files.path / fname)))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelError(
+                f"The weights file '{model_files.path / fname}' is truncated or corrupt ({error}). "
+                "Download or import the model again."
+            ) from error
+    return {k: v.float() for k, v in state.items()}
+
+
+def build_module(model_files: ModelFiles) -> MedDiffFMUNet | MedDiffFMControlNet:
+    """Instantiate the network described by the folder's config and load its weights."""
+    if model_files.kind == "controlnet":
+        assert model_files.controlnet_config is not None
+        module: MedDiffFMUNet | MedDiffFMControlNet = MedDiffFMControlNet(
+            model_files.model_config, model_files.controlnet_config
+        )
+    else:
+        module = MedDiffFMUNet(model_files.model_config)
+    state = load_state(model_files)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0:3]
+        raise ModelError(
+            f"The config of model '{model_files.path}' does not match its weights ({' '.join(first)[:300]}). "
+            "The config.json was edited or belongs to another model; restore the model folder."
+        ) from error
+    module.eval()
+    return module

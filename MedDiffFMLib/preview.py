@@ -1,0 +1,64 @@
+"""A before/after picture: axial, coronal and sagittal slices through the volume centre."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+
+def _slices(image: sitk.Image, level: float, width: float) -> list[np.ndarray]:
+    # Resample to isotropic in-plane spacing so coronal/sagittal views keep their aspect ratio.
+    spacing = min(image.GetSpacing())
+    size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    iso = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [spacing] * 3,
+                        image.GetDirection(), -1024.0, sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(iso)
+    z, y, x = (n // 2 for n in array.shape)
+    views = [array[z], array[:, y][::-1], array[:, :, x][::-1]]
+    low = level - width / 2
+    return [np.clip((v - low) / width * 255, 0, 255).astype(np.uint8) for v in views]
+
+
+def write_preview(
+    before: sitk.Image,
+    after: sitk.Image,
+    path: str | Path,
+    titles: Sequence[str] = ("before", "after"),
+    window: tuple[float, float] = (40.0, 400.0),
+) -> Path:
+    """Write a PNG with the input on the top row and the result below (soft-tissue window by default)."""
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    if not path.parent.resolve().is_dir():
+        raise InputError(f"The preview folder '{path.parent}' does not exist.")
+    rows = []
+    for image in (before, after):
+        views = _slices(sitk.Cast(image, sitk.sitkFloat32), *window)
+        height = max(v.shape[0] for v in views)
+        padded = [np.pad(v, ((0, height - v.shape[0]), (0, 4))) for v in views]
+        rows.append(np.concatenate(padded, axis=1))
+    width = max(r.shape[1] for r in rows)
+    canvas = np.concatenate([np.pad(r, ((18, 0), (0, width - r.shape[1]))) for r in rows], axis=0)
+    picture = Image.fromarray(canvas).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    offset = 0
+    for title, row in zip(titles, rows):
+        draw.text((4, offset + 3), f"{title}  (W{window[1]:.0f} L{window[0]:.0f})", fill=(255, 255, 0))
+        offset += row.shape[0] + 18
+    handle, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,154 @@
+"""Whole-volume noise prediction from overlapping patches.
+
+MONAI's ``sliding_window_inference`` does the tiling, batching and Gaussian blending; this class adds
+what it cannot know: the position embedding of each patch's whole-image coordinates, the region
+label, the cropped condition channels and mixed precision, and it retries a CUDA out-of-memory
+error with smaller patch batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+from ..device import autocast
+from ..errors import ResourceError
+from ..models.network import ConditionedModel
+from ..models.position import grid_coordinates, sinusoidal_embedding
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Conditions:
+    """Per-volume conditions on the model grid (channels first, no batch axis).
+
+    ``anatomy`` feeds the U-Net input; ``control`` feeds the ControlNet.
+    """
+
+    region: int = 0
+    anatomy: Optional[torch.Tensor] = None
+    control: Optional[torch.Tensor] = None
+
+
+class VolumeNoisePredictor:
+    """Predicts the noise of a whole (1, 1, z, y, x) volume at one time step.
+
+    Args:
+        model: the network (base U-Net, optionally with ControlNet).
+        device: where the network runs; the volume itself stays on ``volume_device``.
+        patch_size: (z, y, x) patch; the volume must be at least this large.
+        overlap: fraction of overlap between neighbouring patches.
+        batch_size: patches per network call (memory is bounded by it).
+        autocast_dtype: bf16 on GPUs, None for full precision.
+        coordinate_shape: the shape the whole-image coordinates span (the unpadded image).
+        coordinate_offset: index of the unpadded image's first voxel in the padded volume.
+    """
+
+    def __init__(
+        self,
+        model: ConditionedModel,
+        *,
+        device: torch.device,
+        patch_size: Sequence[int],
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        autocast_dtype: Optional[torch.dtype] = None,
+        coordinate_shape: Optional[Sequence[int]] = None,
+        coordinate_offset: Sequence[int] = (0, 0, 0),
+        volume_device: torch.device | str = "cpu",
+    ) -> None:
+        self.model = model
+        self.config = model.config
+        self.device = torch.device(device)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.overlap = float(overlap)
+        self.batch_size = max(1, int(batch_size))
+        self.autocast_dtype = autocast_dtype
+        self.coordinate_shape = tuple(coordinate_shape) if coordinate_shape is not None else None
+        self.coordinate_offset = tuple(int(o) for o in coordinate_offset)
+        self.volume_device = torch.device(volume_device)
+        self.conditions = Conditions()
+        self.evaluations = 0
+
+    def set_conditions(self, conditions: Conditions) -> None:
+        self.conditions = conditions
+
+    def _extra_channels(self) -> Optional[torch.Tensor]:
+        parts = [c for c in (self.conditions.anatomy, self.conditions.control) if c is not None]
+        if not parts:
+            return None
+        return torch.cat([p.to(self.volume_device, torch.float32) for p in parts])[None]
+
+    def _patch_positions(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
+        embeds = []
+        for window in windows:
+            spatial = window[2:]
+            starts = [s.start - o for s, o in zip(spatial, self.coordinate_offset)]
+            stops = [s.stop - 1 - o for s, o in zip(spatial, self.coordinate_offset)]
+            shape = [s.stop - s.start for s in spatial]
+            embeds.append(grid_coordinates(starts, stops, shape, full_shape, device=self.device))
+        coords = torch.stack(embeds)
+        return sinusoidal_embedding(coords, self.config.position_frequencies)
+
+    def _predict_patches(
+        self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
+    ) -> torch.Tensor:
+        batch = patches.shape[0]
+        inputs = [patches.float()]
+        if self.config.position_channels:
+            inputs.append(self._patch_positions(windows, full_shape))
+        anatomy_channels = self.config.anatomy_channels
+        control = None
+        if condition is not None:
+            if anatomy_channels:
+                inputs.append(condition[:, :anatomy_channels].float())
+            control = condition[:, anatomy_channels:] if condition.shape[1] > anatomy_channels else None
+        elif anatomy_channels:
+            # No anatomy given: the all-zero channels the model saw under condition dropout.
+            inputs.append(torch.zeros((batch, anatomy_channels, *patches.shape[2:]), device=patches.device))
+        model_input = torch.cat(inputs, dim=1)
+        t = torch.full((batch,), int(timestep), device=self.device, dtype=torch.long)
+        region = torch.full((batch,), int(self.conditions.region), device=self.device, dtype=torch.long)
+        with torch.no_grad(), autocast(self.device, self.autocast_dtype):
+            eps = self.model(model_input, t, region, control.float() if control is not None else None)
+        self.evaluations += batch
+        return eps.float()
+
+    def __call__(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
+        """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights."""
+        if any(s < p for s, p in zip(x.shape[2:], self.patch_size)):
+            raise ValueError(f"Volume {tuple(x.shape[2:])} is smaller than the patch {self.patch_size}; pad it first.")
+        full_shape = self.coordinate_shape or tuple(x.shape[2:])
+        extra = self._extra_channels()
+        while True:
+            try:
+                with torch.no_grad():
+                    return sliding_window_inference(
+                        x,
+                        roi_size=self.patch_size,
+                        sw_batch_size=self.batch_size,
+                        predictor=self._predict_patches,
+                        overlap=self.overlap,
+                        mode="gaussian",
+                        sw_device=self.device,
+                        device=self.volume_device,
+                        with_coord=True,
+                        condition=extra,
+                        timestep=timestep,
+                        full_shape=full_shape,
+                    )
+            except torch.cuda.OutOfMemoryError as error:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise ResourceError(
+                        "The GPU ran out of memory even with one patch at a time. Close other programs using "
+                        "the GPU, use a model with a smaller patch size, or run with --device cpu."
+                    ) from error
+                self.batch_size = max(1, self.batch_size // 2)
+                LOG.warning("GPU out of memory; retrying with %d patches per batch.", self.batch_size)

@@ -1,0 +1,131 @@
+"""What every task needs around the sampler: a loaded model on a device, the model grid of a volume,
+a seeded generator and a patch predictor. Loading the model once here lets a batch reuse it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..device import autocast_dtype, check_fits_in_memory, resolve_device
+from ..errors import InputError
+from ..io import validate_volume
+from ..models.loading import LoadedModel, load_pipeline_model
+from ..preprocessing import HUWindow, ModelSpace, check_hu, guess_region
+from ..sampling import Conditions, VolumeNoisePredictor, sampling_scheduler
+
+
+@dataclass
+class EngineOptions:
+    """How to run the network.
+
+    Attributes:
+        model: model name or folder (None: the default for the task's role).
+        device: ``auto|cpu|cuda|mps``.
+        batch_size: patches per network call (None: 8 on GPU, 2 on CPU).
+        overlap: overlap of neighbouring patches (0.25 hides seams with Gaussian blending).
+    """
+
+    model: Optional[str | Path] = None
+    device: str = "auto"
+    batch_size: Optional[int] = None
+    overlap: float = 0.25
+
+
+class Engine:
+    """A verified model on its device, ready to process any number of volumes."""
+
+    def __init__(self, options: EngineOptions | None = None, role: str = "base", expect_task: Optional[str] = None):
+        self.options = options or EngineOptions()
+        self.device = resolve_device(self.options.device)
+        self.autocast_dtype = autocast_dtype(self.device)
+        self.loaded: LoadedModel = load_pipeline_model(self.options.model, role, self.device, expect_task)
+
+    @property
+    def config(self):
+        return self.loaded.config
+
+    @property
+    def model_name(self) -> str:
+        return self.loaded.files.name
+
+    def window(self, region: Optional[str]) -> HUWindow:
+        level, width = self.config.window_for(region)
+        return HUWindow(level, width)
+
+    def model_space(self, image: sitk.Image, region: Optional[str]) -> ModelSpace:
+        """The image on the model's grid and intensity scale (padded to at least one patch)."""
+        return ModelSpace.from_image(
+            image, self.config.spacing_mm[::-1], self.window(region), min_size=self.config.patch_size
+        )
+
+    def predictor(self, space: ModelSpace, conditions: Conditions | None = None) -> VolumeNoisePredictor:
+        batch = self.options.batch_size or (8 if self.device.type == "cuda" else 2)
+        predictor = VolumeNoisePredictor(
+            self.loaded.model,
+            device=self.device,
+            patch_size=self.config.patch_size,
+            overlap=self.options.overlap,
+            batch_size=batch,
+            autocast_dtype=self.autocast_dtype,
+            coordinate_shape=tuple(space.model_geometry.shape),
+            coordinate_offset=tuple(before for before, _ in space.padding),
+        )
+        if conditions is not None:
+            predictor.set_conditions(conditions)
+        return predictor
+
+    def scheduler(self):
+        return sampling_scheduler(self.config)
+
+    @staticmethod
+    def generator(seed: Optional[int]) -> torch.Generator:
+        """A CPU generator: the same seed gives the same result on every device."""
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        return generator
+
+    def region_index(self, region: Optional[str]) -> int:
+        return self.config.region_index(region)
+
+
+def prepare_ct(
+    image: sitk.Image, *, region: Optional[str] = None, allow_non_hu: bool = False, name: str = "input"
+) -> tuple[sitk.Image, Optional[str]]:
+    """Validate a CT volume and settle its body region (given, or guessed from the image)."""
+    validate_volume(image, name)
+    # The input, its float copy, the resampled copies and the result live at once.
+    check_fits_in_memory(int(np.prod(image.GetSize())), 6, f"Processing the {name} volume")
+    if not allow_non_hu:
+        check_hu(image, name)
+    if region is None:
+        region = guess_region(image)
+    return image, region
+
+
+def volume_tensor(array) -> torch.Tensor:
+    """(z, y, x) numpy array -> (1, 1, z, y, x) float32 tensor on the CPU."""
+    tensor = torch.as_tensor(array, dtype=torch.float32)
+    if tensor.ndim != 3:
+        raise InputError(f"Expected a 3D volume, got an array of shape {tuple(tensor.shape)}.")
+    return tensor[None, None].contiguous()
+
+
+def as_input_type(result: sitk.Image, original: sitk.Image) -> sitk.Image:
+    """Cast a float result to the input's pixel type (rounded and clamped for integer CT), so that
+    an int16 scan stays int16 and unchanged voxels stay bit-identical."""
+    pixel = original.GetPixelID()
+    if pixel in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return sitk.Cast(result, pixel)
+    info = np.iinfo(sitk.GetArrayViewFromImage(original).dtype)
+    array = np.clip(np.rint(sitk.GetArrayFromImage(result)), info.min, info.max).astype(info.dtype)
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(result)
+    return out

@@ -1,0 +1,93 @@
+"""Masks for the tasks: user masks checked and put on the image grid, their model-grid versions,
+and the body mask.
+
+A mask drawn in Slicer often lives on another grid than the image (a segmentation's own
+geometry): it is resampled by physical position (nearest neighbour) and the user is told so.
+An empty mask, or one that misses the image, is an :class:`~MedDiffFMLib.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..errors import InputError
+from ..preprocessing import ModelSpace, mask_on_grid
+from ..progress import ProgressCallback
+from .shared import notify
+
+BODY_HU = -500.0
+
+
+def mask_for_image(
+    mask: Union[sitk.Image, np.ndarray, None],
+    image: sitk.Image,
+    *,
+    name: str = "mask",
+    label: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> tuple[np.ndarray, bool]:
+    """``(inside, resampled)``: a bool ``(z, y, x)`` mask on ``image``'s grid (any non-zero voxel,
+    or ``label``) and whether it had to be resampled.
+
+    A mask on another grid is resampled (nearest neighbour, by physical position) with a note
+    to the user; an empty mask or one outside the image raises InputError.
+    """
+    if mask is None:
+        raise InputError(f"This task needs a {name}: pass a label volume (or Slicer segment) marking the region.")
+    inside, resampled = mask_on_grid(mask, image, name=name, label=label)
+    if resampled:
+        notify(
+            progress,
+            f"The {name} is on a different grid from the image (size, spacing, origin or direction differ); "
+            f"it was resampled onto the image grid by physical position (nearest neighbour): "
+            f"{int(inside.sum())} image voxels are inside.",
+        )
+    return inside, resampled
+
+
+def covering_mask(space: ModelSpace, mask: np.ndarray) -> np.ndarray:
+    """Model-grid voxels whose cell touches ``mask`` (bool, input grid): a superset of the mask.
+
+    Linear resampling alone misses a small mask lying between coarse model voxel centres, so the
+    mask is first dilated by half a model voxel (the two grids share their direction).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    spacing_in = np.asarray(space.input_geometry.spacing[::-1], dtype=float)  # (z, y, x)
+    spacing_model = np.asarray(space.model_geometry.spacing[::-1], dtype=float)
+    radius = np.ceil(spacing_model / (2.0 * spacing_in)).astype(int)
+    dilated = ndimage.maximum_filter(mask, size=tuple(2 * radius + 1)) if radius.any() else mask
+    return space.mask_to_model(dilated, threshold=1e-3)
+
+
+def shape_mask(space: ModelSpace, mask: np.ndarray) -> np.ndarray:
+    """The mask's shape on the model grid (voxels at least half covered), or its covering mask
+    when the mask is too small to cover half of any model voxel."""
+    inside = space.mask_to_model(np.asarray(mask, dtype=bool), threshold=0.5)
+    return inside if inside.any() else covering_mask(space, mask)
+
+
+def body_mask(hu: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), threshold: float = BODY_HU) -> np.ndarray:
+    """The body: the connected region(s) above ``threshold`` HU large enough to be the patient
+    (the largest one and any at least 10 % of its size, which drops the table, clothes and
+    noise), with enclosed air (lungs, bowel gas) filled in, slice by slice and in 3D.
+    """
+    hu = np.asarray(hu)
+    above = hu > threshold
+    # A small opening (about 2 mm) cuts thin bridges to the table and removes speckle.
+    radius = np.maximum(1, np.round(2.0 / np.asarray(spacing_zyx, dtype=float))).astype(int)
+    radius = np.minimum(radius, 2)
+    opened = ndimage.binary_opening(above, structure=np.ones(tuple(2 * r + 1 for r in radius), bool))
+    if not opened.any():
+        opened = above
+    labels, count = ndimage.label(opened)
+    if count == 0:
+        return np.zeros(hu.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
+    body = np.isin(labels, keep)
+    body = np.stack([ndimage.binary_fill_holes(s) for s in body])
+    return ndimage.binary_fill_holes(body)

@@ -1,0 +1,143 @@
+"""RePaint: regenerate a masked region with the shared sampler, keeping the rest of the image.
+
+At every step the known region of the sample is replaced by the input noised to that step
+(``after_step`` hook), so the generated region is harmonised with its surroundings; with
+``resample`` > 1 each step is repeated after re-noising (RePaint's resampling). Healthy inpainting
+(base model) and lesion generation (lesion ControlNet conditioned on the mask) both run
+:func:`regenerate_region`; they differ only in the model and the condition.
+
+On the final output grid every voxel outside the user's mask is the input voxel itself
+(bit-identical, same pixel type); inside it the generated tissue in HU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import InputError
+from ..io import image_from_array
+from ..progress import CancelCheck, ProgressCallback, check_cancel, report
+from ..sampling import Conditions, SamplingHooks, add_noise, prepare_timesteps, run_sampler
+from .engine import Engine, prepare_ct, volume_tensor
+from .masks import covering_mask, mask_for_image
+from .shared import as_pixel_type, check_region, check_start_step, check_steps
+
+ConditionBuilder = Callable[[object, np.ndarray], Optional[torch.Tensor]]
+
+
+def known_region_hook(scheduler, known_x0: torch.Tensor, keep: torch.Tensor, generator: Optional[torch.Generator]):
+    """``after_step`` hook: the known region (``keep`` True) becomes ``known_x0`` noised to the next
+    step (exactly ``known_x0`` after the last step)."""
+
+    def after_step(x_prev: torch.Tensor, t_prev: int) -> torch.Tensor:
+        known = known_x0 if t_prev < 0 else add_noise(scheduler, known_x0, t_prev, generator)
+        return torch.where(keep, known, x_prev)
+
+    return after_step
+
+
+def start_sample(scheduler, x0: torch.Tensor, t: int, full: bool, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The first sample: pure noise (``full``: from the last step) or ``x0`` noised to step ``t``."""
+    if full:
+        return torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    return add_noise(scheduler, x0, t, generator)
+
+
+@dataclass
+class RegenerateOptions:
+    """Settings shared by inpainting and lesion generation (see those tasks' docs)."""
+
+    steps: int = 50
+    resample: int = 1
+    start_step: Optional[int] = None
+    eta: float = 0.0
+    seed: Optional[int] = 0
+    region: Optional[str] = None
+    label: Optional[int] = None
+    allow_non_hu: bool = False
+
+
+@dataclass
+class RegenerateResult:
+    image: sitk.Image
+    mask_voxels: int
+    mask_resampled: bool
+    start_step: int
+    steps: int
+    region: Optional[str]
+
+
+def regenerate_region(
+    image: sitk.Image,
+    mask: Union[sitk.Image, np.ndarray],
+    engine: Engine,
+    options: RegenerateOptions,
+    *,
+    condition: Optional[ConditionBuilder] = None,
+    stage: str = "inpainting",
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+) -> RegenerateResult:
+    """Regenerate the voxels of ``image`` inside ``mask``; everything outside stays bit-identical.
+
+    ``condition(space, mask_on_input_grid)`` returns the ControlNet condition on the model grid
+    (lesion generation) or None (healthy inpainting with the base model).
+    """
+    steps = check_steps(options.steps)
+    if int(options.resample) < 1:
+        raise InputError(f"--resample must be at least 1 (got {options.resample}).")
+    start_step = check_start_step(engine, options.start_step)
+    region = check_region(engine, options.region)
+    image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
+    inside, resampled = mask_for_image(mask, image, name="mask", label=options.label, progress=progress)
+    report(progress, "preprocessing", 0, 1)
+    space = engine.model_space(image, region)
+    generate = covering_mask(space, inside)
+    control = condition(space, inside) if condition is not None else None
+    report(progress, "preprocessing", 1, 1)
+    check_cancel(cancel)
+
+    scheduler = engine.scheduler()
+    full = start_step is None
+    timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+    y = volume_tensor(space.model_array)
+    keep = torch.as_tensor(~generate)[None, None]
+    generator = engine.generator(options.seed)
+    x = start_sample(scheduler, y, timesteps[0], full, generator)
+    # The known region starts on the trajectory too (pure noise would hide it at the first step).
+    x = torch.where(keep, add_noise(scheduler, y, timesteps[0], generator), x)
+    predictor = engine.predictor(space, Conditions(region=engine.region_index(region), control=control))
+    result = run_sampler(
+        predictor,
+        scheduler,
+        x,
+        timesteps,
+        eta=options.eta,
+        hooks=SamplingHooks(after_step=known_region_hook(scheduler, y, keep, generator)),
+        resample_repeats=options.resample,
+        generator=generator,
+        progress=progress,
+        cancel=cancel,
+        stage=stage,
+    )
+    check_cancel(cancel)
+    report(progress, "postprocessing", 0, 1)
+    generated = space.to_input_grid(result[0, 0].numpy(), replace_mask=inside)
+    output = keep_outside(image, generated, inside)
+    report(progress, "postprocessing", 1, 1)
+    return RegenerateResult(output, int(inside.sum()), resampled, int(timesteps[0]), len(timesteps), region)
+
+
+def keep_outside(image: sitk.Image, generated: sitk.Image, inside: np.ndarray) -> sitk.Image:
+    """out = where(inside, generated, input) on the input grid, in the input's pixel type, so
+    every voxel outside the mask is bit-identical to the input."""
+    source = sitk.GetArrayFromImage(image)
+    new = as_pixel_type(sitk.GetArrayFromImage(generated), image.GetPixelID())
+    out = np.where(np.asarray(inside, dtype=bool), new, source).astype(source.dtype, copy=False)
+    result = image_from_array(out, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    return result

@@ -1,0 +1,97 @@
+"""Small steps every task shares: notes to the user, option checks, progress over several passes,
+and output pixel types."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..progress import ProgressCallback, ProgressEvent
+from .engine import Engine
+
+LOG = logging.getLogger("MedDiffFMLib.tasks")
+
+
+def notify(progress: Optional[ProgressCallback], message: str) -> None:
+    """Tell the user something they should know (e.g. "the mask was resampled").
+
+    The message is logged; a progress object with a ``note(message)`` method also gets it (the
+    command line prints it, or emits ``{"stage": "note", "message": ...}`` with ``--progress json``).
+    """
+    LOG.warning(message)
+    note = getattr(progress, "note", None)
+    if callable(note):
+        note(message)
+
+
+def check_region(engine: Engine, region: Optional[str], required: bool = False) -> Optional[str]:
+    """Return ``region`` if the model knows it; InputError naming the choices otherwise."""
+    known = tuple(engine.config.regions)
+    if region is None:
+        if required:
+            raise InputError(f"A body region is required: pass one of {', '.join(known)} (--region).")
+        return None
+    if region not in known:
+        raise InputError(f"Unknown region '{region}'. This model knows: {', '.join(known)} (--region).")
+    return region
+
+
+def check_steps(steps: int, name: str = "--steps") -> int:
+    if int(steps) < 1:
+        raise InputError(f"{name} must be at least 1 (got {steps}).")
+    return int(steps)
+
+
+def check_start_step(engine: Engine, start_step: Optional[int]) -> Optional[int]:
+    """None (start from pure noise) or a step in [1, T - 1]."""
+    if start_step is None:
+        return None
+    total = engine.config.num_train_timesteps
+    if not 1 <= int(start_step) <= total - 1:
+        raise InputError(f"--start-step must be between 1 and {total - 1} for this model (got {start_step}).")
+    return int(start_step)
+
+
+class PassProgress:
+    """Maps the progress of pass ``index`` of ``passes`` identical passes onto one running total,
+    so that several samples (anomaly maps) show as one bar that reaches its end once."""
+
+    def __init__(self, progress: Optional[ProgressCallback], index: int, passes: int) -> None:
+        self.progress = progress
+        self.index = index
+        self.passes = passes
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            total = event.total * self.passes
+            self.progress(ProgressEvent(event.stage, event.step + self.index * event.total, total))
+
+    def note(self, message: str) -> None:
+        forward = getattr(self.progress, "note", None)
+        if callable(forward):
+            forward(message)
+
+
+_INTEGER_RANGES = {
+    sitk.sitkInt8: np.iinfo(np.int8),
+    sitk.sitkUInt8: np.iinfo(np.uint8),
+    sitk.sitkInt16: np.iinfo(np.int16),
+    sitk.sitkUInt16: np.iinfo(np.uint16),
+    sitk.sitkInt32: np.iinfo(np.int32),
+    sitk.sitkUInt32: np.iinfo(np.uint32),
+}
+
+
+def as_pixel_type(values: np.ndarray, pixel_id: int) -> np.ndarray:
+    """``values`` in the numpy type of a SimpleITK pixel type: integers are rounded and clipped to
+    the type's range, floats keep their value (float64 stays float64)."""
+    if pixel_id in _INTEGER_RANGES:
+        info = _INTEGER_RANGES[pixel_id]
+        return np.clip(np.rint(values), info.min, info.max).astype(info.dtype)
+    if pixel_id == sitk.sitkFloat64:
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray(values, dtype=np.float32)

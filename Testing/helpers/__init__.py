@@ -1,0 +1,1 @@
+"""Test helpers: small generated volumes and fixtures shared by the tests."""

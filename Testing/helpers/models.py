@@ -1,0 +1,59 @@
+"""Session-scoped tiny models for task tests: a random tiny base model and tiny superres / lesion
+ControlNets attached to it, written once per test session with ``meddifffm init-model``.
+
+Import the fixtures into a test module (``from helpers.models import tiny_models  # noqa: F401``);
+pytest then offers them to that module's tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Folders of the tiny models (the ControlNets sit beside their base, as the loader expects)."""
+
+    root: Path
+    base: Path
+    superres: Path
+    lesion: Path
+
+
+def write_tiny_models(root: Path) -> TinyModels:
+    """Write the three tiny models under ``root`` with the command line (as a user would)."""
+    from MedDiffFMLib.cli import main
+
+    root.mkdir(parents=True, exist_ok=True)
+    base = root / "tiny-base"
+    assert main(["init-model", "--config", "tiny", "--seed", "0", str(base)]) == 0
+    folders = {}
+    for task in ("superres", "lesion"):
+        folder = root / f"tiny-{task}"
+        assert main(["init-model", "--controlnet", task, "--base", str(base), "--seed", "1", str(folder)]) == 0
+        folders[task] = folder
+    return TinyModels(root=root, base=base, superres=folders["superres"], lesion=folders["lesion"])
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """The tiny base, superres and lesion models (random weights: outputs are noise-like)."""
+    return write_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tiny_models):
+    """Loaded CPU engines for the tiny models, keyed by role (loading once keeps tests fast)."""
+    from MedDiffFMLib.tasks.engine import Engine, EngineOptions
+
+    def make(folder: Path, role: str, task=None) -> Engine:
+        return Engine(EngineOptions(model=str(folder), device="cpu"), role=role, expect_task=task)
+
+    return {
+        "base": make(tiny_models.base, "base"),
+        "superres": make(tiny_models.superres, "superres", "superres"),
+        "lesion": make(tiny_models.lesion, "lesion", "lesion"),
+    }

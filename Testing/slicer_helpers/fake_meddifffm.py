@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""A stand-in for the ``meddifffm`` command with the same arguments and ``--progress json``
+protocol, fast and model-free, for testing the Slicer module.
+
+What it writes (geometry always that of the input unless stated):
+  denoise IN OUT            a float32 copy of IN
+  anomaly IN OUT            |IN - mean(IN)|; --threshold T --mask-out M: M = OUT > T; --healthy-out H: copy of IN
+  synthesize OUT            --like REF: REF's grid filled with noise; else a 16x16x8 volume, spacing (1, 1, 2)
+  superres IN OUT           z size x factor (--factor-z, default 2), z spacing / factor, same origin/direction
+  inpaint IN MASK OUT       IN with the mask set to -1000 (lesion: +100); MASK must be on IN's grid (else exit 2)
+  batch TASK --inputs D --out O   a float32 copy of each file of D into O
+  info --json / import-weights PATH / init-model --config tiny OUT
+
+Environment:
+  FAKE_MEDDIFFFM_RECORD=path       append {"argv": [...]} as a JSON line
+  FAKE_MEDDIFFFM_DELAY=seconds     sleep before each progress step (default 0)
+  FAKE_MEDDIFFFM_STEPS=n           number of sampling steps reported (default 3)
+  FAKE_MEDDIFFFM_FAIL=user|crash   fail with a user error (exit 2) or an unexpected exception (exit 1)
+  FAKE_MEDDIFFFM_CHILD_PIDFILE=p   start a long-lived child process and write its pid to p
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+PROGRESS = {"mode": "none"}
+
+
+def emit(payload):
+    if PROGRESS["mode"] == "json":
+        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.flush()
+
+
+def fail(message, code=2):
+    emit({"stage": "error", "message": message})
+    sys.stderr.write(f"Error: {message}\n")
+    sys.exit(code)
+
+
+def steps():
+    delay = float(os.environ.get("FAKE_MEDDIFFFM_DELAY", "0") or 0)
+    total = int(os.environ.get("FAKE_MEDDIFFFM_STEPS", "3") or 3)
+    emit({"stage": "loading", "step": 1, "total": 1})
+    for step in range(1, total + 1):
+        if delay:
+            time.sleep(delay)
+        emit({"stage": "sampling", "step": step, "total": total})
+
+
+def read(path):
+    if not os.path.exists(path):
+        fail(f"Input not found: {path}")
+    return sitk.ReadImage(path)
+
+
+def write(image, path):
+    sitk.WriteImage(image, path, False)
+
+
+def like(array, reference, dtype=np.float32):
+    image = sitk.GetImageFromArray(array.astype(dtype))
+    image.CopyInformation(reference)
+    return image
+
+
+def sameGrid(a, b, tol=1e-4):
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
+
+
+def main(argv):
+    record = os.environ.get("FAKE_MEDDIFFFM_RECORD")
+    if record:
+        with open(record, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"argv": argv}) + "\n")
+
+    parser = argparse.ArgumentParser(prog="meddifffm")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model")
+    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    common.add_argument("--steps", type=int)
+    common.add_argument("--seed", type=int)
+    common.add_argument("--progress", default="bar", choices=["json", "bar", "none"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("denoise", parents=[common]); p.add_argument("input"); p.add_argument("output")
+    p.add_argument("--strength", type=float, default=0.5)
+    p = sub.add_parser("anomaly", parents=[common]); p.add_argument("input"); p.add_argument("output")
+    p.add_argument("--threshold", type=float); p.add_argument("--mask-out"); p.add_argument("--healthy-out")
+    p = sub.add_parser("synthesize", parents=[common]); p.add_argument("output")
+    p.add_argument("--region", required=True, choices=["chest", "abdomen", "head_neck"]); p.add_argument("--like")
+    p.add_argument("--anatomy")
+    p = sub.add_parser("superres", parents=[common]); p.add_argument("input"); p.add_argument("output")
+    p.add_argument("--factor-z", type=float)
+    for name in ("inpaint", "lesion"):
+        p = sub.add_parser(name, parents=[common]); p.add_argument("input"); p.add_argument("mask"); p.add_argument("output")
+    p = sub.add_parser("batch", parents=[common]); p.add_argument("task")
+    p.add_argument("--inputs", required=True); p.add_argument("--out", required=True)
+    p.add_argument("--strength", type=float); p.add_argument("--threshold", type=float)
+    p.add_argument("--factor-z", type=float); p.add_argument("--region")
+    p = sub.add_parser("info", parents=[common]); p.add_argument("--json", action="store_true")
+    p = sub.add_parser("import-weights", parents=[common]); p.add_argument("path")
+    p = sub.add_parser("init-model", parents=[common]); p.add_argument("--config", default="tiny"); p.add_argument("out")
+    args = parser.parse_args(argv)
+    PROGRESS["mode"] = args.progress
+
+    # Noise a real library may print: must reach the log, never the progress bar.
+    print("fake meddifffm: starting", args.command, flush=True)
+    sys.stderr.write("UserWarning: this is a fake warning line\n")
+    sys.stderr.flush()
+
+    pidfile = os.environ.get("FAKE_MEDDIFFFM_CHILD_PIDFILE")
+    if pidfile:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        with open(pidfile, "w", encoding="utf-8") as f:
+            f.write(str(child.pid))
+
+    failure = os.environ.get("FAKE_MEDDIFFFM_FAIL")
+    if failure == "user":
+        steps()
+        fail("The input is not a CT volume: its values are outside the HU range. Select a CT scan.")
+    if failure == "crash":
+        raise RuntimeError("fake unexpected crash")
+
+    outputs = []
+    if args.command == "info":
+        print(json.dumps({
+            "version": "0.0-fake", "torch": "fake", "devices": ["cpu"],
+            "models": [
+                {"name": "meddifffm-tiny", "path": "/models/tiny", "kind": "unet", "sha256_ok": True,
+                 "card_summary": "Tiny random model for tests.", "config": {"default_steps": 10}},
+                {"name": "meddifffm-paper", "path": "/models/paper", "kind": "unet", "sha256_ok": False,
+                 "card_summary": "Paper model.", "config": {}},
+                {"name": "meddifffm-controlnet", "path": "/models/cn", "kind": "controlnet", "sha256_ok": True,
+                 "card_summary": "", "config": {}},
+            ]}), flush=True)
+        return 0
+    if args.command == "import-weights":
+        if not os.path.exists(args.path):
+            fail(f"Weights not found: {args.path}")
+        print(f"Imported weights from {args.path} (sha256 verified)", flush=True)
+        emit({"stage": "done", "step": 1, "total": 1, "outputs": []})
+        return 0
+    if args.command == "init-model":
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"config": args.config}, f)
+        emit({"stage": "done", "step": 1, "total": 1, "outputs": [args.out]})
+        return 0
+
+    steps()
+    emit({"stage": "writing", "step": 0, "total": 1})
+    if args.command == "denoise":
+        image = read(args.input)
+        write(like(sitk.GetArrayFromImage(image), image), args.output)
+        outputs = [args.output]
+    elif args.command == "anomaly":
+        image = read(args.input)
+        array = sitk.GetArrayFromImage(image).astype(np.float32)
+        amap = np.abs(array - array.mean())
+        write(like(amap, image), args.output)
+        outputs = [args.output]
+        if args.threshold is not None and args.mask_out:
+            write(like(amap > args.threshold, image, np.uint8), args.mask_out)
+            outputs.append(args.mask_out)
+        if args.healthy_out:
+            write(like(array, image), args.healthy_out)
+            outputs.append(args.healthy_out)
+    elif args.command == "synthesize":
+        if args.like:
+            reference = read(args.like)
+            rng = np.random.default_rng(args.seed)
+            write(like(rng.normal(0, 100, sitk.GetArrayFromImage(reference).shape), reference), args.output)
+        else:
+            image = sitk.GetImageFromArray(np.full((8, 16, 16), -500, np.float32))
+            image.SetSpacing((1.0, 1.0, 2.0))
+            write(image, args.output)
+        outputs = [args.output]
+    elif args.command == "superres":
+        image = read(args.input)
+        factor = int(round(args.factor_z or 2))
+        array = np.repeat(sitk.GetArrayFromImage(image).astype(np.float32), factor, axis=0)
+        out = sitk.GetImageFromArray(array)
+        sx, sy, sz = image.GetSpacing()
+        out.SetSpacing((sx, sy, sz / factor))
+        out.SetOrigin(image.GetOrigin())
+        out.SetDirection(image.GetDirection())
+        write(out, args.output)
+        outputs = [args.output]
+    elif args.command in ("inpaint", "lesion"):
+        image = read(args.input)
+        mask = read(args.mask)
+        if not sameGrid(image, mask):
+            fail("The mask is not on the grid of the input volume.")
+        array = sitk.GetArrayFromImage(image).astype(np.float32)
+        m = sitk.GetArrayFromImage(mask) > 0
+        if not m.any():
+            fail("The mask is empty.")
+        array[m] = -1000.0 if args.command == "inpaint" else 100.0
+        write(like(array, image), args.output)
+        outputs = [args.output]
+    elif args.command == "batch":
+        os.makedirs(args.out, exist_ok=True)
+        for name in sorted(os.listdir(args.inputs)):
+            image = read(os.path.join(args.inputs, name))
+            target = os.path.join(args.out, name)
+            write(like(sitk.GetArrayFromImage(image), image), target)
+            outputs.append(target)
+    emit({"stage": "done", "step": 1, "total": 1, "outputs": outputs})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

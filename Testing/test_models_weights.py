@@ -1,0 +1,152 @@
+"""Configs, the weights format (checksums, shards, corruption) and the model registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from MedDiffFMLib.errors import ModelError
+from MedDiffFMLib.models import (
+    ControlNetConfig,
+    MedDiffFMControlNet,
+    MedDiffFMUNet,
+    build_module,
+    import_weights,
+    load_pipeline_model,
+    named_config,
+    resolve_model,
+    save_model,
+    verify_model_folder,
+)
+from MedDiffFMLib.models.weights import MANIFEST, sha256_of
+
+
+def _inputs(config, batch=2):
+    torch.manual_seed(0)
+    size = config.patch_size
+    return (torch.randn(batch, config.input_channels, *size), torch.tensor([5, 900][:batch]),
+            torch.tensor([0, 2][:batch]))
+
+
+@pytest.fixture()
+def tiny_folder(tmp_path):
+    torch.manual_seed(1)
+    module = MedDiffFMUNet(named_config("tiny"))
+    return save_model(module, tmp_path / "tiny-base", name="tiny-base", max_shard_bytes=200_000), module
+
+
+def test_paper_config_follows_the_paper():
+    config = named_config("paper")
+    assert config.channels[0] == 32 and config.num_res_blocks == 1
+    assert config.attention_levels == (False, False, False, True)
+    assert config.patch_size == (128, 128, 128) and config.spacing_mm == (1.0, 1.0, 1.0)
+    assert config.patch_size[0] // config.downsampling == 16  # attention at 16^3
+    assert config.num_train_timesteps == 1000 and config.schedule == "cosine"
+    assert config.windows["chest"] == (-500.0, 1800.0)
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ModelError, match="multiple of"):
+        named_config("tiny").__class__(name="bad", channels=(8, 16), attention_levels=(False, True),
+                                       norm_num_groups=4, patch_size=(15, 16, 16))
+    with pytest.raises(ModelError, match="Unknown model config"):
+        named_config("nope")
+
+
+def test_config_json_round_trip():
+    config = named_config("default")
+    again = config.from_dict(json.loads(config.to_json()))
+    assert again == config
+
+
+def test_save_and_load_give_the_same_network(tiny_folder):
+    files, module = tiny_folder
+    assert sum(f.endswith(".safetensors") for f in files.files) > 1  # sharded
+    loaded = build_module(verify_model_folder(files.path))
+    x, t, r = _inputs(files.model_config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, r), module.eval()(x, t, r))
+
+
+def test_half_precision_storage_is_smaller_and_loads_as_float32(tmp_path):
+    module = MedDiffFMUNet(named_config("tiny"))
+    full = save_model(module, tmp_path / "f32", name="f32")
+    half = save_model(module, tmp_path / "f16", name="f16", storage_dtype=torch.float16)
+    size = lambda f: sum((f.path / n).stat().st_size for n in f.files if n.endswith(".safetensors"))  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    loaded = build_module(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+
+
+def test_checksum_mismatch_refuses_to_load(tiny_folder):
+    files, _ = tiny_folder
+    shard = next(files.path / n for n in files.files if n.endswith(".safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum"):
+        verify_model_folder(files.path)
+
+
+def _rewrite_manifest(folder):
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"] = {name: sha256_of(folder / name) for name in manifest["files"]}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_truncated_weights_are_reported(tiny_folder):
+    files, _ = tiny_folder
+    shard = next(files.path / n for n in sorted(files.files) if n.endswith(".safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    _rewrite_manifest(files.path)  # even with a matching checksum, a truncated file is caught
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        build_module(verify_model_folder(files.path))
+
+
+def test_config_that_does_not_match_the_weights(tiny_folder):
+    files, _ = tiny_folder
+    doc = json.loads((files.path / "config.json").read_text())
+    doc["model"]["channels"] = [8, 24]
+    doc["model"]["norm_num_groups"] = 4
+    (files.path / "config.json").write_text(json.dumps(doc))
+    _rewrite_manifest(files.path)
+    with pytest.raises(ModelError, match="does not match its weights"):
+        build_module(verify_model_folder(files.path))
+
+
+def test_missing_manifest_and_missing_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDDIFFFM_MODELS_DIR", str(tmp_path / "library"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(ModelError, match="no manifest.json"):
+        verify_model_folder(tmp_path)
+    with pytest.raises(ModelError, match="Cannot find model 'nothing-here'"):
+        resolve_model("nothing-here")
+
+
+def test_registry_finds_imported_models_by_name(tiny_folder, tmp_path, monkeypatch):
+    files, _ = tiny_folder
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MEDDIFFFM_MODELS_DIR", raising=False)
+    imported = import_weights(files.path, name="my-model")
+    assert imported.fingerprint == files.fingerprint
+    assert resolve_model("my-model").path == imported.path
+    with pytest.raises(ModelError, match="already exists"):
+        import_weights(files.path, name="my-model")
+
+
+def test_controlnet_starts_as_the_base_model(tiny_folder, tmp_path):
+    files, base = tiny_folder
+    control = MedDiffFMControlNet(files.model_config, ControlNetConfig(task="lesion", base_model=files.name,
+                                                                       base_sha256=files.fingerprint))
+    control.initialise_from(base)
+    save_model(control, tmp_path / "tiny-lesion", name="tiny-lesion")
+    # The ControlNet's output convolutions start at zero, so it changes nothing until trained.
+    loaded = load_pipeline_model(tmp_path / "tiny-lesion", expect_task="lesion")
+    x, t, r = _inputs(files.model_config)
+    cond = torch.rand(2, 1, *files.model_config.patch_size)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x, t, r, cond), base.eval()(x, t, r))
+    with pytest.raises(ModelError, match="superres"):
+        load_pipeline_model(tmp_path / "tiny-lesion", expect_task="superres")
