@@ -17,7 +17,12 @@ import SimpleITK as sitk
 
 from .io import to_image
 from .progress import CancelCheck, ProgressCallback
+from .tasks.anomaly import AnomalyOptions, anomaly_map_image
 from .tasks.denoise import DenoiseOptions, denoise_image
+from .tasks.inpaint import InpaintOptions, inpaint_image
+from .tasks.lesion import LesionOptions, generate_lesion_image
+from .tasks.superres import SuperResOptions, super_resolve_image
+from .tasks.synthesize import SynthesisOptions, synthesize_image
 from .tasks.engine import Engine, EngineOptions
 
 ImageLike = Union[sitk.Image, np.ndarray]
@@ -59,4 +64,185 @@ def denoise(
     options = DenoiseOptions(strength=strength, steps=steps, noise_hu=noise_hu, lam=lam, seed=seed, region=region,
                              allow_non_hu=allow_non_hu)
     result = denoise_image(source, _engine(engine, model, device), options, progress, cancel)
+    return _like_input(result.image, image)
+
+
+def anomaly_map(
+    image: ImageLike,
+    *,
+    spacing: Optional[Sequence[float]] = None,
+    origin: Optional[Sequence[float]] = None,
+    direction: Optional[Sequence[float]] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    start_step: Optional[int] = None,
+    steps: int = 20,
+    samples: int = 1,
+    smooth_mm: float = 2.0,
+    threshold: Optional[float] = None,
+    body_only: bool = False,
+    seed: Optional[int] = 0,
+    region: Optional[str] = None,
+    allow_non_hu: bool = False,
+    details: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    engine: Optional[Engine] = None,
+):
+    """Zero-shot anomaly map of a CT in HU: |input - healthy reconstruction| in HU, Gaussian-smoothed
+    (``smooth_mm``, std in mm), averaged over ``samples``; see :mod:`MedDiffFMLib.tasks.anomaly`.
+
+    Returns the map (float32, HU of absolute difference) on the input grid; with ``details=True``
+    a dict ``{"map", "mask" (uint8 or None, needs ``threshold``), "healthy", "score"}``.
+    """
+    source = _as_image(image, spacing, origin, direction)
+    options = AnomalyOptions(start_step=start_step, steps=steps, samples=samples, smooth_mm=smooth_mm,
+                             threshold=threshold, body_only=body_only, seed=seed, region=region,
+                             allow_non_hu=allow_non_hu)
+    result = anomaly_map_image(source, _engine(engine, model, device), options, progress, cancel)
+    amap = _like_input(result.anomaly_map, image)
+    if not details:
+        return amap
+    return {
+        "map": amap,
+        "mask": _like_input(result.mask, image) if result.mask is not None else None,
+        "healthy": _like_input(result.healthy, image),
+        "score": result.score,
+    }
+
+
+def synthesize(
+    region: str,
+    *,
+    anatomy: Optional[ImageLike] = None,
+    like: Optional[sitk.Image] = None,
+    size: Optional[Sequence[int]] = None,
+    spacing: Optional[Sequence[float]] = None,
+    origin: Optional[Sequence[float]] = None,
+    direction: Optional[Sequence[float]] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    steps: int = 50,
+    seed: Optional[int] = 0,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    engine: Optional[Engine] = None,
+) -> ImageLike:
+    """Sample a CT (int16 HU) of ``region`` from noise; see :mod:`MedDiffFMLib.tasks.synthesize`.
+
+    The grid is the ``anatomy`` label map's (a numpy label map takes ``spacing``/``origin``/
+    ``direction``), else ``like``'s, else ``size`` (x, y, z) voxels at ``spacing`` mm with
+    ``origin``/``direction``. Returns a numpy array when ``anatomy`` is one, else an image.
+    """
+    anatomy_image = None
+    options = SynthesisOptions(region=region, steps=steps, seed=seed)
+    if anatomy is not None:
+        anatomy_image = _as_image(anatomy, spacing, origin, direction)
+    else:
+        options.size, options.spacing, options.origin, options.direction = size, spacing, origin, direction
+    result = synthesize_image(_engine(engine, model, device), options, anatomy=anatomy_image, like=like,
+                              progress=progress, cancel=cancel)
+    return _like_input(result.image, anatomy) if anatomy is not None else result.image
+
+
+def super_resolve(
+    image: ImageLike,
+    *,
+    spacing: Optional[Sequence[float]] = None,
+    origin: Optional[Sequence[float]] = None,
+    direction: Optional[Sequence[float]] = None,
+    factor_z: Optional[int] = None,
+    z_spacing: Optional[float] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    steps: int = 50,
+    lam: float = 10.0,
+    noise_hu: Optional[float] = None,
+    seed: Optional[int] = 0,
+    region: Optional[str] = None,
+    keep_origin: bool = False,
+    allow_non_hu: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    engine: Optional[Engine] = None,
+) -> ImageLike:
+    """Thin slices from thick ones (superres ControlNet + DiffPIR); see :mod:`MedDiffFMLib.tasks.superres`.
+
+    Unlike the other calls the output grid is finer in z: the input's x/y grid, z spacing / F,
+    nz * F slices over the same physical extent (origin moved by -(F-1)/(2F) z-spacing along the
+    slice axis unless ``keep_origin``; :func:`MedDiffFMLib.tasks.superres.output_geometry` gives
+    it for numpy callers). Every F consecutive output slices average to the input slice.
+    """
+    source = _as_image(image, spacing, origin, direction)
+    options = SuperResOptions(factor_z=factor_z, spacing=z_spacing, steps=steps, lam=lam, noise_hu=noise_hu,
+                              seed=seed, region=region, keep_origin=keep_origin, allow_non_hu=allow_non_hu)
+    engine = _engine(engine, model, device, role="superres", expect_task="superres")
+    result = super_resolve_image(source, engine, options, progress, cancel)
+    return _like_input(result.image, image)
+
+
+def _regenerate_options(cls, steps, resample, start_step, seed, region, label, allow_non_hu):
+    return cls(steps=steps, resample=resample, start_step=start_step, seed=seed, region=region, label=label,
+               allow_non_hu=allow_non_hu)
+
+
+def inpaint(
+    image: ImageLike,
+    mask: ImageLike,
+    *,
+    spacing: Optional[Sequence[float]] = None,
+    origin: Optional[Sequence[float]] = None,
+    direction: Optional[Sequence[float]] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    steps: int = 50,
+    resample: int = 1,
+    start_step: Optional[int] = None,
+    seed: Optional[int] = 0,
+    region: Optional[str] = None,
+    label: Optional[int] = None,
+    allow_non_hu: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    engine: Optional[Engine] = None,
+) -> ImageLike:
+    """Regenerate the voxels inside ``mask`` as healthy tissue (RePaint with the base model).
+
+    ``mask``: a numpy array on the image grid, or an image with its own geometry (resampled by
+    physical position when its grid differs). Every voxel outside the mask is bit-identical to the
+    input, in the input's pixel type; see :mod:`MedDiffFMLib.tasks.inpaint`.
+    """
+    source = _as_image(image, spacing, origin, direction)
+    options = _regenerate_options(InpaintOptions, steps, resample, start_step, seed, region, label, allow_non_hu)
+    result = inpaint_image(source, mask, _engine(engine, model, device), options, progress, cancel)
+    return _like_input(result.image, image)
+
+
+def generate_lesion(
+    image: ImageLike,
+    mask: ImageLike,
+    *,
+    spacing: Optional[Sequence[float]] = None,
+    origin: Optional[Sequence[float]] = None,
+    direction: Optional[Sequence[float]] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    steps: int = 50,
+    resample: int = 1,
+    start_step: Optional[int] = None,
+    seed: Optional[int] = 0,
+    region: Optional[str] = None,
+    label: Optional[int] = None,
+    allow_non_hu: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    engine: Optional[Engine] = None,
+) -> ImageLike:
+    """Generate a lesion shaped like ``mask`` (lesion ControlNet + RePaint); outside the mask every
+    voxel is bit-identical to the input. ``mask`` as in :func:`inpaint`; see
+    :mod:`MedDiffFMLib.tasks.lesion`."""
+    source = _as_image(image, spacing, origin, direction)
+    options = _regenerate_options(LesionOptions, steps, resample, start_step, seed, region, label, allow_non_hu)
+    engine = _engine(engine, model, device, role="lesion", expect_task="lesion")
+    result = generate_lesion_image(source, mask, engine, options, progress, cancel)
     return _like_input(result.image, image)

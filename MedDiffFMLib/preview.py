@@ -32,16 +32,25 @@ def write_preview(
     path: str | Path,
     titles: Sequence[str] = ("before", "after"),
     window: tuple[float, float] = (40.0, 400.0),
+    difference: bool = True,
 ) -> Path:
-    """Write a PNG with the input on the top row and the result below (soft-tissue window by default)."""
+    """Write a PNG with the input on the top row, the result below (soft-tissue window by default)
+    and, when ``difference`` and the grids match, the input minus the result (grey = 0, +-100 HU)."""
     from PIL import Image, ImageDraw
 
     path = Path(path)
     if not path.parent.resolve().is_dir():
         raise InputError(f"The preview folder '{path.parent}' does not exist.")
+    images = [(sitk.Cast(before, sitk.sitkFloat32), window), (sitk.Cast(after, sitk.sitkFloat32), window)]
+    titles = list(titles)
+    if difference and before.GetSize() == after.GetSize():
+        diff = sitk.Subtract(images[0][0], images[1][0])
+        diff.CopyInformation(images[0][0])
+        images.append((diff, (0.0, 200.0)))
+        titles.append(f"{titles[0]} - {titles[1]}")
     rows = []
-    for image in (before, after):
-        views = _slices(sitk.Cast(image, sitk.sitkFloat32), *window)
+    for image, (level, width) in images:
+        views = _slices(image, level, width)
         height = max(v.shape[0] for v in views)
         padded = [np.pad(v, ((0, height - v.shape[0]), (0, 4))) for v in views]
         rows.append(np.concatenate(padded, axis=1))
@@ -50,8 +59,8 @@ def write_preview(
     picture = Image.fromarray(canvas).convert("RGB")
     draw = ImageDraw.Draw(picture)
     offset = 0
-    for title, row in zip(titles, rows):
-        draw.text((4, offset + 3), f"{title}  (W{window[1]:.0f} L{window[0]:.0f})", fill=(255, 255, 0))
+    for title, row, (_, (level, width)) in zip(titles, rows, images):
+        draw.text((4, offset + 3), f"{title}  (W{width:.0f} L{level:.0f})", fill=(255, 255, 0))
         offset += row.shape[0] + 18
     handle, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(handle)

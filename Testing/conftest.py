@@ -12,15 +12,12 @@ _REPO = Path(__file__).resolve().parent.parent
 
 
 def shared_ct_path() -> Optional[Path]:
-    """The shared real-CT folder (env MEDDIFFFM_SHARED_DATA, else <repo>/../shared/data/ct),
-    or None when it is not there."""
+    """The shared real-CT folder, or None when it is not there: env MEDDIFFFM_SHARED_DATA when
+    set (only that, so setting it to a missing path skips the shared-data tests), else
+    <repo>/../shared/data/ct."""
     env = os.environ.get("MEDDIFFFM_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(_REPO.parent / "shared" / "data" / "ct")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    path = Path(env) if env else _REPO.parent / "shared" / "data" / "ct"
+    return path if path.is_dir() else None
 
 
 _SKIP_REASON = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 
 import pytest
-import SimpleITK as sitk
 from helpers.volumes import oblique_ct, two_series_folder
 
 from MedDiffFMLib.errors import InputError

@@ -103,3 +103,14 @@ def test_overwrites_previous_output_file(tmp_path):
     new = oblique_ct((3, 8, 6), seed=5)
     write_volume(new, target)
     assert sitk.GetArrayFromImage(read_volume(target)).tolist() == sitk.GetArrayFromImage(new).tolist()
+
+
+
+def test_refuses_to_overwrite_the_data_file_of_an_input(tmp_path):
+    # another tool wrote an uncompressed detached NRRD: in.nhdr + in.raw
+    sitk.WriteImage(oblique_ct((3, 8, 6)), str(tmp_path / "in.nhdr"), useCompression=False)
+    before = (tmp_path / "in.raw").read_bytes()
+    with pytest.raises(InputError, match=r"would overwrite .*in\.raw.*belongs to an input"):
+        write_volume(oblique_ct((3, 8, 6), seed=3), tmp_path / "in.mhd", inputs=[tmp_path / "in.nhdr"])
+    assert (tmp_path / "in.raw").read_bytes() == before
+    assert listing(tmp_path) == ["in.nhdr", "in.raw"]

@@ -13,12 +13,18 @@ from typing import Callable, Dict, List, Optional
 
 from .I18n import _
 
-# Python module -> pip requirement. torch first: monai must not pull a CUDA build from PyPI.
+# Python module -> pip requirement (the library's dependencies, pyproject.toml). torch first: monai
+# must not pull a CUDA build from PyPI. Slicer already ships numpy, SimpleITK and Pillow.
 REQUIRED_PACKAGES: Dict[str, str] = {
-    "torch": "torch",
-    "monai": "monai>=1.4",
-    "einops": "einops",
-    "safetensors": "safetensors",
+    "torch": "torch>=2.2",
+    "monai": "monai>=1.5",
+    "numpy": "numpy>=1.24",
+    "SimpleITK": "SimpleITK>=2.3",
+    "scipy": "scipy>=1.10",
+    "safetensors": "safetensors>=0.4",
+    "einops": "einops>=0.7",
+    "tqdm": "tqdm>=4.60",
+    "PIL": "pillow>=9.0",
 }
 
 
@@ -40,11 +46,11 @@ def installTorchInSlicer() -> None:
     if hasattr(slicer.modules, "pytorchutils"):
         import PyTorchUtils
 
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.2")
         if torch is None:
             raise DependencyError(_("The PyTorch extension did not install PyTorch."))
     else:
-        slicer.util.pip_install("torch")
+        slicer.util.pip_install(REQUIRED_PACKAGES["torch"])
 
 
 def pipInstallInSlicer(requirements: List[str]) -> None:

@@ -155,6 +155,30 @@ class Job:
         return "\n".join(self.stdoutLines)
 
 
+def requestFromParameters(parameters) -> TaskRequest:
+    """The run described by the panel's parameter node (any object with its attributes)."""
+    task = Task(parameters.task)
+    options = TaskOptions(
+        strength=parameters.strength,
+        steps=parameters.steps,
+        seed=parameters.seed,
+        region=Region(parameters.region),
+        threshold=parameters.threshold if (task is Task.ANOMALY and parameters.useThreshold) else None,
+        factorZ=parameters.factorZ,
+        model=parameters.model or None,
+        device=Device(parameters.device),
+    )
+    mask = needsMask(task)
+    return TaskRequest(
+        task=task,
+        inputVolume=parameters.inputVolume,
+        segmentationNode=parameters.segmentationNode if mask else None,
+        segmentId=(parameters.segmentId or None) if mask else None,
+        outputVolume=parameters.outputVolume,
+        options=options,
+    )
+
+
 def _applicationLogicOrNone():
     try:
         from slicer import app

@@ -16,6 +16,8 @@ from typing import Mapping, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import InputError
+
 INT16_MIN, INT16_MAX = -32768, 32767
 
 
@@ -42,6 +44,12 @@ def write_dicom_series(
     New Study and Series UIDs are made; ``tags`` (``"gggg|eeee" -> value``, e.g. patient name
     ``"0010|0010"``) are added to or override the defaults on every slice.
     """
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"Only a 3D single-channel volume can be written as a DICOM CT series; got a "
+            f"{image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} value(s) "
+            "per voxel. Write it as .nii.gz, .nrrd or .mha instead."
+        )
     image = _as_int16(image)
     now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
     common = {

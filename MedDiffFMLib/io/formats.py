@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Union
 
-PathLike = Union[str, "Path"]
+PathLike = Union[str, os.PathLike]
 
 # Extension (lower case) -> format name. Longest extensions first so ".nii.gz" wins over ".gz".
 FILE_FORMATS = {

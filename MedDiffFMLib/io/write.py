@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ._itk import short_reason
 from .dicom_write import write_dicom_series
-from .formats import SUPPORTED_TEXT, file_extension
+from .formats import SUPPORTED_TEXT, file_extension, strip_extension
 
 PathLike = Union[str, os.PathLike]
 
@@ -68,6 +68,27 @@ def _check_target(path: PathLike, target: Path, inputs: Sequence[PathLike], dico
         raise InputError(f"Cannot write '{target}': a folder with that name exists. Choose a file name.")
 
 
+def _input_files(inputs: Sequence[PathLike]) -> set:
+    """The inputs and, for detached headers (.mhd, .nhdr), their data files (same stem)."""
+    files = set()
+    for inp in inputs:
+        p = _resolve(inp)
+        files.add(p)
+        if file_extension(p) in (".mhd", ".nhdr") and p.parent.is_dir():
+            stem = strip_extension(p.name) + "."
+            files.update(q.resolve() for q in p.parent.iterdir() if q.name.startswith(stem))
+    return files
+
+
+def _check_companions(path: PathLike, destinations: Sequence[Path], inputs: Sequence[PathLike]) -> None:
+    clash = [d for d in destinations if d.resolve() in _input_files(inputs)]
+    if clash:
+        raise InputError(
+            f"Writing '{path}' would overwrite '{clash[0]}', which belongs to an input. "
+            "MedDiffFM never overwrites its input: choose a different output name."
+        )
+
+
 def write_volume(
     image: sitk.Image,
     path: PathLike,
@@ -89,8 +110,10 @@ def write_volume(
     target = _resolve(path)
     dicom = _is_dicom_target(path, target)
     _check_target(path, target, inputs, dicom)
-    # The temporary folder is in the target folder so that the final rename stays on one disk.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    # The temporary folder is in the target folder so that the final rename stays on one disk;
+    # os.mkdir (not tempfile) so that it gets the user's usual permissions.
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    os.mkdir(tmp)
     try:
         if dicom:
             _write_series(image, tmp, dicom_tags)
@@ -100,7 +123,9 @@ def write_volume(
         else:
             _write_file(image, tmp / target.name, file_extension(target) or "")
             # A header + data pair (.mhd/.raw, .nhdr/.raw.gz): move the data first, header last.
-            for item in sorted(tmp.iterdir(), key=lambda q: q.name == target.name):
+            produced = sorted(tmp.iterdir(), key=lambda q: q.name == target.name)
+            _check_companions(path, [target.parent / q.name for q in produced], inputs)
+            for item in produced:
                 os.replace(item, target.parent / item.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

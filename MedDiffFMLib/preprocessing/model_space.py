@@ -11,7 +11,7 @@ so the result keeps the full HU range and the input's exact grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -52,9 +52,9 @@ class ModelSpace:
     input_geometry: Geometry
     model_geometry: Geometry
     padding: Padding
-    model_hu: np.ndarray
-    model_array: np.ndarray
-    _input: Optional[sitk.Image] = None
+    model_hu: np.ndarray = field(repr=False)
+    model_array: np.ndarray = field(repr=False)
+    _input: Optional[sitk.Image] = field(default=None, repr=False)
 
     @classmethod
     def from_image(
@@ -76,7 +76,8 @@ class ModelSpace:
         hu = np.clip(sitk.GetArrayFromImage(resampled), window.low, window.high)
         padding = _padding(hu.shape, min_size)
         hu = np.pad(hu, padding, constant_values=window.low).astype(np.float32, copy=False)
-        return cls(window, geometry_of(image), model_geometry, padding, hu, window.hu_to_model(hu), image)
+        model_array = window.hu_to_model(hu)
+        return cls(window, geometry_of(image), model_geometry, padding, hu, model_array, image)
 
     @classmethod
     def for_grid(

@@ -102,6 +102,24 @@ class SliceAverageOperator:
         return (x0.double() + self.adjoint(solved)).to(x0.dtype)
 
 
+def project_block_average(thin: np.ndarray, thick: np.ndarray, factor: int) -> float:
+    """Exact projection, in place, of ``thin`` (K * F, Y, X) onto {x : A x = thick} for block
+    averaging A (thick slice k = mean of thin slices kF .. kF + F - 1): A A^T = I / F, so
+    A^T (A A^T)^-1 r adds each thick slice's residual to its F thin slices. Computed slab by slab
+    in float64 (no full-volume temporaries). Returns the largest remaining |A x - thick|."""
+    factor = int(factor)
+    if thin.shape[0] != thick.shape[0] * factor or thin.shape[1:] != thick.shape[1:]:
+        raise ValueError(f"thin {thin.shape} is not {factor} x thick {thick.shape} along z")
+    error = 0.0
+    for k in range(thick.shape[0]):
+        slab = thin[k * factor : (k + 1) * factor].astype(np.float64)
+        slab += thick[k].astype(np.float64) - slab.mean(axis=0)
+        thin[k * factor : (k + 1) * factor] = slab
+        error = max(error, float(np.abs(thin[k * factor : (k + 1) * factor].astype(np.float64).mean(axis=0)
+                                        - thick[k]).max()))
+    return error
+
+
 def measurement_sigma(noise_hu: float, window_width: float, floor: float = 1e-4) -> float:
     """A noise std in HU expressed in model units ([-1, 1] over the window)."""
     return max(float(noise_hu) / (window_width / 2.0), floor) if math.isfinite(noise_hu) else floor

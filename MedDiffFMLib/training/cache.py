@@ -3,11 +3,15 @@
 ``meddifffm prepare MANIFEST CACHE_DIR`` writes::
 
     CACHE_DIR/index.json        format, spacing, per-case shape/region/split/source, storage, sizes
-    CACHE_DIR/cases/<id>.npz    image: int16 HU on the model grid (clipped to [-1024, 3071]),
+    CACHE_DIR/cases/<id>.npz    image: int16 HU on the cache grid (clipped to [-1024, 3071]), or uint8
+                                codes of the case's HU window (``dtype="uint8"``, 4x smaller on disk),
                                 anatomy: uint8 label map (optional), lesion: uint8 0/1 (optional)
 
-HU are stored, not model units: the region's window is applied when a sample is drawn, so one cache
-serves models with other windows. ``storage="npy"`` writes uncompressed ``.npy`` files instead, which
+The cache grid is the model spacing, except along axes where the image is coarser: those keep the
+image's spacing (thick slices are not upsampled on disk). The sampler interpolates crops onto the
+model grid, so a cache also serves models of another (coarser) spacing: the model-grid shape is
+computed from the source size and spacing exactly as inference does. int16 HU is the default (the
+region's window is applied when a sample is drawn, so one cache serves models with other windows). ``storage="npy"`` writes uncompressed ``.npy`` files instead, which
 training memory-maps (faster crops for large volumes, bigger on disk).
 """
 
@@ -71,8 +75,14 @@ def _labels_on_image_grid(labels: sitk.Image, image: sitk.Image, what: str, case
     return moved, True
 
 
-def preprocess_case(case: CaseEntry, spacing_xyz: Sequence[float], allow_non_hu: bool = False) -> dict:
-    """Read one case and put image, anatomy and lesion on the model grid; returns arrays and notes."""
+def preprocess_case(
+    case: CaseEntry, spacing_xyz: Sequence[float], allow_non_hu: bool = False, window: Optional[tuple] = None
+) -> dict:
+    """Read one case and put image, anatomy and lesion on the cache grid; returns arrays and notes.
+
+    The cache grid has the model spacing, or the image's own spacing along axes where that is coarser.
+    ``window`` (level, width) stores the image as uint8 codes of that HU window instead of int16 HU.
+    """
     try:
         image = read_volume(case.image)
     except InputError as error:
@@ -82,10 +92,20 @@ def preprocess_case(case: CaseEntry, spacing_xyz: Sequence[float], allow_non_hu:
             check_hu(image, f"image of case '{case.id}'")
         except InputError as error:
             raise ManifestError(str(error)) from error
-    grid = grid_for_spacing(image, spacing_xyz)
+    # Never upsample: an axis coarser than the model spacing keeps its own spacing (thick slices stay
+    # thick on disk); the sampler interpolates to the model grid when it draws a crop.
+    cache_spacing = [max(float(s), float(t)) for s, t in zip(image.GetSpacing(), spacing_xyz)]
+    grid = grid_for_spacing(image, cache_spacing)
+    model_grid = grid_for_spacing(image, spacing_xyz)
     clamped = sitk.Clamp(sitk.Cast(image, sitk.sitkFloat32), sitk.sitkFloat32, *map(float, HU_RANGE))
     hu = sitk.GetArrayFromImage(resample_like(clamped, grid, "linear", HU_RANGE[0], extrapolate=True))
-    out: dict = {"image": np.clip(np.rint(hu), *HU_RANGE).astype(np.int16), "notes": []}
+    out: dict = {"image": np.clip(np.rint(hu), *HU_RANGE).astype(np.int16), "notes": [],
+                 "cache_spacing_zyx": [float(v) for v in grid.spacing[::-1]],
+                 "model_shape": [int(v) for v in model_grid.size[::-1]]}
+    if window is not None:
+        low, width = window[0] - window[1] / 2.0, float(window[1])
+        codes = np.rint((np.clip(hu, low, low + width) - low) * (255.0 / width))
+        out["image"] = codes.astype(np.uint8)
     if case.anatomy is not None:
         labels = read_volume(case.anatomy)
         labels = sitk.Cast(labels, sitk.sitkUInt16) if labels.GetPixelID() != sitk.sitkUInt8 else labels
@@ -124,6 +144,8 @@ def prepare_cache(
     spacing_zyx: Sequence[float],
     *,
     storage: str = "npz",
+    dtype: str = "int16",
+    windows: Optional[Callable[[Optional[str]], tuple]] = None,
     allow_non_hu: bool = False,
     progress: Optional[Callable[[int, int, str], None]] = None,
     config_name: str = "",
@@ -134,6 +156,8 @@ def prepare_cache(
     """
     if storage not in ("npz", "npy"):
         raise ValueError("storage must be 'npz' or 'npy'")
+    if dtype not in ("int16", "uint8") or (dtype == "uint8" and windows is None):
+        raise ValueError("dtype must be 'int16', or 'uint8' with a windows function")
     cache_dir = Path(cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / "cases").mkdir(exist_ok=True)
@@ -142,7 +166,8 @@ def prepare_cache(
     if (cache_dir / INDEX).is_file():
         try:
             previous = json.loads((cache_dir / INDEX).read_text())
-            if previous.get("spacing_mm") == spacing_zyx and previous.get("storage") == storage:
+            if (previous.get("spacing_mm") == spacing_zyx and previous.get("storage") == storage
+                    and previous.get("dtype", "int16") == dtype):
                 old = {c["id"]: c for c in previous.get("cases", [])}
         except (json.JSONDecodeError, KeyError):
             old = {}
@@ -153,11 +178,13 @@ def prepare_cache(
             progress(number, len(manifest.cases), case.id)
         stamp = _stamp(case)
         entry = old.get(case.id)
-        if entry and entry.get("stamp") == stamp and all((cache_dir / f).is_file() for f in entry["files"].values()):
+        window_now = list(windows(case.region)) if dtype == "uint8" else None
+        if entry and entry.get("stamp") == stamp and entry.get("window") == window_now and all((cache_dir / f).is_file() for f in entry["files"].values()):
             entry.update(split=case.split, region=case.region, source=manifest.attribution(case))
             cases.append(entry)
             continue
-        arrays = preprocess_case(case, spacing_zyx[::-1], allow_non_hu)
+        window = tuple(windows(case.region)) if dtype == "uint8" else None
+        arrays = preprocess_case(case, spacing_zyx[::-1], allow_non_hu, window)
         files = {}
         if storage == "npz":
             rel = f"cases/{case.id}.npz"
@@ -176,6 +203,9 @@ def prepare_cache(
             "split": case.split,
             "region": case.region,
             "shape": list(arrays["image"].shape),
+            "spacing_mm": arrays["cache_spacing_zyx"],
+            "model_shape": arrays["model_shape"],
+            "window": list(window) if window else None,
             "files": files,
             "has_anatomy": "anatomy" in arrays,
             "anatomy_labels": sorted(int(v) for v in np.unique(arrays["anatomy"]) if v) if "anatomy" in arrays else [],
@@ -202,6 +232,7 @@ def prepare_cache(
         "spacing_mm": spacing_zyx,
         "hu_range": list(HU_RANGE),
         "storage": storage,
+        "dtype": dtype,
         "total_bytes": total_bytes,
         "voxels": int(sum(np.prod(c["shape"]) for c in cases)),
         "prepare_seconds": round(time.time() - started, 1),
@@ -246,10 +277,20 @@ class CacheCase:
     split: str
     region: Optional[str]
     shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    model_shape: tuple[int, int, int]
+    window: Optional[tuple[float, float]]
     files: dict[str, str]
     lesion_voxels: int
     has_anatomy: bool
     source: str
+    source_size_zyx: tuple[int, int, int]
+    source_spacing_zyx: tuple[float, float, float]
+
+    def model_shape_for(self, spacing_zyx) -> tuple[int, int, int]:
+        """The shape of this image on a model grid of ``spacing_zyx`` (as inference computes it)."""
+        return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(self.source_size_zyx, self.source_spacing_zyx,
+                                                                        spacing_zyx))  # type: ignore[return-value]
 
 
 class TrainingCache:
@@ -269,8 +310,10 @@ class TrainingCache:
                                 f"this MedDiffFM reads {CACHE_FORMAT}. Prepare it again.")
         self.spacing_mm = tuple(float(s) for s in self.index["spacing_mm"])
         self.cases = [
-            CacheCase(c["id"], c["split"], c.get("region"), tuple(c["shape"]), dict(c["files"]),
-                      int(c.get("lesion_voxels", 0)), bool(c.get("has_anatomy")), c.get("source", ""))
+            CacheCase(c["id"], c["split"], c.get("region"), tuple(c["shape"]), tuple(c["spacing_mm"]),
+                      tuple(c["model_shape"]), tuple(c["window"]) if c.get("window") else None, dict(c["files"]),
+                      int(c.get("lesion_voxels", 0)), bool(c.get("has_anatomy")), c.get("source", ""),
+                      tuple(c["source_size_xyz"][::-1]), tuple(c["source_spacing_xyz"][::-1]))
             for c in self.index["cases"]
         ]
         self.max_cached_cases = max(1, int(max_cached_cases))

@@ -69,7 +69,8 @@ def oblique_ct(shape: Sequence[int] = (10, 24, 20), seed: int = 0, lungs: bool =
 
 def axis_aligned_ct(shape: Sequence[int] = (10, 24, 20), seed: int = 0) -> sitk.Image:
     """The phantom with identity direction, 1 mm spacing and origin 0."""
-    return make_image(ct_like_array(shape, seed), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    identity = tuple(np.eye(3).ravel())
+    return make_image(ct_like_array(shape, seed), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), identity)
 
 
 def two_series_folder(folder: Path, description: str = "phantom") -> List[Tuple[str, int]]:

@@ -1,0 +1,468 @@
+"""Behaviour of the module panel (``Resources/UI/MedDiffFM.ui``), apart from the Slicer widget base.
+
+``MedDiffFMPanel`` gets the panel's child widgets (``ui``), the logic and the parameter node, and
+handles: which options the chosen task shows, Apply/Cancel, polling the background run with a
+``qt.QTimer``, the progress bar and log, the model list and card, the time estimate, the settings
+(model, device) and weight import. Collaborators are injected (``messages`` for dialogs,
+``settings``), so tests drive it offscreen under PySide6 with stand-ins for Slicer's widgets.
+
+Only the calls common to PythonQt and PySide6 are used: methods (``setVisible``, ``setText``,
+``property(name)``...) rather than PythonQt's property attributes, and ``signal.connect(slot)``.
+"""
+
+import logging
+from typing import Callable, Optional
+
+import qt
+
+from .I18n import _
+from .Logic import Job, MedDiffFMModuleError, RunCancelled, requestFromParameters
+from .Models import LibraryInfo, estimateSeconds, formatDuration
+from .Progress import ProgressUpdate
+from .Tasks import ALL_OPTIONS, Device, MASK, Task, needsMask, outputName, taskSpec, visibleOptions
+
+SETTINGS_MODEL = "MedDiffFM/Model"
+SETTINGS_DEVICE = "MedDiffFM/Device"
+POLL_INTERVAL_MS = 200
+SYNTHESIS_VOXELS = 256 * 256 * 128
+
+
+class SlicerMessages:
+    """Dialogs of the Slicer application (tests inject their own object with the same methods)."""
+
+    def error(self, text: str) -> None:
+        import slicer
+
+        slicer.util.errorDisplay(text, windowTitle=_("MedDiffFM"))
+
+    def info(self, text: str) -> None:
+        import slicer
+
+        slicer.util.infoDisplay(text, windowTitle=_("MedDiffFM"))
+
+    def confirm(self, text: str) -> bool:
+        import slicer
+
+        return bool(slicer.util.confirmOkCancelDisplay(text, windowTitle=_("MedDiffFM")))
+
+    def askWeightsPath(self, folder: bool) -> str:
+        if folder:
+            path = qt.QFileDialog.getExistingDirectory(None, _("Import MedDiff-FM weights from a folder"))
+        else:
+            path = qt.QFileDialog.getOpenFileName(
+                None, _("Import MedDiff-FM weights from a file"), "",
+                _("Model weights (*.safetensors *.zip *.json);;All files (*)"))
+        if isinstance(path, tuple):  # PySide returns (path, filter)
+            path = path[0]
+        return path or ""
+
+
+class MedDiffFMPanel:
+    """:param ui: object whose attributes are the panel's named child widgets.
+    :param logic: a :class:`MedDiffFMModuleLib.Logic.Logic`.
+    :param messages: ``error``, ``info``, ``confirm``, ``askWeightsPath`` (default: Slicer dialogs).
+    :param settings: a ``qt.QSettings`` (default: Slicer's application settings).
+    """
+
+    def __init__(self, ui, logic, messages=None, settings=None, scene=None):
+        self.ui = ui
+        self.logic = logic
+        self.messages = messages or SlicerMessages()
+        self.settings = settings if settings is not None else qt.QSettings()
+        self._scene = scene
+        self._parameterNode = None
+        self.job: Optional[Job] = None
+        self.infoJob: Optional[Job] = None
+        self.libraryInfo: Optional[LibraryInfo] = None
+        self.lastResult = None
+        self._updating = False
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.timeout.connect(self.onTimer)
+        self.optionRows = {option: getattr(ui, f"{option}Row") for option in ALL_OPTIONS}
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Connect the widgets (the parameter-bound ones are connected by ``connectGui``)."""
+        ui = self.ui
+        ui.applyButton.clicked.connect(self.onApplyButton)
+        ui.refreshModelsButton.clicked.connect(self.refreshModels)
+        ui.importWeightsFileButton.clicked.connect(lambda *args: self.onImportWeights(folder=False))
+        ui.importWeightsFolderButton.clicked.connect(lambda *args: self.onImportWeights(folder=True))
+        ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
+        ui.segmentSelector.currentNodeChanged.connect(self.onSegmentSelectionChanged)
+        ui.segmentSelector.currentSegmentChanged.connect(self.onSegmentSelectionChanged)
+        self._fillModelComboBox()
+        self.setProgress(None)
+
+    @property
+    def scene(self):
+        return self._scene if self._scene is not None else self.logic.scene
+
+    def setMRMLScene(self, scene) -> None:
+        for selector in (self.ui.inputSelector, self.ui.outputSelector, self.ui.segmentSelector):
+            selector.setMRMLScene(scene)
+
+    # -- parameter node --------------------------------------------------------------------
+
+    @property
+    def parameterNode(self):
+        return self._parameterNode
+
+    def setParameterNode(self, parameterNode) -> None:
+        """Use ``parameterNode`` (already connected to the GUI by ``connectGui``)."""
+        self._parameterNode = parameterNode
+        if parameterNode is None:
+            return
+        self.initializeParameterNode()
+        self.updateGUIFromParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        """Defaults: the first CT volume as input; model and device from the settings."""
+        p = self._parameterNode
+        if p.inputVolume is None and self.scene is not None:
+            volumes = self.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+            for index in range(volumes.GetNumberOfItems()):
+                node = volumes.GetItemAsObject(index)
+                if not node.IsA("vtkMRMLLabelMapVolumeNode") and node.GetImageData() is not None:
+                    p.inputVolume = node
+                    break
+        savedModel = self.settings.value(SETTINGS_MODEL, "")
+        if savedModel and not p.model:
+            p.model = str(savedModel)
+        savedDevice = self.settings.value(SETTINGS_DEVICE, "")
+        if savedDevice:
+            try:
+                p.device = Device(str(savedDevice))
+            except ValueError:
+                pass
+
+    def onParameterNodeModified(self, *args) -> None:
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self) -> None:
+        p = self._parameterNode
+        if p is None or self._updating:
+            return
+        self._updating = True
+        try:
+            ui = self.ui
+            task = Task(p.task)
+            spec = taskSpec(task)
+            for option, visible in visibleOptions(task).items():
+                self.optionRows[option].setVisible(visible)
+            ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference (optional):"))
+            ui.taskDescriptionLabel.setText(spec.description)
+            ui.thresholdSpinBox.setEnabled(bool(p.useThreshold))
+            inputName = p.inputVolume.GetName() if p.inputVolume is not None else None
+            if inputName or not spec.inputRequired:
+                ui.outputSelector.setProperty("noneDisplay", _("Create new volume \"{name}\"").format(
+                    name=outputName(task, inputName)))
+            else:
+                ui.outputSelector.setProperty("noneDisplay", _("Create new volume"))
+            if needsMask(task):
+                self._syncSegmentSelectorFromParameters()
+            self._syncModelComboBoxFromParameters()
+            self.settings.setValue(SETTINGS_DEVICE, Device(p.device).value)
+            self.updateEstimate()
+            self.updateApplyButton()
+        finally:
+            self._updating = False
+
+    def missingSelection(self) -> Optional[str]:
+        """Why Apply cannot run now (``None`` when it can)."""
+        p = self._parameterNode
+        if p is None:
+            return _("No parameter node.")
+        task = Task(p.task)
+        if taskSpec(task).inputRequired and p.inputVolume is None:
+            return _("Select an input volume.")
+        if needsMask(task) and (p.segmentationNode is None or not p.segmentId):
+            return _("Select a segmentation and a segment (draw the region with Segment Editor).")
+        return None
+
+    def updateApplyButton(self) -> None:
+        ui = self.ui
+        if self.job is not None:
+            ui.applyButton.setText(_("Cancel"))
+            ui.applyButton.setToolTip(_("Stop the run; the scene stays as it was."))
+            ui.applyButton.setEnabled(True)
+            return
+        ui.applyButton.setText(_("Apply"))
+        reason = self.missingSelection()
+        ui.applyButton.setEnabled(reason is None)
+        if reason is None:
+            task = Task(self._parameterNode.task)
+            ui.applyButton.setToolTip(_("Run \"{task}\".").format(task=task.label()))
+        else:
+            ui.applyButton.setToolTip(reason)
+
+    # -- segment selector (no parameterNodeWrapper connector for it) ---------------------------
+
+    def _syncSegmentSelectorFromParameters(self) -> None:
+        p = self._parameterNode
+        selector = self.ui.segmentSelector
+        if selector.currentNode() is not p.segmentationNode:
+            selector.setCurrentNode(p.segmentationNode)
+        if p.segmentId and selector.currentSegmentID() != p.segmentId:
+            selector.setCurrentSegmentID(p.segmentId)
+
+    def onSegmentSelectionChanged(self, *args) -> None:
+        p = self._parameterNode
+        if p is None or self._updating:
+            return
+        selector = self.ui.segmentSelector
+        node = selector.currentNode()
+        segmentId = selector.currentSegmentID() if node is not None else ""
+        if p.segmentationNode is not node:
+            p.segmentationNode = node
+        if (p.segmentId or "") != (segmentId or ""):
+            p.segmentId = segmentId or ""
+        self.updateGUIFromParameterNode()
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def refreshModels(self, *args) -> None:
+        """List the models in the background (``meddifffm info --json``)."""
+        if self.infoJob is not None:
+            return
+        try:
+            self.logic.ensureDependencies()
+            self.infoJob = self.logic.startInfo()
+        except MedDiffFMModuleError as error:
+            self.ui.modelCardLabel.setText(str(error))
+            return
+        self.ui.modelCardLabel.setText(_("Listing models and verifying checksums..."))
+        self.ui.refreshModelsButton.setEnabled(False)
+        self.timer.start()
+
+    def _finishInfoJob(self) -> None:
+        job, self.infoJob = self.infoJob, None
+        self.ui.refreshModelsButton.setEnabled(True)
+        try:
+            self.libraryInfo = self.logic.parseInfo(job)
+        except MedDiffFMModuleError as error:
+            self.appendLog(_("Listing models failed: {error}").format(error=error))
+            self.ui.modelCardLabel.setText(_("Models could not be listed: {error}").format(error=error))
+            return
+        self._fillModelComboBox()
+        self.updateGUIFromParameterNode()
+
+    def _fillModelComboBox(self) -> None:
+        combo = self.ui.modelComboBox
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            combo.addItem(_("Default model"), "")
+            for model in (self.libraryInfo.models if self.libraryInfo else []):
+                if model.kind != "unet":
+                    continue  # ControlNets are picked by the library for the tasks that need them
+                suffix = "" if model.sha256Ok is not False else _(" (checksum mismatch)")
+                combo.addItem(model.name + suffix, model.name)
+            saved = self._parameterNode.model if self._parameterNode is not None else ""
+            if saved and self._comboIndex(saved) < 0:
+                combo.addItem(saved, saved)  # a model folder chosen earlier
+        finally:
+            combo.blockSignals(False)
+
+    def _comboIndex(self, name: str) -> int:
+        combo = self.ui.modelComboBox
+        for index in range(combo.property("count")):
+            if (combo.itemData(index) or "") == (name or ""):
+                return index
+        return -1
+
+    def _syncModelComboBoxFromParameters(self) -> None:
+        combo = self.ui.modelComboBox
+        index = self._comboIndex(self._parameterNode.model or "")
+        if index < 0:
+            self._fillModelComboBox()
+            index = self._comboIndex(self._parameterNode.model or "")
+        if index >= 0 and index != combo.property("currentIndex"):
+            combo.blockSignals(True)
+            combo.setCurrentIndex(index)
+            combo.blockSignals(False)
+        self.ui.modelCardLabel.setText(self.modelCardText())
+
+    def modelCardText(self) -> str:
+        if self.libraryInfo is None:
+            return _("Models not listed yet: click Refresh.")
+        model = self.libraryInfo.model(self._parameterNode.model if self._parameterNode else None)
+        if model is None:
+            if not self.libraryInfo.models:
+                return _("No model installed: import weights from a file or folder.")
+            return _("Model '{name}' is not installed.").format(name=self._parameterNode.model)
+        return model.summaryText()
+
+    def onModelChanged(self, index) -> None:
+        p = self._parameterNode
+        if p is None or self._updating:
+            return
+        name = self.ui.modelComboBox.itemData(self.ui.modelComboBox.property("currentIndex")) or ""
+        self.settings.setValue(SETTINGS_MODEL, name)
+        if p.model != name:
+            p.model = name
+        self.updateGUIFromParameterNode()
+
+    def onImportWeights(self, folder: bool) -> None:
+        path = self.messages.askWeightsPath(folder)
+        if not path:
+            return
+        try:
+            report = self.logic.importWeights(path)
+        except MedDiffFMModuleError as error:
+            self.messages.error(_("Importing weights failed:\n{error}").format(error=error))
+            return
+        self.appendLog(report)
+        self.messages.info(_("Weights imported from {path}.").format(path=path))
+        self.refreshModels()
+
+    # -- estimate --------------------------------------------------------------------------------
+
+    def resolvedDevice(self) -> str:
+        device = Device(self._parameterNode.device)
+        if device is Device.CPU:
+            return "cpu"
+        if device is Device.GPU:
+            return Device.GPU.cliValue()
+        return "cuda" if (self.libraryInfo is not None and self.libraryInfo.hasGpu) else "cpu"
+
+    def updateEstimate(self) -> None:
+        p = self._parameterNode
+        task = Task(p.task)
+        volume = p.inputVolume
+        if volume is not None and volume.GetImageData() is not None:
+            dims = volume.GetImageData().GetDimensions()
+            voxels = dims[0] * dims[1] * dims[2]
+            if task is Task.SUPERRES:
+                voxels *= max(1.0, float(p.factorZ or 2.0))
+        elif task is Task.SYNTHESIZE:
+            voxels = SYNTHESIS_VOXELS
+        else:
+            self.ui.estimatedTimeLabel.setText("-")
+            return
+        model = self.libraryInfo.model(p.model) if self.libraryInfo else None
+        device = self.resolvedDevice()
+        seconds = estimateSeconds(int(voxels), p.steps or None, device, model,
+                                  strength=p.strength if task is Task.DENOISE else None)
+        deviceName = _("CPU") if device == "cpu" else _("GPU")
+        self.ui.estimatedTimeLabel.setText(_("{duration} on {device} (rough estimate)").format(
+            duration=formatDuration(seconds), device=deviceName))
+
+    # -- run -------------------------------------------------------------------------------------
+
+    def onApplyButton(self, *args) -> None:
+        if self.job is not None:
+            self.cancel()
+        else:
+            self.start()
+
+    def start(self) -> Optional[Job]:
+        if self.job is not None or self._parameterNode is None:
+            return None
+        request = requestFromParameters(self._parameterNode)
+        self.ui.logTextEdit.clear()
+        self.setProgress(ProgressUpdate("starting"))
+        self.ui.statusLabel.setText("")
+        try:
+            self.job = self.logic.startTask(request, onProgress=self.setProgress, onLog=self.appendLog)
+        except MedDiffFMModuleError as error:
+            self.setProgress(None)
+            self.ui.statusLabel.setText(str(error))
+            self.messages.error(str(error))
+            return None
+        self.appendLog(" ".join(self.job.command))
+        self.updateApplyButton()
+        self.timer.start()
+        return self.job
+
+    def cancel(self) -> None:
+        if self.job is None:
+            return
+        self.ui.statusLabel.setText(_("Cancelling..."))
+        self.job.cancel()
+        self._finishJob()
+
+    def onTimer(self) -> None:
+        if self.job is not None:
+            self.job.poll()
+            if self.job.isFinished():
+                self._finishJob()
+        if self.infoJob is not None:
+            self.infoJob.poll()
+            if self.infoJob.isFinished():
+                self._finishInfoJob()
+        if self.job is None and self.infoJob is None:
+            self.timer.stop()
+
+    def _finishJob(self) -> None:
+        job, self.job = self.job, None
+        try:
+            result = self.logic.finishTask(job)
+        except RunCancelled as cancelled:
+            self.setProgress(None)
+            self.ui.progressBar.setFormat(_("Cancelled"))
+            self.ui.statusLabel.setText(str(cancelled))
+            self.appendLog(str(cancelled))
+        except MedDiffFMModuleError as error:
+            self.ui.progressBar.setFormat(_("Failed"))
+            self.ui.statusLabel.setText(str(error))
+            self.messages.error(str(error))
+        except Exception as error:  # an unexpected bug: show it, keep the panel usable
+            logging.exception("MedDiffFM: importing the result failed")
+            self.ui.progressBar.setFormat(_("Failed"))
+            self.ui.statusLabel.setText(str(error))
+            self.messages.error(_("Unexpected error: {error}").format(error=error))
+        else:
+            self.lastResult = result
+            self.ui.progressBar.setMaximum(100)
+            self.ui.progressBar.setValue(100)
+            self.ui.progressBar.setFormat(_("Done"))
+            names = ", ".join(node.GetName() for node in result.nodes)
+            self.ui.statusLabel.setText(_("Done in {seconds:.0f} s: {names}").format(seconds=result.seconds, names=names))
+        finally:
+            self.updateApplyButton()
+            if self.infoJob is None:
+                self.timer.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    # -- progress and log ------------------------------------------------------------------------
+
+    def setProgress(self, update: Optional[ProgressUpdate]) -> None:
+        bar = self.ui.progressBar
+        if update is None:
+            bar.setMaximum(100)
+            bar.setValue(0)
+            bar.setFormat(_("Ready"))
+            return
+        if update.total > 0:
+            bar.setMaximum(100)
+            bar.setValue(update.percent)
+        elif update.stage == "done":
+            bar.setMaximum(100)
+            bar.setValue(100)
+        else:
+            bar.setMaximum(0)  # busy indicator while the step count is unknown
+        bar.setFormat(update.text())
+
+    def appendLog(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
+
+    def cleanup(self) -> None:
+        """The module is closed: stop any run (nothing is added to the scene)."""
+        if self.job is not None:
+            self.job.cancel()
+            try:
+                self.logic.finishTask(self.job)
+            except MedDiffFMModuleError:
+                pass
+            self.job = None
+        if self.infoJob is not None:
+            self.infoJob.cancel()
+            self.infoJob.cleanup()
+            self.infoJob = None
+        self.timer.stop()

@@ -1,0 +1,65 @@
+"""``meddifffm inpaint IN MASK OUT``: regenerate the masked region as healthy tissue (RePaint)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..preview import write_preview
+from ..tasks.engine import Engine
+from ..tasks.inpaint import InpaintOptions, inpaint_image
+from . import common
+from .task_helpers import TaskProgress, add_ct_input_arguments, add_regenerate_arguments, check_outputs
+
+HELP = "inpaint: regenerate the voxels inside a mask as healthy tissue (RePaint, base model)"
+DESCRIPTION = (
+    "Regenerate the voxels inside MASK as plausible tissue with the foundation model (RePaint: the rest of the "
+    "image steers every step). Every voxel outside the mask is bit-identical to the input (same pixel type). "
+    "A mask on another grid is resampled onto the image by physical position (nearest neighbour)."
+)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``inpaint`` and ``lesion`` (and their batch forms)."""
+    add_regenerate_arguments(parser)
+    common.add_sampling_arguments(parser, default_steps=50)
+    add_ct_input_arguments(parser)
+
+
+def options_from_args(args: argparse.Namespace, cls=InpaintOptions):
+    return cls(steps=args.steps, resample=args.resample, start_step=args.start_step, seed=args.seed,
+               region=args.region, label=args.label, allow_non_hu=args.allow_non_hu)
+
+
+def register_masked(subparsers, name: str, help_text: str, description: str, run) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description=description)
+    parser.add_argument("input", type=Path, help="CT volume (NIfTI, NRRD, MHA or a DICOM folder)")
+    parser.add_argument("mask", type=Path, help="mask / label volume (non-zero = region; any grid)")
+    parser.add_argument("output", type=Path, help="where to write the result (input's pixel type)")
+    add_options(parser)
+    parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
+    common.add_output_arguments(parser)
+    common.add_engine_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def register(subparsers) -> None:
+    register_masked(subparsers, "inpaint", HELP, DESCRIPTION, run)
+
+
+def run_masked(args: argparse.Namespace, task, engine: Engine, options, verb: str) -> None:
+    check_outputs([args.output], [args.input, args.mask])
+    image = common.read_input(args.input, args.series)
+    mask = common.read_input(args.mask)
+    result = task(image, mask, engine, options, progress=TaskProgress(args), cancel=args.cancel)
+    outputs = [common.write_output(result.image, args.output, [args.input, args.mask])]
+    if args.preview:
+        outputs.append(write_preview(image, result.image, args.preview, titles=("input", verb)))
+    common.finish(args, outputs, f"{verb.capitalize()} {result.mask_voxels} voxels of {args.input} -> {args.output} "
+                  f"({result.steps} steps from t={result.start_step}, model {engine.model_name}).")
+
+
+def run(args: argparse.Namespace) -> None:
+    check_outputs([args.output], [args.input, args.mask])
+    engine = Engine(common.engine_options(args), role="base")
+    run_masked(args, inpaint_image, engine, options_from_args(args), "inpainted")

@@ -1,0 +1,62 @@
+"""``meddifffm synthesize OUT --region R``: sample a CT from noise (region, optional anatomy labels)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..preview import write_preview
+from ..tasks.engine import Engine
+from ..tasks.synthesize import SynthesisOptions, synthesize_image
+from . import common
+from .task_helpers import TaskProgress, add_region_argument, check_outputs
+
+HELP = "synthesise a CT from noise for a body region (optionally shaped by an anatomy label map)"
+DESCRIPTION = (
+    "Sample a CT (int16 HU) from pure noise, conditioned on the body region and, with --anatomy and a model "
+    "trained with anatomy channels, on an anatomy label map (label c = structure c). The output grid is the "
+    "label map's, else --like's, else --size voxels at --spacing mm (default: one model patch)."
+)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The synthesis options (shared with ``meddifffm batch synthesize``, whose inputs are label maps)."""
+    add_region_argument(parser, required=True)
+    common.add_sampling_arguments(parser, default_steps=50)
+
+
+def options_from_args(args: argparse.Namespace) -> SynthesisOptions:
+    return SynthesisOptions(region=args.region, steps=args.steps, seed=args.seed,
+                            size=getattr(args, "size", None), spacing=getattr(args, "spacing", None))
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("synthesize", help=HELP, description=DESCRIPTION)
+    parser.add_argument("output", type=Path, help="where to write the synthetic CT (int16 HU)")
+    add_options(parser)
+    grid = parser.add_argument_group("output grid (one of)")
+    grid.add_argument("--anatomy", type=Path, default=None, help="anatomy label map: condition and output grid")
+    grid.add_argument("--like", type=Path, default=None, help="reference image whose grid the output takes")
+    grid.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None, help="output size in voxels")
+    grid.add_argument("--spacing", type=float, nargs="+", metavar="MM", default=None,
+                      help="output spacing in mm: one number or three (x y z), with --size")
+    common.add_output_arguments(parser)
+    common.add_engine_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    check_outputs([args.output], [args.anatomy, args.like])
+    anatomy = common.read_input(args.anatomy) if args.anatomy is not None else None
+    like = common.read_input(args.like) if args.like is not None else None
+    engine = Engine(common.engine_options(args), role="base")
+    result = synthesize_image(engine, options_from_args(args), anatomy=anatomy, like=like,
+                              progress=TaskProgress(args), cancel=args.cancel)
+    outputs = [common.write_output(result.image, args.output, [args.anatomy, args.like])]
+    if args.preview:
+        before = like if like is not None else result.image
+        outputs.append(write_preview(before, result.image, args.preview,
+                                     titles=("reference" if like is not None else "synthetic", "synthetic")))
+    common.finish(args, outputs, f"Synthesised a {result.region} CT {result.image.GetSize()} -> {args.output} "
+                  f"({result.steps} steps, anatomy {'used' if result.anatomy_used else 'not used'}, "
+                  f"model {engine.model_name}).")

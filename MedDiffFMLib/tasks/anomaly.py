@@ -1,0 +1,152 @@
+"""Zero-shot anomaly maps (paper: noise to t = 950 of 1000, reconstruct, take the difference).
+
+The image (model units) is noised to ``start_step`` and the shared sampler reconstructs a
+"healthy" image from there: what the foundation model cannot explain (a lesion, an implant)
+changes most. The map is
+
+    map = G_sigma * |input - reconstruction|    (HU of absolute difference, on the input grid)
+
+with G_sigma a Gaussian of ``smooth_mm`` mm (standard deviation, per axis in voxels = mm / spacing;
+0 turns smoothing off), averaged over ``samples`` reconstructions with seeds seed, seed + 1, ...
+Voxels outside the model's HU window are taken from the input by the reconstruction, so their
+difference is 0. ``body_only`` zeroes the map outside the body (:func:`~.masks.body_mask`);
+``threshold`` (HU) gives a binary mask map >= threshold. ``score`` is the 99th percentile of the
+map (inside the body with ``body_only``): an image-level anomaly score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..errors import InputError
+from ..io import image_from_array
+from ..progress import CancelCheck, ProgressCallback, check_cancel, report
+from ..sampling import Conditions, add_noise, prepare_timesteps, run_sampler
+from .engine import Engine, prepare_ct, volume_tensor
+from .masks import body_mask
+from .shared import PassProgress, check_region, check_start_step, check_steps
+
+PAPER_START_STEP = 950  # of T = 1000
+
+
+@dataclass
+class AnomalyOptions:
+    """Anomaly-map settings.
+
+    Attributes:
+        start_step: diffusion step the image is noised to (None: the paper's 950 of T = 1000,
+            scaled to the model's T when T differs).
+        steps: sampler steps from ``start_step`` down to 0.
+        samples: reconstructions averaged (different seeds).
+        smooth_mm: Gaussian smoothing of the map, standard deviation in mm (0: none).
+        threshold: HU of absolute difference at or above which a voxel is anomalous (None: no mask).
+        body_only: restrict the map (and mask) to the body (connected region above -500 HU).
+        eta: DDIM stochasticity.
+        seed: random seed of the first sample.
+        region: body region (None: guessed).
+        allow_non_hu: skip the Hounsfield-unit check.
+    """
+
+    start_step: Optional[int] = None
+    steps: int = 20
+    samples: int = 1
+    smooth_mm: float = 2.0
+    threshold: Optional[float] = None
+    body_only: bool = False
+    eta: float = 0.0
+    seed: Optional[int] = 0
+    region: Optional[str] = None
+    allow_non_hu: bool = False
+
+
+@dataclass
+class AnomalyResult:
+    anomaly_map: sitk.Image  # float32 HU of absolute difference
+    mask: Optional[sitk.Image]  # uint8 0/1 when a threshold was given
+    healthy: sitk.Image  # the (mean) reconstruction, float32 HU
+    score: float
+    start_step: int
+    steps: int
+    region: Optional[str]
+
+
+def _start_step(engine: Engine, start_step: Optional[int]) -> int:
+    total = engine.config.num_train_timesteps
+    if start_step is None:
+        start_step = PAPER_START_STEP
+        if total != 1000:
+            start_step = int(round(PAPER_START_STEP * total / 1000))
+    return check_start_step(engine, start_step)  # type: ignore[return-value]
+
+
+def anomaly_map_image(
+    image: sitk.Image,
+    engine: Engine,
+    options: Optional[AnomalyOptions] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+) -> AnomalyResult:
+    """Anomaly map of a CT (HU) on the input's exact grid; see the module doc for the definition."""
+    options = options or AnomalyOptions()
+    steps = check_steps(options.steps)
+    samples = check_steps(options.samples, "--samples")
+    if options.smooth_mm < 0:
+        raise InputError(f"--smooth-mm must be 0 or more (got {options.smooth_mm}).")
+    start = _start_step(engine, options.start_step)
+    region = check_region(engine, options.region)
+    image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
+    report(progress, "preprocessing", 0, 1)
+    space = engine.model_space(image, region)
+    report(progress, "preprocessing", 1, 1)
+    check_cancel(cancel)
+
+    scheduler = engine.scheduler()
+    timesteps = prepare_timesteps(scheduler, steps, start_step=start)
+    y = volume_tensor(space.model_array)
+    predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
+    source = sitk.GetArrayFromImage(image).astype(np.float32)
+    spacing_zyx = tuple(reversed(image.GetSpacing()))
+    total_map = np.zeros(source.shape, dtype=np.float64)
+    total_healthy = np.zeros(source.shape, dtype=np.float64)
+    for index in range(samples):
+        seed = None if options.seed is None else int(options.seed) + index
+        generator = engine.generator(seed)
+        x = add_noise(scheduler, y, timesteps[0], generator)
+        recon = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta, generator=generator,
+                            progress=PassProgress(progress, index, samples), cancel=cancel, stage="reconstruction")
+        check_cancel(cancel)
+        healthy = sitk.GetArrayFromImage(space.to_input_grid(recon[0, 0].numpy()))
+        difference = np.abs(source - healthy)
+        total_map += _smooth(difference, spacing_zyx, options.smooth_mm)
+        total_healthy += healthy
+
+    report(progress, "postprocessing", 0, 1)
+    amap = (total_map / samples).astype(np.float32)
+    healthy = (total_healthy / samples).astype(np.float32)
+    inside = body_mask(source, spacing_zyx) if options.body_only else None
+    if inside is not None:
+        amap[~inside] = 0.0
+    values = amap[inside] if inside is not None and inside.any() else amap.ravel()
+    score = float(np.percentile(values, 99)) if values.size else 0.0
+    geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    mask = None
+    if options.threshold is not None:
+        binary = amap >= float(options.threshold)
+        if inside is not None:
+            binary &= inside
+        mask = image_from_array(binary.astype(np.uint8), *geometry)
+    report(progress, "postprocessing", 1, 1)
+    return AnomalyResult(image_from_array(amap, *geometry), mask, image_from_array(healthy, *geometry), score,
+                         int(timesteps[0]), len(timesteps), region)
+
+
+def _smooth(values: np.ndarray, spacing_zyx, sigma_mm: float) -> np.ndarray:
+    if sigma_mm <= 0:
+        return values
+    sigma = [float(sigma_mm) / float(s) for s in spacing_zyx]
+    return ndimage.gaussian_filter(values, sigma=sigma, mode="nearest")

@@ -1,0 +1,48 @@
+"""Healthy inpainting: regenerate the voxels inside a mask as plausible tissue with the base model
+(RePaint, see :mod:`.repaint`), keeping every voxel outside the mask bit-identical.
+
+Sampling starts from pure noise at the last diffusion step by default (``start_step=None``); a
+smaller ``start_step`` keeps more of the original content inside the mask (SDEdit-like).
+``resample`` > 1 repeats each step after re-noising, which blends the region better at that
+many times the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..progress import CancelCheck, ProgressCallback
+from .engine import Engine
+from .repaint import RegenerateOptions, RegenerateResult, regenerate_region
+
+
+class InpaintOptions(RegenerateOptions):
+    """Inpainting settings.
+
+    Attributes:
+        steps: sampler steps (from ``start_step``, or from the last step).
+        resample: RePaint repeats per step (1 = none).
+        start_step: diffusion step to start from (None: pure noise, the full schedule).
+        eta: DDIM stochasticity (0 = deterministic given the seed).
+        seed: random seed (the same seed gives the same result).
+        region: body region (None: guessed).
+        label: use only this label value of the mask (None: every non-zero voxel).
+        allow_non_hu: skip the Hounsfield-unit check.
+    """
+
+
+def inpaint_image(
+    image: sitk.Image,
+    mask: Union[sitk.Image, np.ndarray],
+    engine: Engine,
+    options: Optional[InpaintOptions] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+) -> RegenerateResult:
+    """Replace the masked region of a CT (HU) by healthy-looking tissue; the result is on the
+    input's grid and pixel type, identical to the input outside the mask."""
+    return regenerate_region(image, mask, engine, options or InpaintOptions(), stage="inpainting",
+                             progress=progress, cancel=cancel)

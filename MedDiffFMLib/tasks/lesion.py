@@ -1,0 +1,47 @@
+"""Lesion generation: the lesion ControlNet (role "lesion") draws a lesion in the shape of a mask,
+conditioned on that mask on the model grid (:func:`~.conditions.lesion_condition`); RePaint
+(:mod:`.repaint`) keeps the rest of the image, and every voxel outside the mask is bit-identical
+to the input.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import ModelError
+from ..progress import CancelCheck, ProgressCallback
+from .conditions import lesion_condition
+from .engine import Engine
+from .masks import shape_mask
+from .repaint import RegenerateOptions, RegenerateResult, regenerate_region
+
+ROLE = "lesion"
+
+
+class LesionOptions(RegenerateOptions):
+    """Lesion generation settings (the same as :class:`~.inpaint.InpaintOptions`)."""
+
+
+def _lesion_control(space, inside: np.ndarray):
+    return lesion_condition(shape_mask(space, inside))
+
+
+def generate_lesion_image(
+    image: sitk.Image,
+    mask: Union[sitk.Image, np.ndarray],
+    engine: Engine,
+    options: Optional[LesionOptions] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+) -> RegenerateResult:
+    """Generate a lesion inside ``mask`` of a CT (HU) with a lesion ControlNet engine
+    (``Engine(role="lesion", expect_task="lesion")``)."""
+    control = engine.loaded.files.controlnet_config
+    if control is None or control.task != ROLE:
+        raise ModelError(f"Lesion generation needs a '{ROLE}' ControlNet model (--model); "
+                         f"'{engine.model_name}' is not one.")
+    return regenerate_region(image, mask, engine, options or LesionOptions(), condition=_lesion_control,
+                             stage="lesion", progress=progress, cancel=cancel)

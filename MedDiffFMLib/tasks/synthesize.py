@@ -1,0 +1,158 @@
+"""CT synthesis from pure noise, conditioned on the body region and, optionally, an anatomy label map.
+
+The output grid is, in order of precedence: the anatomy label map's grid, a reference image's
+grid (``like``), or ``size`` voxels at ``spacing`` mm (origin 0, identity direction; defaults: one
+model patch at the model spacing). The model samples on that grid's model-spacing copy
+(:meth:`ModelSpace.for_grid`) and the result is resampled onto the output grid, as int16 HU.
+Anatomy conditioning needs a model trained with anatomy channels (``anatomy_channels`` > 0);
+label ``c`` drives channel ``c - 1`` (:func:`~.conditions.anatomy_condition`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..device import check_fits_in_memory
+from ..errors import InputError
+from ..io import Geometry, geometry_of, image_from_array, validate_volume
+from ..preprocessing import ModelSpace, resample_like
+from ..progress import CancelCheck, ProgressCallback, check_cancel, report
+from ..sampling import Conditions, prepare_timesteps, run_sampler
+from .conditions import anatomy_condition
+from .engine import Engine
+from .shared import as_pixel_type, check_region, check_steps, notify
+
+MAX_SIZE = 2048
+
+
+@dataclass
+class SynthesisOptions:
+    """Synthesis settings.
+
+    Attributes:
+        region: body region (required: head_neck, chest or abdomen).
+        size: output size (x, y, z) in voxels when neither anatomy nor ``like`` gives the grid.
+        spacing: output spacing in mm (one number or (x, y, z)) with ``size``.
+        origin: output origin (x, y, z) in mm with ``size`` (default 0).
+        direction: output direction (9 numbers, row by row) with ``size`` (default identity).
+        steps: sampler steps from pure noise.
+        eta: DDIM stochasticity (0: deterministic given the seed).
+        seed: random seed.
+    """
+
+    region: Optional[str] = None
+    size: Optional[Sequence[int]] = None
+    spacing: Optional[Union[float, Sequence[float]]] = None
+    origin: Optional[Sequence[float]] = None
+    direction: Optional[Sequence[float]] = None
+    steps: int = 50
+    eta: float = 0.0
+    seed: Optional[int] = 0
+
+
+@dataclass
+class SynthesisResult:
+    image: sitk.Image  # int16 HU
+    region: str
+    anatomy_used: bool
+    steps: int
+
+
+def _spacing3(spacing, default) -> tuple[float, float, float]:
+    values = np.atleast_1d(np.asarray(default if spacing is None else spacing, dtype=float)).ravel()
+    if values.size == 1:
+        values = np.repeat(values, 3)
+    if values.size != 3 or not np.all(values > 0) or not np.all(np.isfinite(values)):
+        raise InputError(f"--spacing must be one positive number or three (x, y, z) in mm; got {spacing!r}.")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def output_grid(engine: Engine, options: SynthesisOptions, anatomy: Optional[sitk.Image], like: Optional[sitk.Image]) -> Geometry:
+    """The grid the synthetic CT is written on (see the module doc)."""
+    if anatomy is not None and like is not None:
+        raise InputError("Pass either an anatomy label map or a reference image (--like), not both: "
+                         "the label map already defines the output grid.")
+    if anatomy is not None or like is not None:
+        if any(v is not None for v in (options.size, options.spacing, options.origin, options.direction)):
+            raise InputError("--size/--spacing (origin, direction) cannot be combined with --anatomy or --like: "
+                             "those define the output grid.")
+        reference = anatomy if anatomy is not None else like
+        validate_volume(reference, "anatomy label map" if anatomy is not None else "reference image")
+        return geometry_of(reference)
+    model_spacing = tuple(reversed(engine.config.spacing_mm))  # (x, y, z)
+    spacing = _spacing3(options.spacing, model_spacing)
+    if options.size is None:
+        patch = tuple(reversed(engine.config.patch_size))
+        size = tuple(max(2, int(round(p * m / s))) for p, m, s in zip(patch, model_spacing, spacing))
+    else:
+        size = tuple(int(v) for v in options.size)
+        if len(size) != 3 or any(v < 2 or v > MAX_SIZE for v in size) or any(int(v) != v for v in options.size):
+            raise InputError(f"--size must be three whole numbers (x, y, z) between 2 and {MAX_SIZE}; got {options.size!r}.")
+    # image_from_array validates the origin and direction the way every other input is checked.
+    checked = geometry_of(image_from_array(np.zeros((2, 2, 2), np.uint8), spacing, options.origin, options.direction))
+    return Geometry(size=size, spacing=spacing, origin=checked.origin, direction=checked.direction)
+
+
+def _anatomy_on_model_grid(anatomy: sitk.Image, space: ModelSpace) -> np.ndarray:
+    if anatomy.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        values = sitk.GetArrayViewFromImage(anatomy)
+        if not np.allclose(values, np.round(values)):
+            raise InputError("The anatomy label map has non-integer values; pass a label map (one integer per structure).")
+        anatomy = sitk.Cast(anatomy, sitk.sitkInt32)
+    labels = sitk.GetArrayFromImage(resample_like(anatomy, space.model_geometry, "nearest", 0))
+    return np.pad(labels, space.padding, constant_values=0)
+
+
+def synthesize_image(
+    engine: Engine,
+    options: SynthesisOptions,
+    *,
+    anatomy: Optional[sitk.Image] = None,
+    like: Optional[sitk.Image] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+) -> SynthesisResult:
+    """Sample a CT (int16 HU) for ``options.region`` on the grid described in the module doc."""
+    region = check_region(engine, options.region, required=True)
+    steps = check_steps(options.steps)
+    grid = output_grid(engine, options, anatomy, like)
+    check_fits_in_memory(int(np.prod(grid.size)), 4, "The synthetic volume")
+    report(progress, "preprocessing", 0, 1)
+    space = ModelSpace.for_grid(grid, tuple(reversed(engine.config.spacing_mm)), engine.window(region),
+                                min_size=engine.config.patch_size)
+    channels = engine.config.anatomy_channels
+    anatomy_tensor: Optional[torch.Tensor] = None
+    if anatomy is not None:
+        labels = _anatomy_on_model_grid(anatomy, space)
+        if channels == 0:
+            notify(progress, f"Model '{engine.model_name}' has no anatomy conditioning (anatomy_channels = 0): "
+                             "the label map only defines the output grid.")
+        else:
+            present = np.unique(labels[labels > 0])
+            if present.size == 0:
+                notify(progress, "The anatomy label map has no labelled voxel on the model grid; sampling without anatomy.")
+            elif present.max() > channels:
+                notify(progress, f"Labels above {channels} (this model's anatomy channels) are ignored: "
+                                 f"{present[present > channels][:10].tolist()}.")
+            anatomy_tensor = anatomy_condition(labels, channels)
+    report(progress, "preprocessing", 1, 1)
+    check_cancel(cancel)
+
+    scheduler = engine.scheduler()
+    timesteps = prepare_timesteps(scheduler, steps)
+    generator = engine.generator(options.seed)
+    x = torch.randn((1, 1, *space.model_array.shape), generator=generator)
+    predictor = engine.predictor(space, Conditions(region=engine.region_index(region), anatomy=anatomy_tensor))
+    result = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta, generator=generator,
+                         progress=progress, cancel=cancel, stage="synthesis")
+    check_cancel(cancel)
+    report(progress, "postprocessing", 0, 1)
+    hu = sitk.GetArrayFromImage(space.to_input_grid(result[0, 0].numpy()))
+    image = image_from_array(as_pixel_type(hu, sitk.sitkInt16), grid.spacing, grid.origin, grid.direction)
+    report(progress, "postprocessing", 1, 1)
+    return SynthesisResult(image, region, anatomy_tensor is not None, len(timesteps))

@@ -1,0 +1,124 @@
+"""Condition builders: what a sample feeds the network besides the noisy image.
+
+* anatomy one-hot for the U-Net input (channel k is label id k + 1; missing or dropped anatomy is
+  all zeros, exactly what inference feeds when no anatomy is given);
+* ControlNet conditions for fine-tuning, one builder per task, chosen by name:
+  ``superres`` (the patch degraded to thick slices) and ``lesion`` (the lesion mask).
+
+Builders run in the data pipeline on numpy arrays, with the sample's own random generator, so a
+sample is a pure function of (seed, sample index) and resuming or sharding never changes it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+
+def anatomy_one_hot(labels: Optional[torch.Tensor], channels: int, like: torch.Tensor) -> torch.Tensor:
+    """(B, channels, z, y, x) float one-hot of label ids 1..channels from (B, z, y, x) ``labels``.
+
+    Ids above ``channels`` and 0 (background) give no channel; ``labels=None`` gives zeros.
+    """
+    batch, spatial = like.shape[0], like.shape[2:]
+    out = torch.zeros((batch, channels, *spatial), device=like.device, dtype=like.dtype)
+    if labels is None or channels <= 0:
+        return out
+    labels = labels.to(like.device).long()
+    valid = (labels >= 1) & (labels <= channels)
+    index = (labels.clamp(1, channels) - 1).unsqueeze(1)
+    out.scatter_(1, index, valid.unsqueeze(1).to(out.dtype))
+    return out
+
+
+def thick_slices(volume: np.ndarray, factor: int, phase: int = 0) -> np.ndarray:
+    """Simulate thick slices along z: average ``factor`` consecutive slices, then interpolate linearly
+    back to every slice (block centres hold the averages; the ends hold the nearest block's value).
+
+    ``phase`` (0..factor-1) shifts where the blocks start, as thick slices of a real scan do not line
+    up with the model grid.
+    """
+    factor = int(factor)
+    if factor <= 1:
+        return volume.astype(np.float32, copy=True)
+    z = volume.shape[0]
+    phase = int(phase) % factor
+    start = -phase
+    n_blocks = int(np.ceil((z - start) / factor))
+    padded_len = n_blocks * factor
+    before = phase
+    after = padded_len - z - before
+    padded = np.pad(volume.astype(np.float32), ((before, max(after, 0)), (0, 0), (0, 0)), mode="edge")[:padded_len]
+    blocks = padded.reshape(n_blocks, factor, *volume.shape[1:]).mean(axis=1)
+    centres = start + np.arange(n_blocks) * factor + (factor - 1) / 2.0
+    idx = np.arange(z, dtype=np.float64)
+    pos = np.interp(idx, centres, np.arange(n_blocks, dtype=np.float64))
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_blocks - 1)
+    w = (pos - i0).astype(np.float32)[:, None, None]
+    return (blocks[i0] * (1 - w) + blocks[i1] * w).astype(np.float32)
+
+
+class ConditionBuilder:
+    """Builds the ControlNet condition (channels, z, y, x) of one sample."""
+
+    task = ""
+    channels = 1
+    needs_lesion = False
+
+    def __init__(self, options: Optional[dict] = None) -> None:
+        self.options = dict(options or {})
+
+    def build(self, sample: dict, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.task
+
+
+class SuperResCondition(ConditionBuilder):
+    """The clean patch degraded to thick slices (factor drawn from ``superres_factors``)."""
+
+    task = "superres"
+
+    def __init__(self, options: Optional[dict] = None) -> None:
+        super().__init__(options)
+        self.factors: Sequence[int] = tuple(int(f) for f in self.options.get("superres_factors", (2, 3, 4, 5)))
+        if not self.factors or min(self.factors) < 1:
+            raise ValueError("superres_factors must be a list of integers >= 1")
+
+    def build(self, sample: dict, rng: np.random.Generator) -> np.ndarray:
+        factor = int(rng.choice(self.factors))
+        phase = int(rng.integers(0, factor))
+        sample["superres_factor"] = factor
+        return thick_slices(sample["image"], factor, phase)[None]
+
+    def describe(self) -> str:
+        return (f"super-resolution: the patch averaged over {list(self.factors)} consecutive model-grid slices "
+                "along z (random phase) and linearly interpolated back to every slice")
+
+
+class LesionCondition(ConditionBuilder):
+    """The binary lesion mask of the crop (crops are centred on lesions most of the time)."""
+
+    task = "lesion"
+    needs_lesion = True
+
+    def build(self, sample: dict, rng: np.random.Generator) -> np.ndarray:
+        return sample["lesion"].astype(np.float32)[None]
+
+    def describe(self) -> str:
+        return "lesion generation: the binary lesion mask on the patch"
+
+
+CONDITION_BUILDERS = {"superres": SuperResCondition, "lesion": LesionCondition}
+
+
+def condition_builder(task: str, options: Optional[dict] = None) -> ConditionBuilder:
+    from .manifest import ManifestError
+
+    if task not in CONDITION_BUILDERS:
+        raise ManifestError(f"Unknown fine-tuning task '{task}'; use one of {', '.join(CONDITION_BUILDERS)}.")
+    return CONDITION_BUILDERS[task](options)

@@ -1,0 +1,95 @@
+"""Training objectives: what is trained and how the loss is computed. One trainer runs them all.
+
+``DiffusionObjective`` trains the base U-Net (pre-training); ``ControlNetObjective`` trains a
+ControlNet against a frozen base (fine-tuning), with a pluggable condition builder.
+The loss is the paper's: L1 between the predicted and the true noise of the forward process
+(cosine DDPM, T = 1000, from :func:`~MedDiffFMLib.sampling.training_scheduler`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..models.config import ControlNetConfig, ModelConfig
+from ..models.network import ConditionedModel, MedDiffFMControlNet, MedDiffFMUNet
+from ..models.position import sinusoidal_embedding
+from ..sampling.schedulers import training_scheduler
+from .conditions import ConditionBuilder, anatomy_one_hot
+
+
+def build_model_input(x_t: torch.Tensor, coords: torch.Tensor, anatomy: Optional[torch.Tensor],
+                      config: ModelConfig) -> torch.Tensor:
+    """The U-Net input, channel for channel as :class:`VolumeNoisePredictor` builds it at inference:
+    the noisy image, the sinusoidal embedding of the whole-image coordinates, the anatomy one-hot."""
+    parts = [x_t.float()]
+    if config.position_channels:
+        parts.append(sinusoidal_embedding(coords.to(x_t.device, torch.float32), config.position_frequencies))
+    if config.anatomy_channels:
+        parts.append(anatomy_one_hot(anatomy, config.anatomy_channels, x_t.float()))
+    return torch.cat(parts, dim=1)
+
+
+class DiffusionObjective:
+    """Pre-training of the base U-Net."""
+
+    kind = "unet"
+    builder: Optional[ConditionBuilder] = None
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.scheduler = training_scheduler(config)
+        self._alphas = None
+
+    def build_model(self) -> ConditionedModel:
+        return ConditionedModel(MedDiffFMUNet(self.config))
+
+    def trainable(self, model: ConditionedModel) -> nn.Module:
+        """The sub-module whose weights are optimised, averaged (EMA) and exported."""
+        return model.unet
+
+    def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self._alphas is None or self._alphas.device != x0.device:
+            self._alphas = self.scheduler.alphas_cumprod.to(x0.device, torch.float32)
+        a = self._alphas[t].view(-1, *([1] * (x0.ndim - 1)))
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def per_sample_loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
+        """L1 noise-prediction loss of each sample of ``batch`` (a tensor of shape (B,))."""
+        x0 = batch["image"].to(device, non_blocking=True)
+        noise = batch["noise"].to(device, non_blocking=True)
+        t = batch["timestep"].to(device)
+        x_t = self.noisy(x0, noise, t)
+        anatomy = batch["anatomy"] if self.config.anatomy_channels else None
+        inputs = build_model_input(x_t, batch["coords"].to(device), anatomy, self.config)
+        control = batch["control"].to(device) if "control" in batch else None
+        with autocast():
+            pred = model(inputs, t, batch["region"].to(device), control)
+        return (pred.float() - noise).abs().flatten(1).mean(dim=1)
+
+
+class ControlNetObjective(DiffusionObjective):
+    """Fine-tuning a ControlNet for a task; the base U-Net is frozen."""
+
+    kind = "controlnet"
+
+    def __init__(self, config: ModelConfig, base: MedDiffFMUNet, control: ControlNetConfig,
+                 builder: ConditionBuilder) -> None:
+        super().__init__(config)
+        self.base = base
+        self.control = control
+        self.builder = builder
+
+    def build_model(self) -> ConditionedModel:
+        controlnet = MedDiffFMControlNet(self.config, self.control)
+        controlnet.initialise_from(self.base)
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.base.eval()
+        return ConditionedModel(self.base, controlnet)
+
+    def trainable(self, model: ConditionedModel) -> nn.Module:
+        assert model.controlnet is not None
+        return model.controlnet
