@@ -106,7 +106,7 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.initializeParameterNode()
         if self.panel.libraryInfo is None:
-            self.panel.refreshModels()
+            self.panel.refreshModels(automatic=True)
 
     def exit(self) -> None:
         # Keep the run going when the user switches modules; only stop listening to the GUI.
@@ -193,7 +193,7 @@ class MedDiffFMTest(ScriptedLoadableModuleTest):
         return slicer.util.addVolumeFromArray(array, ijkToRas, name="MedDiffFMTestCT")
 
     def test_badSelections(self):
-        self.delayDisplay("Bad selections give clear messages")
+        self.delayDisplay(_("Bad selections give clear messages"))
         logic = MedDiffFMLogic()
         volume = self._volume()
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -208,7 +208,7 @@ class MedDiffFMTest(ScriptedLoadableModuleTest):
             else:
                 self.fail(f"no error, expected '{expected}'")
         self.assertEqual(nodes, slicer.mrmlScene.GetNumberOfNodes())
-        self.delayDisplay("Test passed")
+        self.delayDisplay(_("Test passed"))
 
     def test_denoiseWithTinyModel(self):
         import importlib.util
@@ -217,9 +217,9 @@ class MedDiffFMTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("monai") is None:
-            self.delayDisplay("PyTorch or MONAI not installed: the tiny-model run is skipped.")
+            self.delayDisplay(_("PyTorch or MONAI not installed: the tiny-model run is skipped."))
             return
-        self.delayDisplay("Denoise with a tiny random model")
+        self.delayDisplay(_("Denoise with a tiny random model"))
         logic = MedDiffFMLogic()
         volume = self._volume()
         with tempfile.TemporaryDirectory() as modelDir:
@@ -230,4 +230,4 @@ class MedDiffFMTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.allclose(output.GetSpacing(), volume.GetSpacing()))
         self.assertTrue(np.allclose(output.GetOrigin(), volume.GetOrigin()))
         logging.info("MedDiffFM self-test: denoise took %.1f s", logic.lastResult.seconds)
-        self.delayDisplay("Test passed")
+        self.delayDisplay(_("Test passed"))

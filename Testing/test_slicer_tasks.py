@@ -160,6 +160,8 @@ def test_info_parsing_and_model_card():
     assert info.model(None).name == "paper" and info.model("nope") is None
     with pytest.raises(ValueError):
         parseInfoOutput("no json here")
+    pretty = "warning: something\n" + json.dumps({"version": "1", "devices": ["cpu"], "models": []}, indent=2) + "\n"
+    assert parseInfoOutput(pretty).models == [] and not parseInfoOutput(pretty).hasGpu
 
 
 def test_time_estimate_scales_with_volume_steps_and_device():

@@ -155,6 +155,13 @@ class Job:
         return "\n".join(self.stdoutLines)
 
 
+def sameNode(a, b) -> bool:
+    """Whether two references name the same MRML node (PythonQt may hand out new wrappers)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a is b or (a.GetID() is not None and a.GetID() == b.GetID() and a.GetScene() is b.GetScene())
+
+
 def requestFromParameters(parameters) -> TaskRequest:
     """The run described by the panel's parameter node (any object with its attributes)."""
     task = Task(parameters.task)
@@ -272,6 +279,12 @@ class Logic:
         except DependencyError as error:
             raise MedDiffFMModuleError(str(error)) from error
 
+    def missingDependencies(self) -> List[str]:
+        """Python modules the default command needs and cannot find (asks nothing)."""
+        if not self.usesDefaultCommand or self.dependencyChecker.checked:
+            return []
+        return self.dependencyChecker.missing()
+
     def _environment(self) -> dict:
         return processEnvironment(self.libraryRoot, self.extraEnv)
 
@@ -304,7 +317,7 @@ class Logic:
             if image.GetNumberOfScalarComponents() != 1:
                 raise MedDiffFMModuleError(_("'{name}' is a color or vector volume: select a single-channel CT volume.").format(
                     name=volume.GetName()))
-        if request.outputVolume is not None and volume is not None and request.outputVolume is volume:
+        if request.outputVolume is not None and volume is not None and sameNode(request.outputVolume, volume):
             raise MedDiffFMModuleError(_("The output volume must differ from the input: the input is never overwritten. "
                                          "Choose \"Create new volume\"."))
         if needsMask(task):
@@ -402,7 +415,7 @@ class Logic:
             SceneIO.placeBeside(scene, volume, inputVolume)
             result = TaskResult(outputVolume=volume)
             if task is Task.ANOMALY:
-                SceneIO.showAsColorOverlay(scene, volume)
+                SceneIO.showAsColorOverlay(scene, volume, request.options.normalized().threshold)
                 if job.paths.anomalyMask and os.path.isfile(job.paths.anomalyMask):
                     segmentation = SceneIO.addSegmentationFromMask(
                         scene, job.paths.anomalyMask, inputVolume, anomalySegmentationName(inputVolume.GetName()),

@@ -70,24 +70,30 @@ class LibraryInfo:
 
 
 def parseInfoOutput(stdout: str) -> LibraryInfo:
-    """Parse the output of ``meddifffm info --json`` (the last JSON object line that has
-    ``"models"``; other lines are ignored). Raises ``ValueError`` when there is none."""
-    candidates = [stdout.strip()] + [line.strip() for line in reversed(stdout.splitlines())]
-    for text in candidates:
-        if not text.startswith("{"):
-            continue
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(payload, dict) and "models" in payload:
-            return LibraryInfo(
-                version=str(payload.get("version") or ""),
-                torch=str(payload.get("torch") or ""),
-                devices=[str(d) for d in payload.get("devices") or []],
-                models=[ModelInfo.fromJson(m) for m in payload.get("models") or [] if isinstance(m, dict)],
-            )
-    raise ValueError(_("'meddifffm info --json' printed no model list."))
+    """Parse the output of ``meddifffm info --json``: the last JSON object with ``"models"``, on one
+    line or pretty-printed over several; other lines are ignored. Raises ``ValueError`` when there
+    is none."""
+    decoder = json.JSONDecoder()
+    payload = None
+    offset = 0
+    for line in stdout.splitlines(keepends=True):
+        if line.lstrip().startswith("{"):
+            start = offset + len(line) - len(line.lstrip())
+            try:
+                candidate, _end = decoder.raw_decode(stdout, start)
+            except ValueError:
+                candidate = None
+            if isinstance(candidate, dict) and "models" in candidate:
+                payload = candidate
+        offset += len(line)
+    if payload is None:
+        raise ValueError(_("'meddifffm info --json' printed no model list."))
+    return LibraryInfo(
+        version=str(payload.get("version") or ""),
+        torch=str(payload.get("torch") or ""),
+        devices=[str(d) for d in payload.get("devices") or []],
+        models=[ModelInfo.fromJson(m) for m in payload.get("models") or [] if isinstance(m, dict)],
+    )
 
 
 # Seconds per million voxels and per sampling step for the paper-size model. Rough figures that

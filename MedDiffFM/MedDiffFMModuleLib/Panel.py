@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import qt
 
 from .I18n import _
-from .Logic import Job, MedDiffFMModuleError, RunCancelled, requestFromParameters
+from .Logic import Job, MedDiffFMModuleError, RunCancelled, requestFromParameters, sameNode
 from .Models import LibraryInfo, estimateSeconds, formatDuration
 from .Progress import ProgressUpdate
 from .Tasks import ALL_OPTIONS, Device, MASK, Task, needsMask, outputName, taskSpec, visibleOptions
@@ -68,6 +68,8 @@ class MedDiffFMPanel:
         self.ui = ui
         self.logic = logic
         self.messages = messages or SlicerMessages()
+        if getattr(logic, "confirm", None) is None:
+            logic.confirm = self.messages.confirm  # installation questions use the panel's dialogs
         self.settings = settings if settings is not None else qt.QSettings()
         self._scene = scene
         self._parameterNode = None
@@ -119,24 +121,28 @@ class MedDiffFMPanel:
         self.updateGUIFromParameterNode()
 
     def initializeParameterNode(self) -> None:
-        """Defaults: the first CT volume as input; model and device from the settings."""
+        """Defaults: model and device from the settings; the first CT volume as input."""
         p = self._parameterNode
-        if p.inputVolume is None and self.scene is not None:
-            volumes = self.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-            for index in range(volumes.GetNumberOfItems()):
-                node = volumes.GetItemAsObject(index)
-                if not node.IsA("vtkMRMLLabelMapVolumeNode") and node.GetImageData() is not None:
-                    p.inputVolume = node
-                    break
-        savedModel = self.settings.value(SETTINGS_MODEL, "")
-        if savedModel and not p.model:
-            p.model = str(savedModel)
-        savedDevice = self.settings.value(SETTINGS_DEVICE, "")
-        if savedDevice:
-            try:
-                p.device = Device(str(savedDevice))
-            except ValueError:
-                pass
+        self._updating = True  # no GUI update (and no settings write) half-way through
+        try:
+            savedModel = self.settings.value(SETTINGS_MODEL, "")
+            if savedModel and not p.model:
+                p.model = str(savedModel)
+            savedDevice = self.settings.value(SETTINGS_DEVICE, "")
+            if savedDevice:
+                try:
+                    p.device = Device(str(savedDevice))
+                except ValueError:
+                    pass
+            if p.inputVolume is None and self.scene is not None:
+                volumes = self.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+                for index in range(volumes.GetNumberOfItems()):
+                    node = volumes.GetItemAsObject(index)
+                    if not node.IsA("vtkMRMLLabelMapVolumeNode") and node.GetImageData() is not None:
+                        p.inputVolume = node
+                        break
+        finally:
+            self._updating = False
 
     def onParameterNodeModified(self, *args) -> None:
         self.updateGUIFromParameterNode()
@@ -203,7 +209,7 @@ class MedDiffFMPanel:
     def _syncSegmentSelectorFromParameters(self) -> None:
         p = self._parameterNode
         selector = self.ui.segmentSelector
-        if selector.currentNode() is not p.segmentationNode:
+        if not sameNode(selector.currentNode(), p.segmentationNode):
             selector.setCurrentNode(p.segmentationNode)
         if p.segmentId and selector.currentSegmentID() != p.segmentId:
             selector.setCurrentSegmentID(p.segmentId)
@@ -215,7 +221,7 @@ class MedDiffFMPanel:
         selector = self.ui.segmentSelector
         node = selector.currentNode()
         segmentId = selector.currentSegmentID() if node is not None else ""
-        if p.segmentationNode is not node:
+        if not sameNode(p.segmentationNode, node):
             p.segmentationNode = node
         if (p.segmentId or "") != (segmentId or ""):
             p.segmentId = segmentId or ""
@@ -223,10 +229,18 @@ class MedDiffFMPanel:
 
     # -- models ----------------------------------------------------------------------------------
 
-    def refreshModels(self, *args) -> None:
-        """List the models in the background (``meddifffm info --json``)."""
+    def refreshModels(self, *args, automatic: bool = False) -> None:
+        """List the models in the background (``meddifffm info --json``). ``automatic`` (module
+        opened): never asks to install packages, only says what is missing."""
         if self.infoJob is not None:
             return
+        if automatic:
+            missing = self.logic.missingDependencies()
+            if missing:
+                self.ui.modelCardLabel.setText(_(
+                    "Not installed yet: {names}. They are installed, after you confirm, on the first "
+                    "Apply or Refresh.").format(names=", ".join(missing)))
+                return
         try:
             self.logic.ensureDependencies()
             self.infoJob = self.logic.startInfo()
@@ -340,7 +354,7 @@ class MedDiffFMPanel:
         elif task is Task.SYNTHESIZE:
             voxels = SYNTHESIS_VOXELS
         else:
-            self.ui.estimatedTimeLabel.setText("-")
+            self.ui.estimatedTimeLabel.setText(_("select an input volume"))
             return
         model = self.libraryInfo.model(p.model) if self.libraryInfo else None
         device = self.resolvedDevice()

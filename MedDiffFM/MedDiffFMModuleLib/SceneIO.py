@@ -219,10 +219,16 @@ def placeBeside(scene, node, siblingNode) -> None:
     if shNode is None:
         return
     siblingItem = shNode.GetItemByDataNode(siblingNode)
-    nodeItem = shNode.GetItemByDataNode(node)
-    if not siblingItem or not nodeItem:
+    if not siblingItem:
         return
-    shNode.SetItemParent(nodeItem, shNode.GetItemParent(siblingItem))
+    parentItem = shNode.GetItemParent(siblingItem)
+    nodeItem = shNode.GetItemByDataNode(node)
+    if not nodeItem:
+        # In Slicer the subject-hierarchy plugin logic adds an item for every new node; without
+        # the application (slicer-core) it is created here.
+        shNode.CreateItem(parentItem, node)
+        return
+    shNode.SetItemParent(nodeItem, parentItem)
 
 
 def copyWindowLevel(node, fromNode) -> None:
@@ -251,15 +257,27 @@ def anomalyColorNodeId(scene) -> Optional[str]:
     return None
 
 
-def showAsColorOverlay(scene, node) -> None:
-    """Colour table ("ColdToHotRainbow") and automatic window on the anomaly map."""
+def showAsColorOverlay(scene, node, threshold: Optional[float] = None, percentile: float = 95.0) -> None:
+    """Colour table ("ColdToHotRainbow") on the anomaly map; voxels below ``threshold`` (or, without
+    one, below the map's ``percentile``) are transparent so that only anomalies tint the CT."""
     display = node.GetDisplayNode()
     if display is None:
         return
     colorId = anomalyColorNodeId(scene)
     if colorId:
         display.SetAndObserveColorNodeID(colorId)
-    display.SetAutoWindowLevel(True)
+    values = slicer.util.arrayFromVolume(node)
+    finite = values[np.isfinite(values)] if values.size else values
+    if finite.size == 0:
+        display.SetAutoWindowLevel(True)
+        return
+    high = float(finite.max())
+    low = float(threshold) if threshold is not None else float(np.percentile(finite, percentile))
+    low = min(low, high)
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(low, high if high > low else low + 1.0)
+    display.SetApplyThreshold(True)
+    display.SetThreshold(low, max(high, low) + 1.0)
 
 
 def showInSliceViews(scene, applicationLogic, background, foreground=None, foregroundOpacity=ANOMALY_OPACITY) -> None:

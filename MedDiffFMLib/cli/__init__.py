@@ -18,6 +18,15 @@ SUBCOMMANDS = (
     "init_model",
     "import_weights",
     "denoise",
+    "anomaly",
+    "synthesize",
+    "superres",
+    "inpaint",
+    "lesion",
+    "batch",
+    "prepare",
+    "train",
+    "finetune",
 )
 
 

@@ -47,19 +47,19 @@ def register(subparsers) -> None:
     register_masked(subparsers, "inpaint", HELP, DESCRIPTION, run)
 
 
-def run_masked(args: argparse.Namespace, task, engine: Engine, options, verb: str) -> None:
+def run_masked(args: argparse.Namespace, task, options, role: str, title: str) -> None:
+    """Check paths, read the CT and the mask, load the model, run ``task`` and write the result."""
     check_outputs([args.output], [args.input, args.mask])
     image = common.read_input(args.input, args.series)
     mask = common.read_input(args.mask)
+    engine = Engine(common.engine_options(args), role=role, expect_task=None if role == "base" else role)
     result = task(image, mask, engine, options, progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input, args.mask])]
     if args.preview:
-        outputs.append(write_preview(image, result.image, args.preview, titles=("input", verb)))
-    common.finish(args, outputs, f"{verb.capitalize()} {result.mask_voxels} voxels of {args.input} -> {args.output} "
-                  f"({result.steps} steps from t={result.start_step}, model {engine.model_name}).")
+        outputs.append(write_preview(image, result.image, args.preview, titles=("input", title)))
+    common.finish(args, outputs, f"{args.command}: {result.mask_voxels} voxels of {args.input} regenerated -> "
+                  f"{args.output} ({result.steps} steps from t={result.start_step}, model {engine.model_name}).")
 
 
 def run(args: argparse.Namespace) -> None:
-    check_outputs([args.output], [args.input, args.mask])
-    engine = Engine(common.engine_options(args), role="base")
-    run_masked(args, inpaint_image, engine, options_from_args(args), "inpainted")
+    run_masked(args, inpaint_image, options_from_args(args), "base", "inpainted")

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..tasks.engine import Engine
 from ..tasks.lesion import ROLE, LesionOptions, generate_lesion_image
-from . import common
 from .inpaint import options_from_args as _regenerate_options
 from .inpaint import register_masked, run_masked
-from .task_helpers import check_outputs
 
 HELP = "generate a lesion inside a mask (lesion ControlNet + RePaint)"
 DESCRIPTION = (
@@ -28,6 +25,4 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_outputs([args.output], [args.input, args.mask])
-    engine = Engine(common.engine_options(args), role=ROLE, expect_task=ROLE)
-    run_masked(args, generate_lesion_image, engine, options_from_args(args), "lesion generated in")
+    run_masked(args, generate_lesion_image, options_from_args(args), ROLE, "lesion generated")

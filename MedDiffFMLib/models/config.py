@@ -201,7 +201,22 @@ def _tiny() -> ModelConfig:
     )
 
 
-NAMED_CONFIGS = {"paper": _paper, "default": _default, "tiny": _tiny}
+def _cpu_starter() -> ModelConfig:
+    # Trainable on a 2-core CPU in an hour (about 0.5 samples/s with one torch thread, see
+    # docs/TRAINING.md): the shipped starter model until GPU training replaces it.
+    return ModelConfig(
+        name="cpu_starter",
+        channels=(16, 32, 64),
+        attention_levels=(False, False, True),
+        num_head_channels=32,
+        norm_num_groups=8,
+        patch_size=(32, 32, 32),
+        spacing_mm=(3.0, 3.0, 3.0),
+        position_frequencies=4,
+    )
+
+
+NAMED_CONFIGS = {"paper": _paper, "default": _default, "tiny": _tiny, "cpu_starter": _cpu_starter}
 
 
 def named_config(name: str) -> ModelConfig:

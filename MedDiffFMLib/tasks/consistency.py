@@ -44,6 +44,7 @@ class SliceAverageOperator:
             raise ValueError("every thick slice needs at least one fine slice")
         w = w / sums[:, None]
         self.weights = torch.as_tensor(w)
+        self.rows = np.arange(w.shape[0])  # the thick slices measured (all, unless from_intervals drops some)
         self.gram = self.weights @ self.weights.T  # A A^T, (K, K)
 
     @property
@@ -76,9 +77,14 @@ class SliceAverageOperator:
         w = np.clip(high - low, 0.0, None)
         if fine_valid is not None:
             w = w * np.asarray(fine_valid, dtype=float)[None, :]
-        if np.any(w.sum(axis=1) <= 0):
-            raise ValueError("a thick slice overlaps no fine slice: the grids do not cover the same extent")
-        return cls(w)
+        covered = w.sum(axis=1) > 0
+        if not covered.any():
+            raise ValueError("no thick slice overlaps a fine slice: the grids do not share an extent")
+        # A thick slice the fine grid does not reach (it can end up to half a fine slice short)
+        # is left out; ``rows`` says which thick slices the operator measures.
+        operator = cls(w[covered])
+        operator.rows = np.flatnonzero(covered)
+        return operator
 
     def _w(self, x: torch.Tensor) -> torch.Tensor:
         return self.weights.to(device=x.device, dtype=torch.float64)

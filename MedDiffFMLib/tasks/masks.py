@@ -72,14 +72,13 @@ def shape_mask(space: ModelSpace, mask: np.ndarray) -> np.ndarray:
 
 def body_mask(hu: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), threshold: float = BODY_HU) -> np.ndarray:
     """The body: the connected region(s) above ``threshold`` HU large enough to be the patient
-    (the largest one and any at least 10 % of its size, which drops the table, clothes and
-    noise), with enclosed air (lungs, bowel gas) filled in, slice by slice and in 3D.
+    (the largest one and any at least 30 % of its size, e.g. the other leg; the table,
+    clothes and noise are smaller), with enclosed air (lungs, bowel gas) filled in, slice by slice and in 3D.
     """
     hu = np.asarray(hu)
     above = hu > threshold
-    # A small opening (about 2 mm) cuts thin bridges to the table and removes speckle.
-    radius = np.maximum(1, np.round(2.0 / np.asarray(spacing_zyx, dtype=float))).astype(int)
-    radius = np.minimum(radius, 2)
+    # A one-voxel opening (along axes finer than 2 mm) cuts thin bridges to the table and speckle.
+    radius = (np.asarray(spacing_zyx, dtype=float) <= 2.0).astype(int)
     opened = ndimage.binary_opening(above, structure=np.ones(tuple(2 * r + 1 for r in radius), bool))
     if not opened.any():
         opened = above
@@ -87,7 +86,7 @@ def body_mask(hu: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), th
     if count == 0:
         return np.zeros(hu.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
+    keep = np.flatnonzero(sizes >= 0.3 * sizes.max()) + 1
     body = np.isin(labels, keep)
     body = np.stack([ndimage.binary_fill_holes(s) for s in body])
     return ndimage.binary_fill_holes(body)

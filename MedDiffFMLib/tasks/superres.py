@@ -186,8 +186,8 @@ def super_resolve_image(
     measure_grid = Geometry(size=(model.size[0], model.size[1], thick.size[2]),
                             spacing=(model.spacing[0], model.spacing[1], thick.spacing[2]),
                             origin=thick.origin, direction=thick.direction)
-    y = volume_tensor(_to_model_units(image, measure_grid, space, pad_z=False))
     operator = _model_operator(space, thick)
+    y = volume_tensor(_to_model_units(image, measure_grid, space, pad_z=False)[operator.rows])
     noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(sitk.GetArrayViewFromImage(image))
     sigma_n = measurement_sigma(noise_hu, space.window.width)
     report(progress, "preprocessing", 1, 1)

@@ -2,6 +2,9 @@
 
 * anatomy one-hot for the U-Net input (channel k is label id k + 1; missing or dropped anatomy is
   all zeros, exactly what inference feeds when no anatomy is given);
+
+These follow the contract of :mod:`MedDiffFMLib.tasks.conditions` (what sampling feeds the network),
+and use its functions where one exists.
 * ControlNet conditions for fine-tuning, one builder per task, chosen by name:
   ``superres`` (the patch degraded to thick slices) and ``lesion`` (the lesion mask).
 
@@ -34,31 +37,22 @@ def anatomy_one_hot(labels: Optional[torch.Tensor], channels: int, like: torch.T
 
 
 def thick_slices(volume: np.ndarray, factor: int, phase: int = 0) -> np.ndarray:
-    """Simulate thick slices along z: average ``factor`` consecutive slices, then interpolate linearly
-    back to every slice (block centres hold the averages; the ends hold the nearest block's value).
+    """Simulate thick slices along z with the tasks' own :func:`~MedDiffFMLib.tasks.conditions.degrade_z`
+    (average ``factor`` consecutive slices, interpolate linearly back to every slice).
 
-    ``phase`` (0..factor-1) shifts where the blocks start, as thick slices of a real scan do not line
-    up with the model grid.
+    ``phase`` (0..factor-1) shifts where the blocks start (the first block then holds ``phase``
+    copies of the first slice), since thick slices of a real scan do not line up with the patch grid.
     """
+    from ..tasks.conditions import degrade_z
+
     factor = int(factor)
+    phase = int(phase) % max(factor, 1)
     if factor <= 1:
-        return volume.astype(np.float32, copy=True)
-    z = volume.shape[0]
-    phase = int(phase) % factor
-    start = -phase
-    n_blocks = int(np.ceil((z - start) / factor))
-    padded_len = n_blocks * factor
-    before = phase
-    after = padded_len - z - before
-    padded = np.pad(volume.astype(np.float32), ((before, max(after, 0)), (0, 0), (0, 0)), mode="edge")[:padded_len]
-    blocks = padded.reshape(n_blocks, factor, *volume.shape[1:]).mean(axis=1)
-    centres = start + np.arange(n_blocks) * factor + (factor - 1) / 2.0
-    idx = np.arange(z, dtype=np.float64)
-    pos = np.interp(idx, centres, np.arange(n_blocks, dtype=np.float64))
-    i0 = np.floor(pos).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_blocks - 1)
-    w = (pos - i0).astype(np.float32)[:, None, None]
-    return (blocks[i0] * (1 - w) + blocks[i1] * w).astype(np.float32)
+        return np.asarray(volume, dtype=np.float32).copy()
+    if phase == 0:
+        return degrade_z(volume, factor)
+    padded = np.pad(np.asarray(volume, dtype=np.float32), ((phase, 0), (0, 0), (0, 0)), mode="edge")
+    return degrade_z(padded, factor)[phase:]
 
 
 class ConditionBuilder:
@@ -93,7 +87,9 @@ class SuperResCondition(ConditionBuilder):
         factor = int(rng.choice(self.factors))
         phase = int(rng.integers(0, factor))
         sample["superres_factor"] = factor
-        return thick_slices(sample["image"], factor, phase)[None]
+        from ..tasks.conditions import superres_condition
+
+        return superres_condition(thick_slices(sample["image"], factor, phase)).numpy()
 
     def describe(self) -> str:
         return (f"super-resolution: the patch averaged over {list(self.factors)} consecutive model-grid slices "
@@ -107,7 +103,9 @@ class LesionCondition(ConditionBuilder):
     needs_lesion = True
 
     def build(self, sample: dict, rng: np.random.Generator) -> np.ndarray:
-        return sample["lesion"].astype(np.float32)[None]
+        from ..tasks.conditions import lesion_condition
+
+        return lesion_condition(sample["lesion"]).numpy()
 
     def describe(self) -> str:
         return "lesion generation: the binary lesion mask on the patch"

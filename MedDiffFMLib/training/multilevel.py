@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import correlate1d
 
 LEVELS = ("image", "double", "patch")
 
@@ -152,9 +152,20 @@ def sample_box(
     for axis in range(3):
         if not nearest and widths[axis] > 1.3 and box.step[axis] > 1.3:
             # Shrinking: average over the footprint of one output voxel first (no aliasing).
-            work = uniform_filter1d(work, size=int(round(widths[axis])), axis=axis, mode="nearest")
+            work = correlate1d(work, _box_kernel(widths[axis]), axis=axis, mode="nearest")
         work = _interp_axis(work, axis, shifted[axis], nearest, pad)
     return np.ascontiguousarray(work, dtype=np.float32)
+
+
+def _box_kernel(width: float) -> np.ndarray:
+    """A centred box of about ``width`` voxels (odd length; an even width gets half-weight ends)."""
+    size = max(1, int(round(width)))
+    if size % 2:
+        kernel = np.ones(size, np.float32)
+    else:
+        kernel = np.ones(size + 1, np.float32)
+        kernel[[0, -1]] = 0.5
+    return kernel / kernel.sum()
 
 
 def choose_level(weights: Sequence[float], rng: np.random.Generator) -> int:

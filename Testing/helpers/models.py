@@ -57,3 +57,30 @@ def tiny_engines(tiny_models):
         "superres": make(tiny_models.superres, "superres", "superres"),
         "lesion": make(tiny_models.lesion, "lesion", "lesion"),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_anatomy_model(tmp_path_factory) -> Path:
+    """A tiny base model with two anatomy channels (labels 1 and 2 condition the synthesis).
+
+    MONAI zero-initialises the U-Net's output layer, so a freshly initialised model predicts zero
+    noise whatever its conditions; this one gets small random weights there so that its output
+    depends on the anatomy channels.
+    """
+    import torch
+
+    from MedDiffFMLib.models.config import named_config
+    from MedDiffFMLib.models.network import MedDiffFMUNet
+    from MedDiffFMLib.models.weights import save_model
+
+    config = named_config("tiny")
+    config.name, config.anatomy_channels = "tiny-anatomy", 2
+    torch.manual_seed(2)
+    module = MedDiffFMUNet(config)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if not parameter.detach().abs().sum():
+                parameter.normal_(0.0, 0.05)
+    folder = tmp_path_factory.mktemp("tiny_anatomy") / "tiny-anatomy"
+    save_model(module, folder, name="tiny-anatomy", card="# tiny-anatomy\n\nRandom weights, for tests only.\n")
+    return folder

@@ -17,6 +17,7 @@ Environment:
   FAKE_MEDDIFFFM_STEPS=n           number of sampling steps reported (default 3)
   FAKE_MEDDIFFFM_FAIL=user|crash   fail with a user error (exit 2) or an unexpected exception (exit 1)
   FAKE_MEDDIFFFM_CHILD_PIDFILE=p   start a long-lived child process and write its pid to p
+  FAKE_MEDDIFFFM_ANOMALY=local     anomaly map = |IN - local mean| (small structures light up; for screenshots)
 """
 
 import argparse
@@ -165,7 +166,12 @@ def main(argv):
     elif args.command == "anomaly":
         image = read(args.input)
         array = sitk.GetArrayFromImage(image).astype(np.float32)
-        amap = np.abs(array - array.mean())
+        if os.environ.get("FAKE_MEDDIFFFM_ANOMALY") == "local":
+            from scipy import ndimage
+
+            amap = np.abs(array - ndimage.uniform_filter(array, size=(3, 15, 15)))
+        else:
+            amap = np.abs(array - array.mean())
         write(like(amap, image), args.output)
         outputs = [args.output]
         if args.threshold is not None and args.mask_out:

@@ -62,11 +62,22 @@ def makeScene() -> SceneContext:
         composite.SetLayoutName(layout)
         scene.AddNode(composite)
     # The ColdToHotRainbow table comes from Slicer's colour files, absent from slicer-core.
-    coldToHot = slicer.vtkMRMLColorTableNode()
-    coldToHot.SetName("ColdToHotRainbow")
-    coldToHot.SetTypeToRainbow()
-    scene.AddNode(coldToHot)
+    scene.AddNode(coldToHotRainbow())
     return SceneContext(scene, appLogic, logics)
+
+
+def coldToHotRainbow():
+    """A stand-in for Slicer's "ColdToHotRainbow" table: blue (low) to red (high)."""
+    import colorsys
+
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName("ColdToHotRainbow")
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    for index in range(256):
+        red, green, blue = colorsys.hsv_to_rgb(0.66 * (1 - index / 255.0), 1.0, 1.0)
+        table.SetColor(index, f"c{index}", red, green, blue, 1.0)
+    return table
 
 
 @pytest.fixture

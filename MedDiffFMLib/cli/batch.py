@@ -1,0 +1,143 @@
+"""``meddifffm batch TASK --inputs DIR|GLOB|LIST.txt --out DIR``: one task over many volumes.
+
+The model is loaded once. Outputs are ``<case stem>_<task>.nii.gz`` (``--suffix``, ``--format``);
+existing outputs are skipped unless ``--overwrite``; a failing case is reported and the batch goes
+on, then exits with code 2 listing the failures. ``--progress json`` prints
+``{"stage": "batch", "step": k, "total": n}`` per finished case and each case's own progress lines
+with a ``"case"`` field. Several GPUs: ``torchrun --standalone --nproc_per_node N -m MedDiffFMLib.cli
+batch ...`` (rank r takes cases i with i % N == r, on cuda:LOCAL_RANK); see
+:mod:`MedDiffFMLib.tasks.batch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import MedDiffFMError
+from ..progress import ProgressEvent
+from ..tasks.batch import TASKS, distributed_rank, find_cases, run_batch, shard, task_spec
+from ..tasks.denoise import DenoiseOptions
+from ..tasks.engine import Engine
+from . import anomaly, common, inpaint, lesion, superres, synthesize
+from .task_helpers import TaskProgress, add_ct_input_arguments
+
+HELP = "run one task over many volumes (one model load; resumable; multi-GPU with torchrun)"
+DESCRIPTION = (
+    "Run one task over many volumes with one model load: meddifffm batch TASK --inputs DIR|GLOB|LIST.txt --out DIR "
+    "[task options]. Outputs are <case stem>_<task>.nii.gz (--suffix, --format); existing outputs are skipped "
+    "unless --overwrite; a failing case is reported, the batch goes on and exits with code 2 listing the "
+    "failures. Inpaint/lesion take --masks DIR (masks named like the cases). Several GPUs: torchrun --standalone "
+    "--nproc_per_node N -m MedDiffFMLib.cli batch ... (rank r takes cases i with i % N == r, on cuda:LOCAL_RANK)."
+)
+
+
+class BatchFailed(MedDiffFMError):
+    """Some cases failed (the others were written)."""
+
+
+def _add_denoise_options(parser: argparse.ArgumentParser) -> None:
+    # The options of ``meddifffm denoise`` (cli/denoise.py registers them inline, so they are listed here).
+    parser.add_argument("--strength", type=float, default=1.0, help="0..1: fraction of the noise to remove (default 1)")
+    parser.add_argument("--noise-hu", type=float, default=None, help="noise std of the input in HU (default: estimated)")
+    parser.add_argument("--lambda", dest="lam", type=float, default=10.0, help="DiffPIR lambda (default 10)")
+    common.add_sampling_arguments(parser, default_steps=10)
+    add_ct_input_arguments(parser)
+
+
+def _denoise_options(args: argparse.Namespace) -> DenoiseOptions:
+    return DenoiseOptions(strength=args.strength, steps=args.steps, noise_hu=args.noise_hu, lam=args.lam,
+                          seed=args.seed, region=args.region, allow_non_hu=args.allow_non_hu)
+
+
+def _anomaly_options(parser: argparse.ArgumentParser) -> None:
+    anomaly.add_options(parser)
+    parser.add_argument("--healthy", action="store_true", help="also write the healthy reconstruction (<case>_anomaly_healthy)")
+
+
+# task -> (add the task's options, build its options object from the parsed arguments)
+_TASK_ARGUMENTS = {
+    "denoise": (_add_denoise_options, _denoise_options),
+    "anomaly": (_anomaly_options, anomaly.options_from_args),
+    "synthesize": (synthesize.add_options, synthesize.options_from_args),
+    "superres": (superres.add_options, superres.options_from_args),
+    "inpaint": (inpaint.add_options, inpaint.options_from_args),
+    "lesion": (inpaint.add_options, lesion.options_from_args),
+}
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    group = parser.add_argument_group("batch")
+    what = "anatomy label maps" if task == "synthesize" else "CT volumes"
+    group.add_argument("--inputs", required=True,
+                       help=f"{what}: a folder (files and DICOM sub-folders), a quoted glob pattern, or a .txt list")
+    group.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    if TASKS[task].needs_mask:
+        group.add_argument("--masks", type=Path, required=True,
+                           help="folder of masks named like the cases (<stem>.nii.gz or <stem>_*.nii.gz)")
+    group.add_argument("--overwrite", action="store_true", help="redo cases whose output exists (default: skip them)")
+    group.add_argument("--suffix", default=None, help=f"output name suffix (default: _{task})")
+    group.add_argument("--format", dest="fmt", default="nii.gz", choices=["nii.gz", "nii", "nrrd", "mha"],
+                       help="output format (default nii.gz)")
+    group.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when input folders hold several series")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("batch", help=HELP, description=DESCRIPTION)
+    tasks = parser.add_subparsers(dest="batch_task", metavar="TASK", required=True)
+    for task, (add_options, _) in _TASK_ARGUMENTS.items():
+        sub = tasks.add_parser(task, help=f"batch {task}", description=f"Run '{task}' on many volumes.")
+        _add_batch_arguments(sub, task)
+        add_options(sub)
+        common.add_engine_arguments(sub)
+        sub.set_defaults(func=run)
+
+
+class _Overall:
+    """Overall progress: a JSON line per finished case, or a line on stderr."""
+
+    def __init__(self, args: argparse.Namespace, rank: int, world: int) -> None:
+        self.json = TaskProgress(args) if getattr(args, "progress", "bar") == "json" else None
+        self.quiet = getattr(args, "progress", "bar") == "none"
+        self.tag = f"rank {rank}/{world}: " if world > 1 else ""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.json is not None:
+            self.json(event)
+        elif not self.quiet and event.step > 0:
+            print(f"{self.tag}{event.step}/{event.total} cases done", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    task = args.batch_task
+    spec = task_spec(task)
+    out_dir = args.out.expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedDiffFMError(f"--out '{out_dir}' is a file; pass a folder.")
+    cases = find_cases(args.inputs, exclude=[out_dir])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, local_rank = distributed_rank()
+    mine = shard(cases, rank, world)
+    engine_options = common.engine_options(args)
+    if world > 1 and engine_options.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            engine_options.device = f"cuda:{local_rank}"
+    options = _TASK_ARGUMENTS[task][1](args)
+    engine = Engine(engine_options, role=spec.role, expect_task=spec.expect_task)
+    extras = ["mask"] + (["healthy"] if getattr(args, "healthy", False) else [])
+    result = run_batch(
+        task, mine, out_dir, engine, options,
+        masks=getattr(args, "masks", None), overwrite=args.overwrite, suffix=args.suffix, fmt=args.fmt,
+        extras=extras, series=args.series, progress=_Overall(args, rank, world),
+        case_progress=lambda case: TaskProgress(args, case=case.stem), cancel=args.cancel,
+    )
+    summary = (f"batch {task}: {len(result.cases)} cases{f' (rank {rank} of {world})' if world > 1 else ''}, "
+               f"{len(result.written)} files written, {len(result.skipped)} skipped (output exists), "
+               f"{len(result.failed)} failed.")
+    if result.failed:
+        print(summary, file=sys.stderr)
+        raise BatchFailed(result.failure_message())
+    common.finish(args, result.written, summary)

@@ -1,0 +1,164 @@
+"""Export a run's EMA weights to the shipped weights format, with a generated model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..models.network import MedDiffFMControlNet, MedDiffFMUNet
+from ..models.weights import save_model
+
+if TYPE_CHECKING:
+    from .trainer import Trainer, TrainResult
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def hardware_description(device: torch.device, world_size: int) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{world_size} x {name}" if world_size > 1 else name
+    cpu = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = os.cpu_count() or 0
+    return (f"{world_size} process(es) on CPU ({cpu}; {cores} cores on the machine, "
+            f"{torch.get_num_threads()} torch thread(s) per process)")
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def model_card(trainer: "Trainer", result: "TrainResult", name: str) -> str:
+    cfg = trainer.config
+    mc = trainer.model_config
+    cache = trainer.cache
+    train_cases = trainer._cases("train")
+    val_cases = trainer._cases("val")
+    regions = Counter(c.region or "unknown" for c in train_cases)
+    sources = Counter(c.source for c in train_cases + val_cases if c.source)
+    hours = trainer.train_seconds / 3600.0
+    hardware = hardware_description(trainer.device, trainer.dist.world_size)
+    kind = trainer.objective.kind
+    what = ("base MedDiff-FM U-Net" if kind == "unet"
+            else f"'{trainer.objective.control.task}' ControlNet on the frozen base model '{trainer.base_files.name}'")
+    finished = result.step >= cfg.max_steps
+    lines = [f"# {name}", ""]
+    lines.append(
+        f"A {what} (config '{mc.name}', {mc.spacing_mm[0]:g} mm grid, {mc.patch_size[0]}^3 patches) trained by "
+        f"`meddifffm {trainer.mode}` for {result.step} optimiser steps ({trainer.samples_seen} samples"
+        f"{'' if finished else f', stopped by the time budget before the planned {cfg.max_steps}'}) in "
+        f"{hours * 60:.0f} minutes on {hardware}, on {len(train_cases)} CT volumes. Final training loss "
+        f"{_fmt(result.train_loss)}, validation loss {_fmt(result.val_loss)} (L1 on the noise)."
+    )
+    lines.append("")
+    if cfg.export.summary:
+        lines += [cfg.export.summary.strip(), ""]
+    lines += ["## Training data", ""]
+    if cfg.data_description:
+        lines += [cfg.data_description.strip(), ""]
+    lines.append(f"- Cache: `{cache.index.get('manifest_name', '')}` prepared at "
+                 f"{', '.join(f'{s:g}' for s in cache.spacing_mm)} mm (z, y, x), {cache.index.get('dtype', 'int16')} storage.")
+    lines.append(f"- Training cases: {len(train_cases)} ({', '.join(f'{k}: {v}' for k, v in sorted(regions.items()))}); "
+                 f"validation cases: {len(val_cases)} ({', '.join(c.id for c in val_cases) or 'none'}).")
+    if trainer.objective.builder is not None:
+        lines.append(f"- Condition: {trainer.objective.builder.describe()}.")
+    lines.append("- Sources and licences:")
+    for source, count in sorted(sources.items()):
+        lines.append(f"  - {source} ({count} volume{'s' if count != 1 else ''})")
+    lines += ["", "## Training", ""]
+    lines += [
+        f"- Objective: cosine DDPM, T = {mc.num_train_timesteps}, L1 loss on the predicted noise; multi-level "
+        f"integrated sampling (image / double / patch chances {list(cfg.levels)}); whole-image sinusoidal position "
+        f"embedding ({mc.position_frequencies} frequencies); region{' and anatomy' if mc.anatomy_channels else ''} "
+        f"condition dropout {mc.condition_dropout:g}; left-right flip {cfg.flip_lr:g}, intensity jitter "
+        f"+-{cfg.intensity_scale:g} x, +-{cfg.intensity_shift:g}.",
+        f"- Optimiser: AdamW lr {cfg.lr:g} (warm-up {cfg.warmup_steps} steps, {cfg.lr_schedule}), weight decay "
+        f"{cfg.weight_decay:g}, gradient clip {cfg.grad_clip:g}; EMA decay {cfg.ema_decay:g} (exported weights are the EMA).",
+        f"- Batch: {cfg.batch_size} per process x {cfg.grad_accum} accumulation x {trainer.dist.world_size} process(es) "
+        f"= {trainer.global_batch} samples per step.",
+        f"- Steps: {result.step} of {cfg.max_steps} planned; samples seen: {trainer.samples_seen}.",
+        f"- Training time: {hours:.2f} h ({hours * 60:.1f} min) of optimisation on {hardware}; precision: "
+        f"{'bf16 autocast' if trainer.amp_dtype is not None else 'fp32'}.",
+        f"- Exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, weights stored as {cfg.export.storage_dtype}.",
+        "",
+        "## Results",
+        "",
+        f"- Final training loss (mean of the last steps): {_fmt(result.train_loss)}.",
+        f"- Validation loss (EMA weights, held-out cases, fixed crops, time steps and noise): {_fmt(result.val_loss)}.",
+    ]
+    final_val = getattr(trainer, "final_val", None)
+    if final_val:
+        per_t = ", ".join(f"t={t}: {v:.4f}" for t, v in final_val["per_timestep"].items())
+        lines.append(f"- Validation loss per time step: {per_t}.")
+    curve = [h for h in trainer.history if h.get("loss") is not None]
+    if curve:
+        picks = [curve[int(i * (len(curve) - 1) / min(7, max(len(curve) - 1, 1)))]
+                 for i in range(min(8, len(curve)))]
+        lines.append("- Loss curve (step: train / val): " + "; ".join(
+            f"{h['step']}: {h['loss']:.4f}" + (f" / {h['val_loss']:.4f}" if h.get("val_loss") is not None else "")
+            for h in picks) + ".")
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Trained by this project on the data listed above only; the loss numbers are not image-quality metrics.",
+        "- The paper's model saw 5,376 CT volumes on GPUs; compare the steps and data above before relying on it.",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps({"model": mc.to_dict(), "training": {k: v for k, v in _plain(cfg.to_dict()).items()
+                                                         if k not in ("config_path",)}}, indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def export_run(trainer: "Trainer", result: "TrainResult") -> Path:
+    """Write the EMA weights of ``trainer`` as a model folder (see ``models.weights``)."""
+    cfg = trainer.config
+    name = cfg.export.name or trainer.run_dir.name
+    out = Path(cfg.export.dir) if cfg.export.dir else trainer.run_dir / "export" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if trainer.objective.kind == "controlnet":
+        module = MedDiffFMControlNet(trainer.model_config, trainer.objective.control)
+    else:
+        module = MedDiffFMUNet(trainer.model_config)
+    trainer.ema.copy_to(module)
+    card = model_card(trainer, result, name)
+    extra = {
+        "training": {
+            "steps": result.step, "max_steps": cfg.max_steps, "samples": trainer.samples_seen,
+            "train_hours": round(trainer.train_seconds / 3600.0, 4),
+            "hardware": hardware_description(trainer.device, trainer.dist.world_size),
+            "train_loss": result.train_loss, "val_loss": result.val_loss,
+            "cache_sources": trainer.cache.index.get("sources", []),
+        }
+    }
+    files = save_model(module, out, name=name, card=card, storage_dtype=_DTYPES[cfg.export.storage_dtype],
+                       max_shard_bytes=int(cfg.export.max_shard_mib * 2**20), extra=extra)
+    return files.path

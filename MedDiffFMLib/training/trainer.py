@@ -1,0 +1,505 @@
+"""The one training loop: pre-training and ControlNet fine-tuning differ only by their objective.
+
+Features: AdamW with linear warm-up (constant or cosine after it), gradient accumulation, gradient
+clipping, EMA weights, bf16 autocast on CUDA, DistributedDataParallel under torchrun, exact resume
+(see ``checkpoint``), a wall-clock budget that stops cleanly with a checkpoint, CSV (and TensorBoard)
+logs, validation on held-out cases at fixed time steps with fixed noise, and the final export to the
+shipped weights format with a generated model card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..device import resolve_device
+from ..errors import CancelledError, MedDiffFMError
+from ..models.config import ControlNetConfig, ModelConfig
+from ..models.network import MedDiffFMUNet
+from .cache import TrainingCache, atomic_write_text
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .conditions import condition_builder
+from .config import TrainConfig, TrainConfigError
+from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
+from .distributed import DistInfo, barrier, broadcast_flag, mean_across, setup, teardown
+from .ema import EMA
+from .manifest import ManifestError
+from .objective import ControlNetObjective, DiffusionObjective
+
+LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "train_hours", "val_loss"]
+
+
+@dataclass
+class TrainResult:
+    """What a call to :meth:`Trainer.run` did."""
+
+    step: int
+    max_steps: int
+    stopped_by: str                       # finished | budget | cancelled
+    checkpoint: Optional[Path] = None
+    export: Optional[Path] = None
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None
+    losses: list = field(default_factory=list)  # (step, loss) of this call
+
+
+class Trainer:
+    """Runs one training or fine-tuning run described by a :class:`TrainConfig`.
+
+    Args:
+        config: the run's settings.
+        mode: ``train`` (base U-Net) or ``finetune`` (ControlNet on a frozen base).
+        resume: continue from the run folder's latest checkpoint (start fresh when there is none).
+        max_minutes: wall-clock budget of this call; stops with a checkpoint before it runs out.
+        progress: ``bar`` | ``json`` | ``none``.
+        export: write the model folder when the run stops.
+        cancel: returns True to stop (a checkpoint is saved first).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        mode: str = "train",
+        *,
+        resume: bool = False,
+        max_minutes: Optional[float] = None,
+        progress: str = "bar",
+        export: bool = True,
+        cancel: Optional[Callable[[], bool]] = None,
+        stream=None,
+    ) -> None:
+        if mode not in ("train", "finetune"):
+            raise ValueError("mode must be 'train' or 'finetune'")
+        self.config = config
+        self.mode = mode
+        self.resume = resume
+        self.max_minutes = max_minutes
+        self.progress_mode = progress
+        self.do_export = export
+        self.cancel = cancel
+        self.stream = stream or sys.stdout
+        self.run_dir = Path(config.run_dir)
+        self._setup_done = False
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        if self._setup_done:
+            return
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        base_device = resolve_device(cfg.device)
+        self.dist: DistInfo = setup(base_device.type)
+        self.device = torch.device("cuda", self.dist.local_rank) if base_device.type == "cuda" and self.dist.enabled \
+            else base_device
+        if cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported()):
+            self.amp_dtype: Optional[torch.dtype] = torch.bfloat16
+        else:
+            self.amp_dtype = None
+        self.cache = TrainingCache(cfg.cache)
+        self.base_files = None
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every fresh start
+        if self.mode == "finetune":
+            self.objective = self._finetune_objective()
+        else:
+            if cfg.task:
+                raise TrainConfigError("'task' is a fine-tuning setting: run `meddifffm finetune` with this config.")
+            self.model_config = cfg.model_config()
+            if cfg.condition_dropout is not None:
+                self.model_config.condition_dropout = float(cfg.condition_dropout)
+            self.objective = DiffusionObjective(self.model_config)
+        self.model = self.objective.build_model().to(self.device)
+        self.trainable = self.objective.trainable(self.model)
+        self.trainable.train()
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.ema = EMA(self.trainable, cfg.ema_decay)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: list[dict] = []
+        self._load_resume_state()
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self._build_data()
+        self._setup_done = True
+
+    def _finetune_objective(self) -> ControlNetObjective:
+        from ..models.registry import resolve_model
+        from ..models.weights import build_module
+
+        cfg = self.config
+        if not cfg.task:
+            raise TrainConfigError("A fine-tuning config needs 'task' (superres or lesion).")
+        if not cfg.base_model:
+            raise TrainConfigError("A fine-tuning config needs 'base_model' (a base model name or folder).")
+        self.base_files = resolve_model(cfg.base_model)
+        if self.base_files.kind != "unet":
+            raise TrainConfigError(f"'base_model' {cfg.base_model} is a {self.base_files.kind}; it must be a base model.")
+        base = build_module(self.base_files)
+        assert isinstance(base, MedDiffFMUNet)
+        self.model_config = self.base_files.model_config
+        if cfg.condition_dropout is not None:
+            self.model_config.condition_dropout = float(cfg.condition_dropout)
+        builder = condition_builder(cfg.task, {"superres_factors": cfg.superres_factors})
+        control = ControlNetConfig(task=cfg.task, condition_channels=builder.channels,
+                                   base_model=self.base_files.name, base_sha256=self.base_files.fingerprint,
+                                   **{k: v for k, v in cfg.controlnet.items() if k in ("embedding_channels",
+                                                                                        "conditioning_scale")})
+        return ControlNetObjective(self.model_config, base, control, builder)
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.config
+        warm = max(0, int(cfg.warmup_steps))
+        if warm and step < warm:
+            return (step + 1) / warm
+        if cfg.lr_schedule == "cosine":
+            span = max(1, cfg.max_steps - warm)
+            progress = min(1.0, (step - warm) / span)
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    def _cases(self, split: str):
+        cases = self.cache.split(split)
+        builder = self.objective.builder
+        if builder is not None and builder.needs_lesion:
+            cases = [c for c in cases if c.lesion_voxels > 0]
+        return cases
+
+    def _build_data(self) -> None:
+        cfg = self.config
+        train_cases = self._cases("train")
+        if not train_cases:
+            what = " with a lesion mask" if self.objective.builder and self.objective.builder.needs_lesion else ""
+            raise ManifestError(f"The cache '{self.cache.path}' has no training cases{what}: its 'train' split is empty.")
+        options = SampleOptions(
+            level_weights=tuple(cfg.levels), flip_lr=cfg.flip_lr, intensity_scale=cfg.intensity_scale,
+            intensity_shift=cfg.intensity_shift, condition_dropout=self.model_config.condition_dropout,
+            lesion_focus=cfg.lesion_focus,
+        )
+        self.train_source = SampleSource(self.cache, train_cases, self.model_config, options, cfg.seed,
+                                         self.objective.builder)
+        self.dataset = MicroBatchDataset(self.train_source, cfg.batch_size, self.dist.rank, self.dist.world_size)
+        self.val_set: Optional[ValidationSet] = None
+        val_cases = self._cases("val")
+        if val_cases and self.dist.is_main:
+            val_options = SampleOptions(level_weights=tuple(cfg.levels), augment=False, condition_dropout=0.0,
+                                        lesion_focus=1.0, timesteps=tuple(cfg.val_timesteps))
+            val_source = SampleSource(self.cache, val_cases, self.model_config, val_options, cfg.seed + 1_000_003,
+                                      self.objective.builder)
+            self.val_set = ValidationSet.build(val_source, cfg.val_samples_per_case, cfg.val_batch_size)
+
+    def _load_resume_state(self) -> None:
+        existing = list_checkpoints(self.run_dir)
+        if existing and not self.resume:
+            raise MedDiffFMError(
+                f"The run folder '{self.run_dir}' already has checkpoints (latest: step {existing[-1][0]}). "
+                "Pass --resume to continue it, or set another run_dir."
+            )
+        if not (self.resume and existing):
+            return
+        path = latest_checkpoint(self.run_dir)
+        assert path is not None
+        state = load_checkpoint(path)
+        if state.get("kind") != self.objective.kind:
+            raise MedDiffFMError(f"The checkpoint '{path}' is from a {state.get('kind')} run, not {self.objective.kind}.")
+        if state.get("model_config") != self.model_config.to_dict():
+            raise MedDiffFMError(f"The checkpoint '{path}' was trained with another model config; "
+                                 "use a new run_dir for a new architecture.")
+        self.trainable.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"], self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.history = list(state.get("history", []))
+        set_rng_state(state["rng"])
+        self.resumed_from = path
+
+    # ------------------------------------------------------------------ pieces
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def forward_backward(self, batches) -> float:
+        """Accumulate the gradients of one optimiser step over ``batches`` (micro-batches); returns the loss."""
+        accum = len(batches)
+        total = 0.0
+        for index, batch in enumerate(batches):
+            sync = index == accum - 1 or not self.dist.enabled
+            ctx = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
+            with ctx:
+                per_sample = self.objective.per_sample_loss(self.ddp_model, batch, self.device, self._autocast)
+                loss = per_sample.mean()
+                (loss / accum).backward()
+            total += float(loss.detach()) / accum
+        return total
+
+    def optimizer_step(self) -> None:
+        if self.config.grad_clip and self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.trainable.parameters() if p.requires_grad],
+                                           self.config.grad_clip)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.trainable)
+
+    @torch.no_grad()
+    def validate(self) -> Optional[dict]:
+        """Mean L1 noise loss of the EMA weights on the fixed validation batches (rank 0)."""
+        if self.val_set is None:
+            return None
+        model = self._eval_model()
+        per_t: dict[int, list[float]] = {}
+        values = []
+        for batch in self.val_set.batches:
+            losses = self.objective.per_sample_loss(model, batch, self.device, self._autocast)
+            for t, value in zip(batch["timestep"].tolist(), losses.tolist()):
+                per_t.setdefault(int(t), []).append(value)
+                values.append(value)
+        return {"loss": sum(values) / len(values),
+                "per_timestep": {t: sum(v) / len(v) for t, v in sorted(per_t.items())}}
+
+    def _eval_model(self) -> nn.Module:
+        if not hasattr(self, "_eval_copy"):
+            self._eval_copy = copy.deepcopy(self.model)
+            self._eval_copy.eval()
+        self.ema.copy_to(self.objective.trainable(self._eval_copy))
+        return self._eval_copy
+
+    def save(self) -> Optional[Path]:
+        if not self.dist.is_main:
+            return None
+        payload = {
+            "kind": self.objective.kind,
+            "mode": self.mode,
+            "model": {k: v.detach().cpu() for k, v in self.trainable.state_dict().items()},
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "samples": self.samples_seen,
+            "rng": rng_state(),
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+            "model_config": self.model_config.to_dict(),
+            "controlnet_config": self.objective.control.to_dict() if self.objective.kind == "controlnet" else None,
+            "train_config": _jsonable(self.config.to_dict()),
+            "world_size": self.dist.world_size,
+        }
+        return save_checkpoint(self.run_dir, self.step, payload, self.config.keep_checkpoints)
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.config.grad_accum * self.dist.world_size
+
+    @property
+    def samples_seen(self) -> int:
+        return self.step * self.global_batch
+
+    # ------------------------------------------------------------------ logging
+    def _open_logs(self) -> None:
+        self.log_path = self.run_dir / "log.csv"
+        rows = []
+        if self.log_path.is_file():
+            with open(self.log_path, newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if r.get("step") and int(r["step"]) <= self.step]
+        with open(self.log_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+        self._tb = None
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed
+                self._tb = None
+
+    def _log(self, row: dict) -> None:
+        with open(self.log_path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
+        if self._tb is not None:
+            for key in ("loss", "lr", "samples_per_s", "val_loss"):
+                if row.get(key) not in (None, ""):
+                    self._tb.add_scalar(key, float(row[key]), int(row["step"]))
+
+    def _emit(self, payload: dict) -> None:
+        if self.dist.is_main and self.progress_mode == "json":
+            self.stream.write(json.dumps(payload) + "\n")
+            self.stream.flush()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        started = time.time()
+        self.setup()
+        cfg = self.config
+        is_main = self.dist.is_main
+        if is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "train_config.json", json.dumps(_jsonable(cfg.to_dict()), indent=2))
+            self._open_logs()
+        budget_s = self.max_minutes * 60.0 if self.max_minutes else None
+        stream = micro_batches(self.dataset, self.step * cfg.grad_accum, cfg.num_workers)
+        bar = None
+        if is_main and self.progress_mode == "bar":
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.mode, unit="step", file=sys.stderr,
+                       dynamic_ncols=True)
+        step_time = None
+        last_save = time.time()
+        last_saved_step = self.step
+        stopped_by = "finished"
+        losses: list[tuple[int, float]] = []
+        window: list[float] = []
+        val = None
+        checkpoint = None
+        save_cost = 0.0
+        try:
+            while self.step < cfg.max_steps:
+                if self.cancel is not None and broadcast_flag(self.dist, bool(self.cancel()), self.device):
+                    stopped_by = "cancelled"
+                    break
+                t0 = time.time()
+                batches = [next(stream) for _ in range(cfg.grad_accum)]
+                loss = self.forward_backward(batches)
+                self.optimizer_step()
+                self.step += 1
+                loss = mean_across(self.dist, loss, self.device)
+                dt = time.time() - t0
+                self.train_seconds += dt
+                step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+                losses.append((self.step, loss))
+                window.append(loss)
+                speed = self.global_batch / max(step_time, 1e-9)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{speed:.2f}", refresh=False)
+                    bar.update(1)
+                val = None
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.max_steps:
+                    val = self.validate() if is_main else None
+                    barrier(self.dist)
+                if is_main and (self.step % cfg.log_every == 0 or val is not None or self.step == cfg.max_steps):
+                    mean_loss = sum(window) / len(window)
+                    window = []
+                    row = {"step": self.step, "samples": self.samples_seen, "loss": f"{mean_loss:.6f}",
+                           "lr": f"{self.lr_scheduler.get_last_lr()[0]:.3e}", "samples_per_s": f"{speed:.3f}",
+                           "elapsed_s": f"{time.time() - started:.1f}",
+                           "train_hours": f"{self.train_seconds / 3600:.4f}",
+                           "val_loss": f"{val['loss']:.6f}" if val else ""}
+                    self._log(row)
+                    self.history.append({"step": self.step, "loss": mean_loss, "val_loss": val["loss"] if val else None})
+                    eta = (cfg.max_steps - self.step) * step_time
+                    self._emit({"stage": "training", "step": self.step, "total": cfg.max_steps, "loss": round(mean_loss, 6),
+                                "lr": self.lr_scheduler.get_last_lr()[0], "samples_per_s": round(speed, 3),
+                                "eta_s": round(eta, 1), **({"val_loss": round(val["loss"], 6)} if val else {})})
+                due = (self.step % cfg.checkpoint_every == 0
+                       or (time.time() - last_save) > cfg.checkpoint_minutes * 60.0)
+                due = broadcast_flag(self.dist, due, self.device)
+                if due and self.step < cfg.max_steps:
+                    s0 = time.time()
+                    checkpoint = self.save() or checkpoint
+                    barrier(self.dist)
+                    save_cost = time.time() - s0
+                    last_save, last_saved_step = time.time(), self.step
+                if budget_s is not None:
+                    # Stop while there is still time for one more step's worth, a checkpoint and the export.
+                    reserve = 2.0 * step_time + 2.0 * save_cost + 5.0
+                    stop = (time.time() - started) + reserve > budget_s
+                    if broadcast_flag(self.dist, stop, self.device) and self.step < cfg.max_steps:
+                        stopped_by = "budget"
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.step != last_saved_step or checkpoint is None:
+            checkpoint = self.save() or checkpoint
+        barrier(self.dist)
+        result = TrainResult(self.step, cfg.max_steps, stopped_by, checkpoint, losses=losses)
+        result.train_loss = _recent_loss(self.history, losses)
+        if is_main:
+            final_val = self.validate()
+            if final_val is not None:
+                result.val_loss = final_val["loss"]
+                self.final_val = final_val
+                self._log({"step": self.step, "samples": self.samples_seen, "val_loss": f"{final_val['loss']:.6f}",
+                           "elapsed_s": f"{time.time() - started:.1f}",
+                           "train_hours": f"{self.train_seconds / 3600:.4f}"})
+                if not self.history or self.history[-1]["step"] != self.step:
+                    self.history.append({"step": self.step, "loss": result.train_loss, "val_loss": final_val["loss"]})
+                else:
+                    self.history[-1]["val_loss"] = final_val["loss"]
+                self._emit({"stage": "validation", "step": self.step, "total": cfg.max_steps,
+                            "val_loss": round(final_val["loss"], 6),
+                            "per_timestep": {str(k): round(v, 6) for k, v in final_val["per_timestep"].items()}})
+            if self.do_export and stopped_by != "cancelled":
+                from .export import export_run
+
+                result.export = export_run(self, result)
+            if self._tb is not None:
+                self._tb.close()
+            summary = {"step": self.step, "max_steps": cfg.max_steps, "stopped_by": stopped_by,
+                       "train_loss": result.train_loss, "val_loss": result.val_loss,
+                       "checkpoint": str(checkpoint) if checkpoint else None,
+                       "export": str(result.export) if result.export else None,
+                       "train_hours": self.train_seconds / 3600}
+            atomic_write_text(self.run_dir / "last_run.json", json.dumps(summary, indent=2))
+        teardown(self.dist)
+        if stopped_by == "cancelled":
+            raise CancelledError(f"Training stopped at step {self.step}; a checkpoint was saved in {self.run_dir}. "
+                                 "Continue with --resume.")
+        return result
+
+
+def _recent_loss(history: list[dict], losses: list) -> Optional[float]:
+    if losses:
+        tail = [v for _, v in losses[-50:]]
+        return sum(tail) / len(tail)
+    values = [h["loss"] for h in history[-5:] if h.get("loss") is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def export_only(config: TrainConfig, mode: str = "train") -> Path:
+    """Export the EMA weights of a run's latest checkpoint (no training)."""
+    trainer = Trainer(config, mode, resume=True, progress="none")
+    trainer.setup()
+    if latest_checkpoint(trainer.run_dir) is None:
+        raise MedDiffFMError(f"The run folder '{trainer.run_dir}' has no checkpoint to export.")
+    from .export import export_run
+
+    val = trainer.validate()
+    trainer.final_val = val
+    result = TrainResult(trainer.step, config.max_steps, "export-only",
+                         latest_checkpoint(trainer.run_dir), train_loss=_recent_loss(trainer.history, []),
+                         val_loss=val["loss"] if val else None)
+    path = export_run(trainer, result)
+    teardown(trainer.dist)
+    return path

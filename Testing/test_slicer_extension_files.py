@@ -1,0 +1,155 @@
+"""The Slicer extension's build and description files agree with each other and with the files
+on disk (no Slicer build needed)."""
+
+import ast
+import json
+import os
+import re
+import struct
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from slicer_helpers import paths  # noqa: E402
+
+ROOT = paths.REPO_ROOT
+MODULE = paths.MODULE_DIR
+HOMEPAGE = "https://github.com/meddifffm/SlicerMedDiffFM"
+
+
+def read(*parts):
+    with open(os.path.join(ROOT, *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+def cmakeSet(text, name):
+    match = re.search(r"set\(\s*" + re.escape(name) + r"\s+(.*?)\)\s*$", text, re.S | re.M)
+    assert match, f"set({name} ...) not found"
+    return match.group(1).strip()
+
+
+def cmakeList(text, name):
+    body = re.sub(r"#.*", "", cmakeSet(text, name))
+    return [item.replace("${MODULE_NAME}", "MedDiffFM") for item in body.split()]
+
+
+def pngSize(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_top_level_cmake_has_the_extension_metadata():
+    text = read("CMakeLists.txt")
+    assert re.search(r"project\(MedDiffFM\)", text)
+    assert cmakeSet(text, "EXTENSION_HOMEPAGE") == f'"{HOMEPAGE}"'
+    assert cmakeSet(text, "EXTENSION_CATEGORY") == '"Filtering"'
+    assert cmakeSet(text, "EXTENSION_DEPENDS").startswith('"PyTorch"')
+    assert "arXiv:2410.15432" in cmakeSet(text, "EXTENSION_DESCRIPTION")
+    assert cmakeSet(text, "EXTENSION_CONTRIBUTORS")
+    for variable in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in cmakeSet(text, variable).strip('"').split():
+            assert url.startswith("https://raw.githubusercontent.com/meddifffm/SlicerMedDiffFM/main/")
+            local = url.split("/main/", 1)[1]
+            assert os.path.isfile(os.path.join(ROOT, local)), f"{variable}: {local} missing in the repository"
+    assert "add_subdirectory(MedDiffFM)" in text
+    assert "find_package(Slicer REQUIRED)" in text
+    assert "Slicer_EXTENSION_GENERATE_CONFIG" in text and "Slicer_EXTENSION_CPACK" in text
+
+
+def test_library_is_installed_next_to_the_module():
+    text = read("CMakeLists.txt")
+    call = re.search(r"ctkMacroCompilePythonScript\((.*?)\)\s*$", text, re.S | re.M).group(1)
+    assert "TARGET_NAME MedDiffFMLib" in call
+    assert "Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR" in call and "NO_INSTALL_SUBDIR" in call
+    assert "MedDiffFMLib/*.py" in text
+    assert os.path.isfile(os.path.join(ROOT, "MedDiffFMLib", "__init__.py"))
+
+
+def test_module_cmake_lists_every_script_and_resource():
+    text = read("MedDiffFM", "CMakeLists.txt")
+    assert "slicerMacroBuildScriptedModule(" in text
+    listed = set(cmakeList(text, "MODULE_PYTHON_SCRIPTS")) | set(cmakeList(text, "MODULE_PYTHON_RESOURCES"))
+    onDisk = set()
+    for folder, dirs, files in os.walk(MODULE):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name == "CMakeLists.txt" or name.endswith((".pyc", ".pyo")):
+                continue
+            onDisk.add(os.path.relpath(os.path.join(folder, name), MODULE).replace(os.sep, "/"))
+    assert onDisk - listed == set(), "files under MedDiffFM/ missing from MedDiffFM/CMakeLists.txt"
+    assert listed - onDisk == set(), "MedDiffFM/CMakeLists.txt lists files that do not exist"
+
+
+def test_s4ext_description():
+    entries = {}
+    for line in read("MedDiffFM.s4ext").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            entries[key] = value.strip()
+    assert entries["scm"] == "git"
+    assert entries["scmurl"].startswith(HOMEPAGE)
+    assert entries["homepage"] == HOMEPAGE
+    assert entries["category"] == "Filtering"
+    assert entries["depends"] == "PyTorch"
+    assert entries["enabled"] == "1"
+    assert entries["description"] and entries["contributors"] and entries["iconurl"].endswith("MedDiffFM.png")
+    assert entries["screenshoturls"]
+
+
+def test_extensions_index_entry():
+    entry = json.loads(read("MedDiffFM.json"))
+    assert entry["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/"
+                                       "slicer-extension-catalog-entry-schema-")
+    assert entry["category"] == "Filtering"
+    assert entry["scm_url"].startswith(HOMEPAGE)
+    assert entry["build_dependencies"] == ["PyTorch"]
+    assert entry["build_subdirectory"] == "."
+    assert set(entry) <= {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision",
+                          "scm_type", "scm_url", "tier", "enabled"}
+
+
+def test_icons_are_128_pixel_pngs():
+    for path in (os.path.join(MODULE, "Resources", "Icons", "MedDiffFM.png"),
+                 os.path.join(ROOT, "Resources", "Icons", "MedDiffFM.png")):
+        assert pngSize(path) == (128, 128)
+
+
+def test_module_file_declares_module_widget_logic_test_and_the_citation():
+    source = read("MedDiffFM", "MedDiffFM.py")
+    tree = ast.parse(source)
+    classes = {node.name: [ast.unparse(b) for b in node.bases] for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert classes["MedDiffFM"] == ["ScriptedLoadableModule"]
+    assert "ScriptedLoadableModuleWidget" in classes["MedDiffFMWidget"]
+    assert "ScriptedLoadableModuleLogic" in classes["MedDiffFMLogic"]
+    assert classes["MedDiffFMTest"] == ["ScriptedLoadableModuleTest"]
+    assert 'self.parent.title = _("MedDiffFM")' in source
+    assert 'translate("qSlicerAbstractCoreModule", "Filtering")' in source
+    for text in ("MedDiff-FM: A Diffusion-based Foundation Model for Versatile Medical Image Applications",
+                 "arXiv:2410.15432", "Y. Yu, Y. Gu, S. Zhang, X. Zhang",
+                 "Denoise", "Anomaly map", "Synthesize", "Super-resolve", "Inpaint", "Generate lesion"):
+        assert text in source
+    assert "acknowledgementText" in source
+    assert len(source.splitlines()) < 260, "MedDiffFM.py must stay thin: logic goes to MedDiffFMModuleLib"
+
+
+@pytest.mark.parametrize("name", ["MedDiffFM.py"] + [f"MedDiffFMModuleLib/{n}" for n in sorted(
+    os.listdir(os.path.join(MODULE, "MedDiffFMModuleLib"))) if n.endswith(".py")])
+def test_module_sources_compile(name):
+    path = os.path.join(MODULE, *name.split("/"))
+    with open(path, encoding="utf-8") as f:
+        compile(f.read(), path, "exec")
+
+
+def test_library_has_no_slicer_qt_or_vtk_import():
+    """The architecture rule seen from the module side: only MedDiffFM/ talks to Slicer."""
+    offenders = []
+    for folder, dirs, files in os.walk(os.path.join(ROOT, "MedDiffFMLib")):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name), encoding="utf-8").read()
+                if re.search(r"^\s*(import|from)\s+(slicer|qt|vtk|ctk)\b", text, re.M):
+                    offenders.append(os.path.join(folder, name))
+    assert offenders == []

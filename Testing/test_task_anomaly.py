@@ -1,0 +1,104 @@
+"""Anomaly maps: definition, geometry, samples, body mask, threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from helpers.models import tiny_engines, tiny_models  # noqa: F401  (session fixtures)
+from helpers.phantoms import assert_same_grid
+from helpers.task_tools import Recorder, task_ct
+from MedDiffFMLib import api
+from MedDiffFMLib.errors import CancelledError, InputError
+from MedDiffFMLib.tasks.anomaly import AnomalyOptions, anomaly_map_image
+from MedDiffFMLib.tasks.masks import body_mask
+
+
+def _run(engine, image, recorder=None, **options):
+    options.setdefault("steps", 2)
+    options.setdefault("region", "chest")
+    recorder = recorder or Recorder()
+    return anomaly_map_image(image, engine, AnomalyOptions(**options), progress=recorder, cancel=recorder.cancel)
+
+
+def test_map_is_abs_difference_in_hu_on_input_grid(tiny_engines):
+    image = task_ct()
+    recorder = Recorder()
+    result = _run(tiny_engines["base"], image, recorder, smooth_mm=0.0)
+    for output in (result.anomaly_map, result.healthy):
+        assert_same_grid(output, image, tol=0)
+    amap = sitk.GetArrayFromImage(result.anomaly_map)
+    healthy = sitk.GetArrayFromImage(result.healthy)
+    source = sitk.GetArrayFromImage(image).astype(np.float32)
+    assert amap.dtype == np.float32 and np.all(amap >= 0)
+    np.testing.assert_allclose(amap, np.abs(source - healthy), atol=1e-3)
+    assert result.mask is None
+    assert result.start_step <= 950
+    recorder.assert_complete("reconstruction")
+
+
+def test_samples_threshold_body_and_smoothing(tiny_engines):
+    image = task_ct()
+    recorder = Recorder()
+    result = _run(tiny_engines["base"], image, recorder, samples=2, threshold=50.0, body_only=True, smooth_mm=3.0)
+    recorder.assert_complete("reconstruction")
+    assert recorder.stage("reconstruction")[-1].total == 2 * result.steps
+    amap = sitk.GetArrayFromImage(result.anomaly_map)
+    mask = sitk.GetArrayFromImage(result.mask)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    body = body_mask(sitk.GetArrayFromImage(image), image.GetSpacing()[::-1])
+    assert np.all(amap[~body] == 0) and np.all(mask[~body] == 0)
+    assert np.array_equal(mask.astype(bool), (amap >= 50.0) & body)
+    single = _run(tiny_engines["base"], image, samples=1, smooth_mm=3.0, body_only=True)
+    assert not np.array_equal(sitk.GetArrayFromImage(single.anomaly_map), amap)  # two samples averaged
+
+
+def test_deterministic_and_seed_dependent(tiny_engines):
+    image = task_ct()
+    a = sitk.GetArrayFromImage(_run(tiny_engines["base"], image, seed=7).anomaly_map)
+    b = sitk.GetArrayFromImage(_run(tiny_engines["base"], image, seed=7).anomaly_map)
+    c = sitk.GetArrayFromImage(_run(tiny_engines["base"], image, seed=8).anomaly_map)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_cancel_within_one_step(tiny_engines):
+    recorder = Recorder(cancel_at=("reconstruction", 1))
+    with pytest.raises(CancelledError):
+        _run(tiny_engines["base"], task_ct(), recorder, samples=2)
+    assert recorder.stage("reconstruction")[-1].step == 1
+
+
+def test_bad_options(tiny_engines):
+    image = task_ct()
+    with pytest.raises(InputError, match="start-step"):
+        _run(tiny_engines["base"], image, start_step=1000)
+    with pytest.raises(InputError, match="samples"):
+        _run(tiny_engines["base"], image, samples=0)
+    with pytest.raises(InputError, match="smooth"):
+        _run(tiny_engines["base"], image, smooth_mm=-1)
+    with pytest.raises(InputError, match="Unknown region"):
+        _run(tiny_engines["base"], image, region="pelvis")
+
+
+def test_body_mask_fills_lungs_and_drops_table():
+    from helpers.volumes import ct_like_array
+
+    hu = ct_like_array((8, 40, 36)).astype(np.float32)
+    hu = np.concatenate([hu, np.full((8, 10, 36), -1000.0, np.float32)], axis=1)
+    phantom_body = hu > -1000  # the phantom's air is exactly -1000 HU
+    hu[:, 44:, 2:34] = 200  # a "table" below the body, not connected to it
+    body = body_mask(hu, (2.5, 0.7, 0.8))
+    assert np.all(body[phantom_body])  # the whole body
+    assert (hu[body] < -700).any()  # with the lungs inside
+    assert not body[:, 44:, :].any()  # but not the table
+
+
+def test_api_anomaly_details(tiny_models):
+    image = task_ct()
+    array = sitk.GetArrayFromImage(image)
+    out = api.anomaly_map(array, spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection(),
+                          model=str(tiny_models.base), device="cpu", steps=2, region="chest", threshold=10.0,
+                          details=True)
+    assert out["map"].shape == array.shape and out["mask"].shape == array.shape
+    assert out["healthy"].shape == array.shape and np.isfinite(out["score"])
