@@ -2,7 +2,8 @@
 
 Each call takes a ``SimpleITK.Image`` or a numpy array in (z, y, x) order with ``spacing``,
 ``origin`` and ``direction`` (SimpleITK's (x, y, z) conventions), and returns the same kind of
-object on exactly the input's grid. ``progress`` receives :class:`ProgressEvent` s and ``cancel``
+object on exactly the input's grid (except :func:`super_resolve`, whose output has the same
+extent on a finer z grid, and :func:`synthesize`, which has no input image). ``progress`` receives :class:`ProgressEvent` s and ``cancel``
 is polled between steps (return True to stop; :class:`CancelledError` is raised).
 
 Pass ``engine=`` (a :class:`~MedDiffFMLib.tasks.Engine`) to reuse a loaded model across calls.

@@ -40,7 +40,7 @@ def test_rmse_and_mae_in_a_mask():
 def test_ssim_identity_and_noise():
     pytest.importorskip("skimage")
     rng = np.random.default_rng(0)
-    ref = np.full((3, 32, 32), 40.0)
+    ref = np.full((12, 32, 32), 40.0)  # 3D SSIM's Gaussian window needs 11 voxels per axis
     ref[:, 8:24, 8:24] = 140.0
     assert common.ssim_axial(ref, ref) == pytest.approx(1.0)
     assert common.ssim_3d(ref, ref) == pytest.approx(1.0)
@@ -66,11 +66,12 @@ def test_auroc_and_best_dice():
 def test_soft_tissue_and_body_masks():
     hu = np.full((3, 20, 20), -1000.0)
     hu[:, 4:16, 4:16] = 40.0  # soft tissue block
-    hu[:, 8:10, 8:10] = -900.0  # air hole inside the body
+    hu[:, 8:13, 8:13] = -900.0  # air hole inside the body
     soft = common.soft_tissue_mask(hu)
-    assert soft[1, 5, 5] and not soft[1, 0, 0] and not soft[1, 8, 8]
+    # Soft tissue one voxel in from the edge (the mask is eroded in-plane); not air, not the hole.
+    assert soft[1, 6, 6] and not soft[1, 4, 4] and not soft[1, 0, 0] and not soft[1, 10, 10]
     body = common.body_mask(hu)
-    assert body[1, 8, 8] and body[1, 5, 5] and not body[1, 0, 0]
+    assert body[1, 10, 10] and body[1, 5, 5] and not body[1, 0, 0]
 
 
 def test_crop_box_and_crop_image_keep_geometry():

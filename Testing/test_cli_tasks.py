@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers.models import tiny_models  # noqa: F401  (session fixture)
+from helpers.models import single_torch_thread, tiny_models  # noqa: F401  (fixtures)
 from helpers.phantoms import assert_same_grid
 from helpers.task_tools import box_mask, task_ct
 from MedDiffFMLib.cli import main
@@ -248,7 +248,7 @@ def test_subprocess_bad_input_no_traceback(files, tiny_models):
     tmp, ct, mask = files
     empty = sitk.ReadImage(str(mask)) * 0
     sitk.WriteImage(empty, str(tmp / "empty.nii.gz"))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "MedDiffFMLib.cli", "lesion", str(ct), str(tmp / "empty.nii.gz"),
                            str(tmp / "o.nii.gz"), "--model", str(tiny_models.lesion), "--device", "cpu",
                            "--progress", "json"], capture_output=True, text=True, env=env, timeout=120)

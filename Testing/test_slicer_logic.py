@@ -119,6 +119,19 @@ def test_existing_output_volume_is_overwritten_without_new_node(mrmlScene, logic
     assert np.array_equal(slicer.util.arrayFromVolume(target), array)
 
 
+def test_random_seed_is_explicit_and_reported(mrmlScene, logic, record):
+    volume, _ = addCtVolume()
+    logic.denoise(volume)  # seed=None: a new random seed, passed on the command line
+    first = recordedArgs(record)[-1]
+    seed = int(first[first.index("--seed") + 1])
+    assert logic.lastResult.seed == seed
+    logic.denoise(volume, seed=None)
+    second = recordedArgs(record)[-1]
+    assert int(second[second.index("--seed") + 1]) == logic.lastResult.seed
+    logic.denoise(volume, seed=7)
+    assert recordedArgs(record)[-1][recordedArgs(record)[-1].index("--seed") + 1] == "7"
+
+
 def test_names_are_made_unique(mrmlScene, logic):
     volume, _ = addCtVolume()
     first = logic.denoise(volume)
@@ -353,8 +366,10 @@ def test_process_batch_from_folder_and_file_list(mrmlScene, logic, tmp_path, rec
     assert tempLeftovers(logic) == []
     with pytest.raises(MedDiffFMModuleError, match="Input not found"):
         logic.processBatch([str(tmp_path / "missing.nrrd")], str(tmp_path / "out3"), "denoise")
-    with pytest.raises(MedDiffFMModuleError, match="one mask per volume"):
+    with pytest.raises(MedDiffFMModuleError, match="needs a folder of masks"):
         logic.processBatch(str(inputs), str(tmp_path / "out4"), "inpaint")
+    logic.processBatch(str(inputs), str(tmp_path / "out5"), "lesion", masks=str(inputs))
+    assert recordedArgs(record)[-1][6:8] == ["--masks", str(inputs)]
 
 
 def test_models_and_weights(mrmlScene, logic, tmp_path):

@@ -73,7 +73,7 @@ def test_panel_special_values_leave_the_choice_to_the_library():
         TaskOptions(steps=0, seed=-1, factorZ=0.0, model=""), platform="linux")
     assert args == ["superres", "i", "o", "--device", "auto", "--progress", "json"]
     args = Tasks.buildTaskArguments(Task.SUPERRES, TaskPaths(input="i", output="o"),
-                                    TaskOptions(factorZ=3.0, seed=0), platform="linux")
+                                    TaskOptions(factorZ=3, seed=0), platform="linux")
     assert args[3:5] == ["--factor-z", "3"] and "--seed" in args and args[args.index("--seed") + 1] == "0"
 
 
@@ -102,15 +102,21 @@ def test_synthesize_mask_and_batch_arguments():
         Tasks.buildTaskArguments(Task.INPAINT, TaskPaths(input="i", output="o"), TaskOptions())
     batch = Tasks.buildBatchArguments(Task.DENOISE, "in", "out", TaskOptions(strength=0.2), platform="linux")
     assert batch[:6] == ["batch", "denoise", "--inputs", "in", "--out", "out"] and "--strength" in batch
-    with pytest.raises(ValueError, match="mask"):
+    with pytest.raises(ValueError, match="masks"):
         Tasks.buildBatchArguments(Task.INPAINT, "in", "out", TaskOptions())
+    withMasks = Tasks.buildBatchArguments(Task.LESION, "in", "out", TaskOptions(), platform="linux", masksDir="m")
+    assert withMasks[:8] == ["batch", "lesion", "--inputs", "in", "--out", "out", "--masks", "m"]
 
 
 def test_option_validation_messages():
     with pytest.raises(ValueError, match="strength must be between 0 and 1"):
         TaskOptions(strength=1.5).validate(Task.DENOISE)
-    with pytest.raises(ValueError, match="z factor must be at least 1"):
-        TaskOptions(factorZ=0.5).validate(Task.SUPERRES)
+    with pytest.raises(ValueError, match="z factor must be a whole number of at least 2"):
+        TaskOptions(factorZ=1).validate(Task.SUPERRES)
+    with pytest.raises(ValueError, match="z factor must be a whole number"):
+        TaskOptions(factorZ=2.5).validate(Task.SUPERRES)
+    TaskOptions(factorZ=0).validate(Task.SUPERRES)  # automatic
+    TaskOptions(factorZ=4.0).validate(Task.SUPERRES)
     TaskOptions(strength=1.5).validate(Task.INPAINT)  # strength is not an option of inpainting
 
 
@@ -169,7 +175,6 @@ def test_time_estimate_scales_with_volume_steps_and_device():
     assert estimateSeconds(2_000_000, 10, "cpu") > small
     assert estimateSeconds(1_000_000, 20, "cpu") > small
     assert estimateSeconds(1_000_000, 10, "cuda") < small
-    assert estimateSeconds(1_000_000, 10, "cpu", strength=0.5) < small
     assert formatDuration(30) == "about 30 s" and formatDuration(600) == "about 10 min"
 
 

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from helpers.models import tiny_engines, tiny_models  # noqa: F401  (session fixtures)
+from helpers.models import single_torch_thread, tiny_engines, tiny_models  # noqa: F401  (fixtures)
 from helpers.task_tools import Recorder, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError, ModelError

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from helpers.models import tiny_anatomy_model, tiny_engines, tiny_models  # noqa: F401  (session fixtures)
+from helpers.models import single_torch_thread, tiny_anatomy_model, tiny_engines, tiny_models  # noqa: F401  (fixtures)
 from helpers.phantoms import assert_same_grid
 from helpers.task_tools import Recorder, box_mask, task_ct
 from MedDiffFMLib import api

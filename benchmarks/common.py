@@ -118,6 +118,16 @@ def read_mask(name: str, which: str) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
+def cache_dir() -> Path:
+    """Where simulated inputs are cached between runs: ``$MEDDIFFFM_BENCH_CACHE`` or
+    ``~/.cache/meddifffm-bench`` (delete it to re-simulate)."""
+    env = os.environ.get("MEDDIFFFM_BENCH_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "meddifffm-bench"
+
+
 def spacing_zyx(image: sitk.Image) -> np.ndarray:
     return np.asarray(image.GetSpacing()[::-1], dtype=float)
 
@@ -335,6 +345,26 @@ def _cleanup_tmp() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def redraw_zero_weights(module, gain: float = 1.0) -> int:
+    """Give the all-zero weight tensors of a fresh network random values (normal, std gain/sqrt(fan_in)).
+
+    MONAI zero-initialises the U-Net's output convolution, the attention output projections and
+    the ControlNet's zero convolutions, so a fresh model predicts exactly 0 and every path (naive,
+    batched, sdpa...) agrees trivially. Redrawn, the random model's outputs are non-trivial and the
+    speed benchmark's output-equality checks mean something. Returns the number of tensors redrawn.
+    """
+    import torch
+
+    count = 0
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim >= 2 and not bool(param.any()):
+                fan_in = param[0].numel()
+                param.normal_(0.0, gain / max(fan_in, 1) ** 0.5)
+                count += 1
+    return count
+
+
 def make_random_model(config: str, controlnet: Optional[str] = None, seed: int = 0) -> Path:
     """A randomly initialised model folder (like ``meddifffm init-model``) in a temporary folder;
     with ``controlnet`` ('superres' or 'lesion') a ControlNet beside its random base."""
@@ -348,14 +378,17 @@ def make_random_model(config: str, controlnet: Optional[str] = None, seed: int =
     torch.manual_seed(seed)
     cfg = named_config(config)
     base_name = f"random-{Path(config).stem}"
-    card = f"# {base_name}\n\nRandomly initialised MedDiffFM model (config '{config}', seed {seed}); not trained.\n"
+    card = (f"# {base_name}\n\nRandomly initialised MedDiffFM model (config '{config}', seed {seed}; zero-initialised "
+            "layers redrawn by the benchmarks); not trained.\n")
     unet = MedDiffFMUNet(cfg)
+    redraw_zero_weights(unet)
     base = save_model(unet, root / base_name, name=base_name, card=card)
     if controlnet is None:
         return base.path
     control = ControlNetConfig(task=controlnet, condition_channels=1, base_model=base.name, base_sha256=base.fingerprint)
     module = MedDiffFMControlNet(cfg, control)
     module.initialise_from(unet)
+    redraw_zero_weights(module, gain=0.1)
     name = f"{base_name}-{controlnet}"
     files = save_model(module, root / name, name=name, card=card.replace(base_name, name, 1))
     return files.path

@@ -520,6 +520,11 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
     for v in variants:  # warm-up (also keeps the first output for comparison)
         v.output = v.fn()[:1].detach().cpu()
         sync(device)
+    trivial = float(variants[0].output.abs().max()) == 0.0
+    if trivial:
+        print("WARNING: the model predicts exactly 0 (a fresh MONAI initialisation, e.g. from `init-model`): every "
+              "output-equality check below is trivially perfect. Use --config to get a random model with non-zero "
+              "outputs.")
     with common.PeakMemory(cuda=gpu) as memory:
         variants[0].fn()
         sync(device)
@@ -562,6 +567,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
               f"{activation_bytes / 2**30:.2f} GiB. Position embedding of one patch: {embed_s * 1e3:.1f} ms "
               f"({100 * embed_s / naive_best:.1f} % of a naive evaluation); Gaussian importance map: "
               f"{importance_s * 1e3:.1f} ms. "
+              + ("The model predicts exactly 0: the equality checks are trivial. " if trivial else "")
               + ("% bf16 peak: against " + (f"{peak:.0f} TFLOP/s" if peak else "an unknown peak") if gpu
                  else "No GPU: no bf16 peak fraction.")))
     for v in variants:

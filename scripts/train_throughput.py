@@ -37,7 +37,8 @@ CANDIDATES = {
 }
 
 
-def measure(config: ModelConfig, batch: int, steps: int, device: torch.device) -> tuple[float, float, int]:
+def measure(config: ModelConfig, batch: int, steps: int, device: torch.device, warmup: bool = True
+            ) -> tuple[float, float, int]:
     objective = DiffusionObjective(config)
     model = objective.build_model().to(device)
     params = list(model.parameters())
@@ -65,7 +66,8 @@ def measure(config: ModelConfig, batch: int, steps: int, device: torch.device) -
         optimizer.zero_grad(set_to_none=True)
         ema.update(model.unet)
 
-    one_step()  # warm-up
+    if warmup:
+        one_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -86,6 +88,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-warmup", action="store_true", help="time the first step too (slow configs)")
+    parser.add_argument("--patch", type=int, default=None,
+                        help="override every config's patch size (e.g. 64 to estimate 'paper' on a CPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,13 +106,20 @@ def main() -> None:
             configs.append(ModelConfig.from_dict(data))
     else:
         configs = [named_config(name) for name in args.configs]
+    if args.patch:
+        resized = []
+        for config in configs:
+            data = config.to_dict()
+            data.update(patch_size=(args.patch,) * 3, name=f"{config.name}@{args.patch}")
+            resized.append(ModelConfig.from_dict(data))
+        configs = resized
     print(f"device: {device}, torch threads: {torch.get_num_threads()}, batch {args.batch}, {args.steps} timed steps")
     print()
     print("| config | channels | patch | spacing mm | parameters | s / step | samples / s |")
     print("|---|---|---|---|---|---|---|")
     for config in configs:
         try:
-            speed, seconds, n_params = measure(config, args.batch, args.steps, device)
+            speed, seconds, n_params = measure(config, args.batch, args.steps, device, not args.no_warmup)
             row = (f"| {config.name} | {list(config.channels)} | {config.patch_size[0]}^3 | {config.spacing_mm[0]:g} | "
                    f"{n_params / 1e6:.2f} M | {seconds:.2f} | {speed:.3f} |")
         except RuntimeError as error:  # out of memory

@@ -8,6 +8,7 @@ with a ``qt.QTimer``, then ``finishTask``) and from the Python console (blocking
 import dataclasses
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -67,6 +68,7 @@ class TaskResult:
     segmentationNode: Optional[object] = None
     healthyVolume: Optional[object] = None
     seconds: float = 0.0
+    seed: Optional[int] = None
 
     @property
     def nodes(self) -> list:
@@ -90,6 +92,7 @@ class Job:
         self.onLog = onLog
         self.stdoutLines: List[str] = []
         self.finalized = False
+        self.seed: Optional[int] = None
 
     @property
     def command(self) -> List[str]:
@@ -339,6 +342,9 @@ class Logic:
         self.ensureDependencies()
         task = request.task
         options = request.options.normalized()
+        if options.seed is None:
+            # "random": a new seed each run, passed explicitly and reported so the run can be repeated
+            options = dataclasses.replace(options, seed=random.SystemRandom().randrange(0, 2**31 - 1))
         tempDir = self._newTempDir()
         try:
             paths = TaskPaths(output=os.path.join(tempDir, "output.nrrd"))
@@ -360,6 +366,7 @@ class Logic:
             args = buildTaskArguments(task, paths, options)
             job = Job(self._runner(args), tempDir=tempDir, request=request, paths=paths,
                       onProgress=onProgress, onLog=onLog)
+            job.seed = options.seed
             logging.info("MedDiffFM: %s", " ".join(job.command))
             job.runner.start()
         except SceneIO.SceneError as error:
@@ -393,6 +400,7 @@ class Logic:
                     path=job.paths.output))
             result = self._importResults(job)
             result.seconds = (job.runner.endTime or time.monotonic()) - (job.runner.startTime or time.monotonic())
+            result.seed = job.seed
             self.lastResult = result
             return result
         finally:
@@ -479,9 +487,11 @@ class Logic:
         outcome = self.runTask(request, wait=wait)
         return outcome.outputVolume if isinstance(outcome, TaskResult) else outcome
 
-    def denoise(self, inputVolume, strength: float = 0.5, steps: Optional[int] = None, seed: Optional[int] = None,
+    def denoise(self, inputVolume, strength: float = 1.0, steps: Optional[int] = None, seed: Optional[int] = None,
                 model: Optional[str] = None, device: Union[str, Device] = "auto", outputVolume=None, wait: bool = True):
-        """Denoise ``inputVolume``; return the new volume node "<input> denoised"."""
+        """Denoise ``inputVolume``; return the new volume node "<input> denoised". ``strength``: the
+        fraction of the estimated noise removed (0..1). ``seed=None``: a new random seed each run
+        (``logic.lastResult.seed`` tells which)."""
         options = self._options(strength=strength, steps=steps, seed=seed, model=model, device=device)
         return self._run(TaskRequest(Task.DENOISE, inputVolume=inputVolume, outputVolume=outputVolume, options=options), wait)
 
@@ -504,10 +514,11 @@ class Logic:
         return self._run(TaskRequest(Task.SYNTHESIZE, inputVolume=referenceVolume, outputVolume=outputVolume,
                                      options=options), wait)
 
-    def superResolve(self, inputVolume, factorZ: Optional[float] = None, steps: Optional[int] = None,
+    def superResolve(self, inputVolume, factorZ: Optional[int] = None, steps: Optional[int] = None,
                      seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
                      outputVolume=None, wait: bool = True):
-        """Super-resolve ``inputVolume`` along z ("<input> super-resolved")."""
+        """Super-resolve ``inputVolume`` along z ("<input> super-resolved"); ``factorZ``: thin slices
+        per thick slice (whole number >= 2; ``None`` chooses it from the spacing)."""
         options = self._options(factorZ=factorZ, steps=steps, seed=seed, model=model, device=device)
         return self._run(TaskRequest(Task.SUPERRES, inputVolume=inputVolume, outputVolume=outputVolume,
                                      options=options), wait)
@@ -547,10 +558,12 @@ class Logic:
             raise MedDiffFMModuleError(job.errorMessage)
         return job
 
-    def processBatch(self, paths, outDir: str, task: Union[str, Task], **options) -> List[str]:
+    def processBatch(self, paths, outDir: str, task: Union[str, Task], masks: Optional[str] = None,
+                     **options) -> List[str]:
         """Run ``meddifffm batch TASK --inputs DIR --out OUTDIR`` (blocking) and return the output files.
 
         :param paths: a folder of volumes, or a list of files (linked into a temporary folder).
+        :param masks: for inpaint/lesion, a folder of masks named like the volumes (``--masks``).
         :param options: ``strength``, ``steps``, ``seed``, ``threshold``, ``factorZ``, ``region``, ``model``, ``device``.
         """
         task = Task(task)
@@ -575,7 +588,8 @@ class Logic:
                     except (OSError, NotImplementedError):
                         (shutil.copytree if os.path.isdir(path) else shutil.copy2)(path, target)
             try:
-                args = buildBatchArguments(task, inputDir, str(outDir), self._options(**options))
+                args = buildBatchArguments(task, inputDir, str(outDir), self._options(**options),
+                                           masksDir=str(masks) if masks else None)
             except ValueError as error:
                 raise MedDiffFMModuleError(str(error)) from error
             job = self.runCommand(args)

@@ -5,7 +5,6 @@ Pure Python: unit-tested without Slicer.
 
 import dataclasses
 import json
-import math
 from typing import Dict, List, Optional
 
 from .I18n import _
@@ -19,6 +18,7 @@ class ModelInfo:
     sha256Ok: Optional[bool] = None
     cardSummary: str = ""
     config: Dict = dataclasses.field(default_factory=dict)
+    error: str = ""
 
     @classmethod
     def fromJson(cls, payload: Dict) -> "ModelInfo":
@@ -29,6 +29,7 @@ class ModelInfo:
             sha256Ok=payload.get("sha256_ok"),
             cardSummary=str(payload.get("card_summary") or ""),
             config=dict(payload.get("config") or {}),
+            error=str(payload.get("error") or ""),
         )
 
     def checksumText(self) -> str:
@@ -41,6 +42,8 @@ class ModelInfo:
     def summaryText(self) -> str:
         """Model card summary for the panel."""
         lines = [f"{self.name} ({self.kind}) - {self.checksumText()}"]
+        if self.error:
+            lines.append(self.error)
         if self.cardSummary:
             lines.append(self.cardSummary)
         return "\n".join(lines)
@@ -102,17 +105,12 @@ DEFAULT_SECONDS_PER_MEGAVOXEL_STEP = {"cpu": 6.0, "cuda": 0.05, "mps": 0.6}
 DEFAULT_STEPS = 50
 
 
-def estimateSeconds(voxels: int, steps: Optional[int], device: str, model: Optional[ModelInfo] = None,
-                    strength: Optional[float] = None) -> float:
-    """A rough run time in seconds for a volume of ``voxels`` voxels.
-
-    ``device`` is ``"cpu"``, ``"cuda"`` or ``"mps"``. Denoising runs only ``strength`` of the steps.
-    """
+def estimateSeconds(voxels: int, steps: Optional[int], device: str, model: Optional[ModelInfo] = None) -> float:
+    """A rough run time in seconds for a volume of ``voxels`` voxels (``device``: ``"cpu"``,
+    ``"cuda"`` or ``"mps"``)."""
     config = (model.config if model else {}) or {}
     if not steps:
         steps = int(config.get("default_steps") or config.get("num_inference_steps") or DEFAULT_STEPS)
-    if strength is not None:
-        steps = max(1, int(math.ceil(steps * max(0.0, min(1.0, strength)))))
     rates = dict(DEFAULT_SECONDS_PER_MEGAVOXEL_STEP)
     rates.update(config.get("seconds_per_megavoxel_step") or {})
     rate = float(rates.get(device, rates["cpu"]))

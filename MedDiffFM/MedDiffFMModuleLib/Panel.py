@@ -11,7 +11,7 @@ Only the calls common to PythonQt and PySide6 are used: methods (``setVisible``,
 """
 
 import logging
-from typing import Callable, Optional
+from typing import Optional
 
 import qt
 
@@ -19,7 +19,7 @@ from .I18n import _
 from .Logic import Job, MedDiffFMModuleError, RunCancelled, requestFromParameters, sameNode
 from .Models import LibraryInfo, estimateSeconds, formatDuration
 from .Progress import ProgressUpdate
-from .Tasks import ALL_OPTIONS, Device, MASK, Task, needsMask, outputName, taskSpec, visibleOptions
+from .Tasks import ALL_OPTIONS, Device, Task, needsMask, outputName, taskSpec, visibleOptions
 
 SETTINGS_MODEL = "MedDiffFM/Model"
 SETTINGS_DEVICE = "MedDiffFM/Device"
@@ -350,7 +350,7 @@ class MedDiffFMPanel:
             dims = volume.GetImageData().GetDimensions()
             voxels = dims[0] * dims[1] * dims[2]
             if task is Task.SUPERRES:
-                voxels *= max(1.0, float(p.factorZ or 2.0))
+                voxels *= max(2, int(p.factorZ or 2))
         elif task is Task.SYNTHESIZE:
             voxels = SYNTHESIS_VOXELS
         else:
@@ -358,8 +358,7 @@ class MedDiffFMPanel:
             return
         model = self.libraryInfo.model(p.model) if self.libraryInfo else None
         device = self.resolvedDevice()
-        seconds = estimateSeconds(int(voxels), p.steps or None, device, model,
-                                  strength=p.strength if task is Task.DENOISE else None)
+        seconds = estimateSeconds(int(voxels), p.steps or None, device, model)
         deviceName = _("CPU") if device == "cpu" else _("GPU")
         self.ui.estimatedTimeLabel.setText(_("{duration} on {device} (rough estimate)").format(
             duration=formatDuration(seconds), device=deviceName))
@@ -434,7 +433,8 @@ class MedDiffFMPanel:
             self.ui.progressBar.setValue(100)
             self.ui.progressBar.setFormat(_("Done"))
             names = ", ".join(node.GetName() for node in result.nodes)
-            self.ui.statusLabel.setText(_("Done in {seconds:.0f} s: {names}").format(seconds=result.seconds, names=names))
+            self.ui.statusLabel.setText(_("Done in {seconds:.0f} s (seed {seed}): {names}").format(
+                seconds=result.seconds, seed=result.seed, names=names))
         finally:
             self.updateApplyButton()
             if self.infoJob is None:

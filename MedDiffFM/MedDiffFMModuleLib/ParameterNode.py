@@ -51,12 +51,12 @@ class MedDiffFMParameterNode:
     """
     inputVolume - the CT to process (reference geometry, optional, for synthesis).
     task - which MedDiff-FM task runs.
-    strength - denoising strength, 0..1.
+    strength - denoising strength: fraction of the estimated noise removed, 0..1.
     steps - sampling steps; 0 = the model's default.
     seed - random seed; -1 = random.
     region - body region for synthesis.
     useThreshold, threshold - segment the anomaly map above this value (HU).
-    factorZ - super-resolution factor along z; 0 = automatic.
+    factorZ - thin slices per thick slice (super-resolution); 0 = automatic.
     segmentationNode, segmentId - the region for inpainting / lesion generation.
     outputVolume - an existing volume to overwrite; none = create "<input> <task>".
     model - model name or folder; empty = the library's default.
@@ -65,13 +65,13 @@ class MedDiffFMParameterNode:
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     task: Task = Task.DENOISE
-    strength: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    strength: Annotated[float, WithinRange(0.0, 1.0)] = 1.0
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(-1, SEED_MAX)] = -1
     region: Region = Region.CHEST
     useThreshold: bool = False
     threshold: Annotated[float, WithinRange(0.0, 4000.0)] = 150.0
-    factorZ: Annotated[float, WithinRange(0.0, 16.0)] = 0.0
+    factorZ: Annotated[int, WithinRange(0, 16)] = 0
     segmentationNode: slicer.vtkMRMLSegmentationNode
     segmentId: str = ""
     outputVolume: slicer.vtkMRMLScalarVolumeNode

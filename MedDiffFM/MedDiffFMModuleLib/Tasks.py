@@ -99,8 +99,8 @@ class TaskSpec:
 TASK_SPECS: Dict[Task, TaskSpec] = {
     Task.DENOISE: TaskSpec(
         Task.DENOISE, (STRENGTH, STEPS, SEED), outputSuffix="denoised",
-        description=_("Removes noise: the volume is partly noised and denoised again by the model. "
-                      "Higher strength removes more noise and more fine detail.")),
+        description=_("Removes noise with the diffusion model as prior; the noise level is estimated from "
+                      "the volume. Strength: the fraction of that noise removed (1 = all).")),
     Task.ANOMALY: TaskSpec(
         Task.ANOMALY, (STEPS, SEED, THRESHOLD), outputSuffix="anomaly map",
         description=_("Reconstructs a pseudo-healthy volume and maps where the input differs from it "
@@ -111,8 +111,8 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
                       "reference volume when one is selected.")),
     Task.SUPERRES: TaskSpec(
         Task.SUPERRES, (FACTOR_Z, STEPS, SEED), outputSuffix="super-resolved",
-        description=_("Generates thin slices from a thick-slice volume (the z spacing is divided "
-                      "by the z factor; automatic when 0).")),
+        description=_("Generates thin slices from a thick-slice volume: the z factor is the number of thin "
+                      "slices per thick slice (0 = chosen from the voxel spacing).")),
     Task.INPAINT: TaskSpec(
         Task.INPAINT, (MASK, STEPS, SEED), outputSuffix="inpainted",
         description=_("Replaces the region of the selected segment with plausible healthy tissue.")),
@@ -160,12 +160,12 @@ class TaskOptions:
     """Options of one run. ``None`` (or the "default"/"random"/"auto" special values of the panel:
     steps 0, seed -1, factorZ 0) leaves the choice to the library."""
 
-    strength: float = 0.5
+    strength: float = 1.0
     steps: Optional[int] = None
     seed: Optional[int] = None
     region: Region = Region.CHEST
     threshold: Optional[float] = None
-    factorZ: Optional[float] = None
+    factorZ: Optional[int] = None
     keepHealthy: bool = False
     model: Optional[str] = None
     device: Device = Device.AUTO
@@ -174,7 +174,7 @@ class TaskOptions:
         """The same options with the panel's special values turned into ``None``."""
         steps = int(self.steps) if self.steps else None
         seed = int(self.seed) if self.seed is not None and int(self.seed) >= 0 else None
-        factorZ = float(self.factorZ) if self.factorZ else None
+        factorZ = self.factorZ if self.factorZ else None
         model = self.model or None
         return dataclasses.replace(
             self, strength=float(self.strength), steps=steps, seed=seed, factorZ=factorZ, model=model,
@@ -189,8 +189,10 @@ class TaskOptions:
             raise ValueError(_("The strength must be between 0 and 1 (got {value}).").format(value=options.strength))
         if options.steps is not None and options.steps < 1:
             raise ValueError(_("The number of steps must be at least 1 (got {value}).").format(value=options.steps))
-        if FACTOR_Z in shown and options.factorZ is not None and options.factorZ < 1.0:
-            raise ValueError(_("The z factor must be at least 1 (got {value}).").format(value=options.factorZ))
+        if FACTOR_Z in shown and options.factorZ is not None and (
+                float(options.factorZ) != int(options.factorZ) or int(options.factorZ) < 2):
+            raise ValueError(_("The z factor must be a whole number of at least 2, or 0 for automatic "
+                               "(got {value}).").format(value=options.factorZ))
 
 
 def _number(value) -> str:
@@ -211,7 +213,7 @@ def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
     if REGION in shown:
         args += ["--region", options.region.value]
     if FACTOR_Z in shown and options.factorZ is not None:
-        args += ["--factor-z", _number(options.factorZ)]
+        args += ["--factor-z", str(int(options.factorZ))]
     if THRESHOLD in shown and options.threshold is not None:
         args += ["--threshold", _number(options.threshold)]
     return args
@@ -276,11 +278,13 @@ def buildTaskArguments(task: Task, paths: TaskPaths, options: TaskOptions,
 
 
 def buildBatchArguments(task: Task, inputDir: str, outDir: str, options: TaskOptions,
-                        platform: Optional[str] = None) -> List[str]:
-    """Arguments for ``meddifffm batch TASK --inputs DIR --out DIR ...``."""
+                        platform: Optional[str] = None, masksDir: Optional[str] = None) -> List[str]:
+    """Arguments for ``meddifffm batch TASK --inputs DIR --out DIR [--masks DIR] ...``."""
     task = Task(task)
+    args = ["batch", task.value, "--inputs", inputDir, "--out", outDir]
     if needsMask(task):
-        raise ValueError(_("Batch processing needs one mask per volume for {task}: run it volume by volume "
-                           "with inpaint()/generateLesion() instead.").format(task=task.value))
-    return ["batch", task.value, "--inputs", inputDir, "--out", outDir] + taskOptionArguments(task, options) \
-        + commonArguments(options, platform)
+        if not masksDir:
+            raise ValueError(_("Batch {task} needs a folder of masks named like the volumes (masks=...).").format(
+                task=task.value))
+        args += ["--masks", masksDir]
+    return args + taskOptionArguments(task, options) + commonArguments(options, platform)

@@ -42,8 +42,7 @@ class TaskProgress:
         if self.json is not None:
             self._emit({"stage": "note", "message": message})
         else:
-            prefix = f"[{self.case}] " if self.case else ""
-            print(f"note: {prefix}{message}", file=sys.stderr, flush=True)
+            print(f"note: {message}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)

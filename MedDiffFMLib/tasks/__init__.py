@@ -1,6 +1,44 @@
-"""Downstream tasks of MedDiff-FM, each built on the shared sampler."""
+"""Downstream tasks of MedDiff-FM, each built on the shared sampler.
 
+One module per task (denoise, anomaly, synthesize, superres, inpaint, lesion) plus the shared
+steps they are built from: :mod:`.repaint` (known-region hook, RePaint regeneration),
+:mod:`.consistency` (DiffPIR data-consistency operators), :mod:`.masks` (user masks, model-grid
+masks, body mask), :mod:`.conditions` (condition volumes, shared with fine-tuning) and
+:mod:`.batch` (many volumes, one model load).
+"""
+
+from .anomaly import AnomalyOptions, AnomalyResult, anomaly_map_image
+from .batch import BatchResult, find_cases, run_batch
 from .denoise import DenoiseOptions, DenoiseResult, denoise_image
 from .engine import Engine, EngineOptions, prepare_ct
+from .inpaint import InpaintOptions, inpaint_image
+from .lesion import LesionOptions, generate_lesion_image
+from .repaint import RegenerateResult
+from .superres import SuperResOptions, SuperResResult, super_resolve_image
+from .synthesize import SynthesisOptions, SynthesisResult, synthesize_image
 
-__all__ = ["DenoiseOptions", "DenoiseResult", "denoise_image", "Engine", "EngineOptions", "prepare_ct"]
+__all__ = [
+    "AnomalyOptions",
+    "AnomalyResult",
+    "BatchResult",
+    "DenoiseOptions",
+    "DenoiseResult",
+    "Engine",
+    "EngineOptions",
+    "InpaintOptions",
+    "LesionOptions",
+    "RegenerateResult",
+    "SuperResOptions",
+    "SuperResResult",
+    "SynthesisOptions",
+    "SynthesisResult",
+    "anomaly_map_image",
+    "denoise_image",
+    "find_cases",
+    "generate_lesion_image",
+    "inpaint_image",
+    "prepare_ct",
+    "run_batch",
+    "super_resolve_image",
+    "synthesize_image",
+]

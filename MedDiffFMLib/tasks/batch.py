@@ -121,7 +121,7 @@ class BatchResult:
     failed: List[Tuple[Case, str]] = field(default_factory=list)
 
     def failure_message(self) -> str:
-        lines = "; ".join(f"{case.stem} ({case.path}): {message}" for case, message in self.failed)
+        lines = "; ".join(f"{case.stem} ({case.path}): {message.rstrip('.')}" for case, message in self.failed)
         return (f"{len(self.failed)} of {len(self.cases)} cases failed: {lines}. The other outputs were written; "
                 "fix these inputs and run the same command again (finished cases are skipped).")
 

@@ -22,10 +22,12 @@ def notify(progress: Optional[ProgressCallback], message: str) -> None:
     The message is logged; a progress object with a ``note(message)`` method also gets it (the
     command line prints it, or emits ``{"stage": "note", "message": ...}`` with ``--progress json``).
     """
-    LOG.warning(message)
     note = getattr(progress, "note", None)
     if callable(note):
+        LOG.info(message)  # the user sees it through the progress display
         note(message)
+    else:
+        LOG.warning(message)
 
 
 def check_region(engine: Engine, region: Optional[str], required: bool = False) -> Optional[str]:

@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..device import check_fits_in_memory
 from ..errors import InputError, ModelError
 from ..io import Geometry, geometry_of, image_from_array
 from ..preprocessing import ModelSpace, resample_like
@@ -177,6 +178,8 @@ def super_resolve_image(
                          "super-resolution refines z (the third index axis) only.")
     factor = resolve_factor(thick.spacing[2], options.factor_z, options.spacing)
     out_geometry = output_geometry(image, factor, options.keep_origin)
+    # The thin output, its interpolated base and the model's change live at once (float32, float64 slabs).
+    check_fits_in_memory(int(np.prod(out_geometry.size)), 4, "The super-resolved volume")
 
     report(progress, "preprocessing", 0, 1)
     space = ModelSpace.for_grid(out_geometry, engine.config.spacing_mm[::-1], engine.window(region),

@@ -192,6 +192,13 @@ class Trainer:
             intensity_shift=cfg.intensity_shift, condition_dropout=self.model_config.condition_dropout,
             lesion_focus=cfg.lesion_focus,
         )
+        if self.dist.is_main:
+            for case in self.cache.cases:
+                wanted = tuple(self.model_config.window_for(case.region))
+                if case.window is not None and tuple(case.window) != wanted:
+                    print(f"meddifffm: warning: case '{case.id}' is cached as uint8 codes of the window {case.window}, "
+                          f"but the model uses {wanted}; values outside the cached window are clipped. Prepare the "
+                          "cache with this model's --config (or --dtype int16).", file=sys.stderr)
         self.train_source = SampleSource(self.cache, train_cases, self.model_config, options, cfg.seed,
                                          self.objective.builder)
         self.dataset = MicroBatchDataset(self.train_source, cfg.batch_size, self.dist.rank, self.dist.world_size)
@@ -373,6 +380,7 @@ class Trainer:
         val = None
         checkpoint = None
         save_cost = 0.0
+        val_cost = 0.0
         try:
             while self.step < cfg.max_steps:
                 if self.cancel is not None and broadcast_flag(self.dist, bool(self.cancel()), self.device):
@@ -395,8 +403,10 @@ class Trainer:
                     bar.update(1)
                 val = None
                 if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.max_steps:
+                    v0 = time.time()
                     val = self.validate() if is_main else None
                     barrier(self.dist)
+                    val_cost = time.time() - v0
                 if is_main and (self.step % cfg.log_every == 0 or val is not None or self.step == cfg.max_steps):
                     mean_loss = sum(window) / len(window)
                     window = []
@@ -422,7 +432,7 @@ class Trainer:
                     last_save, last_saved_step = time.time(), self.step
                 if budget_s is not None:
                     # Stop while there is still time for one more step's worth, a checkpoint and the export.
-                    reserve = 2.0 * step_time + 2.0 * save_cost + 5.0
+                    reserve = 2.0 * step_time + 2.0 * save_cost + 1.5 * val_cost + 5.0
                     stop = (time.time() - started) + reserve > budget_s
                     if broadcast_flag(self.dist, stop, self.device) and self.step < cfg.max_steps:
                         stopped_by = "budget"

@@ -100,13 +100,13 @@ def main(argv):
     p.add_argument("--region", required=True, choices=["chest", "abdomen", "head_neck"]); p.add_argument("--like")
     p.add_argument("--anatomy")
     p = sub.add_parser("superres", parents=[common]); p.add_argument("input"); p.add_argument("output")
-    p.add_argument("--factor-z", type=float)
+    p.add_argument("--factor-z", type=int)
     for name in ("inpaint", "lesion"):
         p = sub.add_parser(name, parents=[common]); p.add_argument("input"); p.add_argument("mask"); p.add_argument("output")
     p = sub.add_parser("batch", parents=[common]); p.add_argument("task")
-    p.add_argument("--inputs", required=True); p.add_argument("--out", required=True)
+    p.add_argument("--inputs", required=True); p.add_argument("--out", required=True); p.add_argument("--masks")
     p.add_argument("--strength", type=float); p.add_argument("--threshold", type=float)
-    p.add_argument("--factor-z", type=float); p.add_argument("--region")
+    p.add_argument("--factor-z", type=int); p.add_argument("--region")
     p = sub.add_parser("info", parents=[common]); p.add_argument("--json", action="store_true")
     p = sub.add_parser("import-weights", parents=[common]); p.add_argument("path")
     p = sub.add_parser("init-model", parents=[common]); p.add_argument("--config", default="tiny"); p.add_argument("out")
@@ -192,7 +192,9 @@ def main(argv):
         outputs = [args.output]
     elif args.command == "superres":
         image = read(args.input)
-        factor = int(round(args.factor_z or 2))
+        factor = args.factor_z or 2
+        if factor < 2:
+            fail("--factor-z must be at least 2")
         array = np.repeat(sitk.GetArrayFromImage(image).astype(np.float32), factor, axis=0)
         out = sitk.GetImageFromArray(array)
         sx, sy, sz = image.GetSpacing()
@@ -214,6 +216,8 @@ def main(argv):
         write(like(array, image), args.output)
         outputs = [args.output]
     elif args.command == "batch":
+        if args.task in ("inpaint", "lesion") and not args.masks:
+            fail("batch inpaint/lesion needs --masks")
         os.makedirs(args.out, exist_ok=True)
         for name in sorted(os.listdir(args.inputs)):
             image = read(os.path.join(args.inputs, name))

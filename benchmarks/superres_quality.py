@@ -1,0 +1,176 @@
+"""Super-resolution quality along z: thick slices made from thin ones, restored, scored against the thin scan.
+
+For every case a box of real thin-slice CT (``--crop-mm`` around the body's centroid, a whole number
+of F-slice slabs) is turned into thick slices by averaging each F consecutive slices (a thick slice
+of F x the thin spacing, centred on its slab: what a scanner's thick reconstruction approximates).
+The thick volume is restored onto the original thin grid by:
+
+* linear interpolation along the slice axis (SimpleITK ``sitkLinear``);
+* cubic B-spline interpolation (SimpleITK ``sitkBSpline``);
+* MedDiffFM: ``MedDiffFMLib.api.super_resolve`` (superres ControlNet + DiffPIR, default options,
+  ``factor_z`` = F); its output grid is the thin grid (checked; resampled onto it otherwise).
+
+Beyond the first and last slab centres the interpolators extrapolate the nearest thick slice.
+Scores against the thin original, over the whole box:
+
+* PSNR (dB): clipped to [-1000, 1000] HU, data range 2000 HU;
+* SSIM: 3D SSIM (Gaussian window sigma 1.5 voxels) of [-1000, 1000] HU mapped to [0, 1] (the
+  through-plane structure is the point, so the window spans lung to bone);
+* RMSE (HU) inside the body (largest region above -500 HU, holes filled);
+* seconds.
+
+Cases default to thin-slice scans: cta_aorta_crop (1.5 mm, F = 3 -> 4.5 mm), lidc_chest_1mm
+(1 mm, F = 5 -> 5 mm, the paper's setting), chest_upper_abdomen (2.5 mm, F = 2 -> 5 mm).
+
+Usage: python -m benchmarks.superres_quality [--quick] [--model SUPERRES_CONTROLNET | --config default] [--save]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import SimpleITK as sitk
+
+from benchmarks import common
+
+DEFAULT_CASES = ["cta_aorta_crop", "lidc_chest_1mm", "chest_upper_abdomen"]
+QUICK_CASES = ["cta_aorta_crop"]
+THICK_MM = 5.0
+CROP_MM = 128.0
+QUICK_CROP_MM = 96.0
+METHODS = ["linear", "bspline", "meddifffm"]
+
+
+def factor_for(dz: float, thick_mm: float = THICK_MM) -> int:
+    """Thin slices per thick slice: round(thick / thin), at least 2 (1.5 mm -> 3)."""
+    return max(2, int(round(thick_mm / dz)))
+
+
+def make_thick(thin: sitk.Image, factor: int) -> tuple[sitk.Image, sitk.Image]:
+    """``(thin_used, thick)``: the thin image cut to a whole number of slabs, and its slab averages
+    as an image with z spacing F dz whose slice centres are the slab centres."""
+    hu = sitk.GetArrayFromImage(thin).astype(np.float32)
+    nz = (hu.shape[0] // factor) * factor
+    thin_used = thin[:, :, :nz]
+    thick_hu = hu[:nz].reshape(nz // factor, factor, *hu.shape[1:]).mean(axis=1)
+    thick = sitk.GetImageFromArray(thick_hu.astype(np.float32))
+    sx, sy, sz = thin.GetSpacing()
+    thick.SetSpacing((sx, sy, sz * factor))
+    thick.SetDirection(thin.GetDirection())
+    direction = np.asarray(thin.GetDirection()).reshape(3, 3)
+    thick.SetOrigin(tuple(np.asarray(thin.GetOrigin()) + direction[:, 2] * (factor - 1) / 2.0 * sz))
+    return thin_used, thick
+
+
+def interpolate(thick: sitk.Image, reference: sitk.Image, kind: str) -> np.ndarray:
+    interpolator = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}[kind]
+    out = sitk.Resample(thick, reference, sitk.Transform(), interpolator, -1000.0, sitk.sitkFloat32, True)
+    return sitk.GetArrayFromImage(out)
+
+
+def on_reference(result: sitk.Image, reference: sitk.Image) -> tuple[np.ndarray, str]:
+    """The model output as an array on ``reference``'s grid (resampled linearly when it differs)."""
+    same = (result.GetSize() == reference.GetSize()
+            and np.allclose(result.GetSpacing(), reference.GetSpacing(), atol=1e-4)
+            and np.allclose(result.GetOrigin(), reference.GetOrigin(), atol=1e-3))
+    if same:
+        return sitk.GetArrayFromImage(result).astype(np.float32), ""
+    out = sitk.Resample(sitk.Cast(result, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, -1000.0,
+                        sitk.sitkFloat32, True)
+    return sitk.GetArrayFromImage(out), "output grid differed from the thin grid: resampled"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    parser.add_argument("--thick-mm", type=float, default=THICK_MM, help="thick slice thickness to simulate (mm)")
+    parser.add_argument("--crop-mm", type=float, default=None,
+                        help=f"box size in mm (default {CROP_MM:.0f}, quick {QUICK_CROP_MM:.0f})")
+    parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
+    args = parser.parse_args(argv)
+    common.setup_threads(args)
+    machine = common.machine_info(args.device)
+    cases = common.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
+    crop_mm = args.crop_mm or (QUICK_CROP_MM if args.quick else CROP_MM)
+    model = common.resolve_bench_model(args, role="superres")
+    common.print_header("Super-resolution quality (thick slices -> thin)", machine, model)
+    engine, load_s = None, float("nan")
+    if model.available:
+        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, role="superres"))
+        print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
+    else:
+        print("MedDiffFM: not available (no superres model).")
+
+    case_table = common.Table("Cases", [("case", "case"), ("shape", "thin box z×y×x"),
+                                        ("thin", "thin mm"), ("factor", "F"), ("thick", "thick mm"),
+                                        ("mvox", "Mvox (thin)", "{:.2f}")])
+    per_case = common.Table("Per case", [("case", "case"), ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"),
+                                         ("ssim", "SSIM 3D", "{:.4f}"), ("rmse", "RMSE body HU", "{:.1f}"),
+                                         ("seconds", "s", "{:.2f}"), ("note", "note")])
+    results: dict[str, list[dict]] = {m: [] for m in METHODS}
+    for name in cases:
+        image = common.read_case(name)
+        hu = sitk.GetArrayFromImage(image)
+        dz = image.GetSpacing()[2]
+        factor = factor_for(dz, args.thick_mm)
+        size = [crop_mm, crop_mm, crop_mm]
+        box = list(common.crop_box(hu, image.GetSpacing(), size))
+        slabs = (box[0].stop - box[0].start) // factor
+        box[0] = slice(box[0].start, box[0].start + slabs * factor)
+        thin, thick = make_thick(common.crop_image(image, tuple(box)), factor)
+        reference = sitk.GetArrayFromImage(thin).astype(np.float32)
+        body = common.body_mask(reference)
+        case_table.add(case=name, shape="×".join(map(str, reference.shape)), thin=f"{dz:.2f}", factor=factor,
+                       thick=f"{dz * factor:.2f}", mvox=reference.size / 1e6)
+        print(f"[{name}] thin box {reference.shape}, F {factor} ({dz:.2f} -> {dz * factor:.2f} mm)", flush=True)
+        for method in METHODS:
+            note = ""
+            if method in ("linear", "bspline"):
+                out, seconds = common.timed(lambda: interpolate(thick, thin, method))
+            elif engine is None:
+                per_case.add(case=name, method=method, note="not available (no superres model)")
+                continue
+            else:
+                from MedDiffFMLib import api
+
+                kwargs = {"steps": args.steps} if args.steps else {}
+                result, seconds = common.timed(lambda: api.super_resolve(thick, engine=engine, factor_z=factor,
+                                                                         **kwargs))
+                out, note = on_reference(result, thin)
+            row = {"case": name, "method": method, "psnr": common.psnr(reference, out),
+                   "ssim": common.ssim_3d(reference, out, window=common.HU_RANGE),
+                   "rmse": common.rmse(reference, out, body), "seconds": seconds, "note": note}
+            per_case.add(**row)
+            results[method].append(row)
+            print(f"  {method:10s} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} RMSE {row['rmse']:.1f} "
+                  f"({seconds:.1f} s) {note}", flush=True)
+
+    summary = common.Table(f"Mean over {len(cases)} case(s) ({crop_mm:.0f} mm boxes, ~{args.thick_mm:g} mm thick)", [
+        ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM 3D", "{:.4f}"),
+        ("rmse", "RMSE body HU", "{:.1f}"), ("seconds", "total s", "{:.1f}"), ("note", "note")])
+    for method in METHODS:
+        rows = results[method]
+        if not rows:
+            summary.add(method=method, note="not available (no superres model)" if method == "meddifffm" else "")
+            continue
+        summary.add(method=method, **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "rmse")},
+                    seconds=sum(r["seconds"] for r in rows))
+    for t in (case_table, per_case, summary):
+        t.print()
+    if args.save:
+        notes = [f"Model: {model.describe()}.",
+                 "PSNR over [-1000, 1000] HU; SSIM 3D over [-1000, 1000] HU; RMSE inside the body."]
+        common.save_results("superres_quality", args, machine, model, [case_table, per_case, summary], notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
