@@ -51,7 +51,7 @@ class SlicerMessages:
         else:
             path = qt.QFileDialog.getOpenFileName(
                 None, _("Import MedDiff-FM weights from a file"), "",
-                _("Model weights (*.safetensors *.zip *.json);;All files (*)"))
+                _("Model manifest (manifest.json *.json);;All files (*)"))
         if isinstance(path, tuple):  # PySide returns (path, filter)
             path = path[0]
         return path or ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -63,7 +63,11 @@ class Engine:
             image, self.config.spacing_mm[::-1], self.window(region), min_size=self.config.patch_size
         )
 
-    def predictor(self, space: ModelSpace, conditions: Conditions | None = None) -> VolumeNoisePredictor:
+    def predictor(
+        self, space: ModelSpace, conditions: Conditions | None = None, crop_start: Sequence[int] = (0, 0, 0)
+    ) -> VolumeNoisePredictor:
+        """A patch predictor for ``space.model_array`` or for a crop of it starting at ``crop_start``
+        (z, y, x): the crop keeps its whole-image position embedding."""
         batch = self.options.batch_size or (8 if self.device.type == "cuda" else 2)
         predictor = VolumeNoisePredictor(
             self.loaded.model,
@@ -73,7 +77,7 @@ class Engine:
             batch_size=batch,
             autocast_dtype=self.autocast_dtype,
             coordinate_shape=tuple(space.model_geometry.shape),
-            coordinate_offset=tuple(before for before, _ in space.padding),
+            coordinate_offset=tuple(before - start for (before, _), start in zip(space.padding, crop_start)),
         )
         if conditions is not None:
             predictor.set_conditions(conditions)

@@ -90,3 +90,30 @@ def body_mask(hu: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), th
     body = np.isin(labels, keep)
     body = np.stack([ndimage.binary_fill_holes(s) for s in body])
     return ndimage.binary_fill_holes(body)
+
+
+def region_of_interest(
+    mask: np.ndarray, margin: Sequence[int], min_size: Sequence[int]
+) -> tuple[slice, slice, slice]:
+    """The box around ``mask`` (bool, z, y, x) grown by ``margin`` voxels per side and to at least
+    ``min_size``, clipped to the array. Sampling only this box makes a small lesion fast on a
+    whole CT; the margin gives the network the surrounding anatomy as context."""
+    shape = np.asarray(mask.shape)
+    where = np.argwhere(mask)
+    low = where.min(axis=0) - np.asarray(margin)
+    high = where.max(axis=0) + 1 + np.asarray(margin)
+    for axis, need in enumerate(min_size):
+        short = int(need) - int(high[axis] - low[axis])
+        if short > 0:
+            low[axis] -= short // 2
+            high[axis] += short - short // 2
+    low = np.clip(low, 0, None)
+    high = np.minimum(high, shape)
+    # Clipping at one border may leave the box short: extend it on the other side.
+    for axis, need in enumerate(min_size):
+        if high[axis] - low[axis] < need:
+            if low[axis] == 0:
+                high[axis] = min(shape[axis], int(need))
+            else:
+                low[axis] = max(0, int(high[axis]) - int(need))
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))  # type: ignore[return-value]

@@ -24,7 +24,7 @@ from ..io import image_from_array
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..sampling import Conditions, SamplingHooks, add_noise, prepare_timesteps, run_sampler
 from .engine import Engine, prepare_ct, volume_tensor
-from .masks import covering_mask, mask_for_image
+from .masks import covering_mask, mask_for_image, region_of_interest
 from .shared import as_pixel_type, check_region, check_start_step, check_steps
 
 ConditionBuilder = Callable[[object, np.ndarray], Optional[torch.Tensor]]
@@ -105,14 +105,22 @@ def regenerate_region(
     scheduler = engine.scheduler()
     full = start_step is None
     timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
-    y = volume_tensor(space.model_array)
-    keep = torch.as_tensor(~generate)[None, None]
+    # Only a box around the mask (plus one patch of context per side) is sampled; the rest of the
+    # volume is known and comes back unchanged, so a small lesion on a whole CT stays fast.
+    patch = engine.config.patch_size
+    box = (slice(None), slice(None)) + region_of_interest(generate, margin=patch, min_size=patch)
+    whole = volume_tensor(space.model_array)
+    y = whole[box].contiguous()
+    keep = torch.as_tensor(~generate)[None, None][box]
+    if control is not None:
+        control = control[(slice(None),) + box[2:]].contiguous()
     generator = engine.generator(options.seed)
     x = start_sample(scheduler, y, timesteps[0], full, generator)
     # The known region starts on the trajectory too (pure noise would hide it at the first step).
     x = torch.where(keep, add_noise(scheduler, y, timesteps[0], generator), x)
-    predictor = engine.predictor(space, Conditions(region=engine.region_index(region), control=control))
-    result = run_sampler(
+    conditions = Conditions(region=engine.region_index(region), control=control)
+    predictor = engine.predictor(space, conditions, crop_start=[b.start for b in box[2:]])
+    sampled = run_sampler(
         predictor,
         scheduler,
         x,
@@ -127,6 +135,8 @@ def regenerate_region(
     )
     check_cancel(cancel)
     report(progress, "postprocessing", 0, 1)
+    result = whole.clone()
+    result[box] = sampled
     generated = space.to_input_grid(result[0, 0].numpy(), replace_mask=inside)
     output = keep_outside(image, generated, inside)
     report(progress, "postprocessing", 1, 1)
