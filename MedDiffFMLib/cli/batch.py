@@ -18,10 +18,9 @@ from pathlib import Path
 from ..errors import MedDiffFMError
 from ..progress import ProgressEvent
 from ..tasks.batch import TASKS, distributed_rank, find_cases, run_batch, shard, task_spec
-from ..tasks.denoise import DenoiseOptions
 from ..tasks.engine import Engine
-from . import anomaly, common, inpaint, lesion, superres, synthesize
-from .task_helpers import TaskProgress, add_ct_input_arguments
+from . import anomaly, common, denoise, inpaint, lesion, superres, synthesize
+from .task_helpers import TaskProgress
 
 HELP = "run one task over many volumes (one model load; resumable; multi-GPU with torchrun)"
 DESCRIPTION = (
@@ -37,20 +36,6 @@ class BatchFailed(MedDiffFMError):
     """Some cases failed (the others were written)."""
 
 
-def _add_denoise_options(parser: argparse.ArgumentParser) -> None:
-    # The options of ``meddifffm denoise`` (cli/denoise.py registers them inline, so they are listed here).
-    parser.add_argument("--strength", type=float, default=1.0, help="0..1: fraction of the noise to remove (default 1)")
-    parser.add_argument("--noise-hu", type=float, default=None, help="noise std of the input in HU (default: estimated)")
-    parser.add_argument("--lambda", dest="lam", type=float, default=10.0, help="DiffPIR lambda (default 10)")
-    common.add_sampling_arguments(parser, default_steps=10)
-    add_ct_input_arguments(parser)
-
-
-def _denoise_options(args: argparse.Namespace) -> DenoiseOptions:
-    return DenoiseOptions(strength=args.strength, steps=args.steps, noise_hu=args.noise_hu, lam=args.lam,
-                          seed=args.seed, region=args.region, allow_non_hu=args.allow_non_hu)
-
-
 def _anomaly_options(parser: argparse.ArgumentParser) -> None:
     anomaly.add_options(parser)
     parser.add_argument("--healthy", action="store_true", help="also write the healthy reconstruction (<case>_anomaly_healthy)")
@@ -58,7 +43,7 @@ def _anomaly_options(parser: argparse.ArgumentParser) -> None:
 
 # task -> (add the task's options, build its options object from the parsed arguments)
 _TASK_ARGUMENTS = {
-    "denoise": (_add_denoise_options, _denoise_options),
+    "denoise": (denoise.add_options, denoise.options_from_args),
     "anomaly": (_anomaly_options, anomaly.options_from_args),
     "synthesize": (synthesize.add_options, synthesize.options_from_args),
     "superres": (superres.add_options, superres.options_from_args),
