@@ -7,7 +7,8 @@ region above -500 HU, holes filled; the air around a limb would make any map loo
 
 * AUROC: voxel-level area under the ROC curve (Mann-Whitney, ties averaged);
 * best Dice: the highest Dice of ``map >= threshold`` over every threshold (an oracle threshold, so
-  an upper bound of what a fixed threshold would give);
+  an upper bound of what a fixed threshold would give); calling the whole body anomalous already
+  scores 2p / (1 + p) for a tumour filling a fraction p of the body, printed per case as the floor;
 * seconds.
 
 Methods:
@@ -89,7 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"MedDiffFM: not available ({model.reason}).")
 
     case_table = common.Table("Cases", [("case", "case"), ("box", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"),
-                                        ("tumour", "tumour voxels in box"), ("fraction", "tumour % of body", "{:.1f}")])
+                                        ("tumour", "tumour voxels in box"), ("fraction", "tumour % of body", "{:.1f}"),
+                                        ("floor", "Dice of 'whole body'", "{:.3f}")])
     per_case = common.Table("Per case (voxels inside the body)", [
         ("case", "case"), ("method", "method"), ("auroc", "AUROC", "{:.3f}"), ("dice", "best Dice", "{:.3f}"),
         ("threshold", "at threshold", "{:.3g}"), ("seconds", "s", "{:.2f}"), ("note", "note")])
@@ -107,7 +109,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         spacing = common.spacing_zyx(image)
         case_table.add(case=name, box="×".join(map(str, hu.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), tumour=int(tumour.sum()),
-                       fraction=100.0 * tumour.sum() / body.sum())
+                       fraction=100.0 * tumour.sum() / body.sum(), floor=common.dice(body, tumour))
         print(f"[{name}] box {hu.shape}, tumour {100.0 * tumour.sum() / body.sum():.1f} % of the body", flush=True)
         for method in METHODS:
             note = ""

@@ -689,7 +689,7 @@ def save_results(
     stem = script + ("_quick" if getattr(args, "quick", False) else "")
     md_path, json_path = RESULTS_DIR / f"{stem}.md", RESULTS_DIR / f"{stem}.json"
     when = time.strftime("%Y-%m-%d %H:%M:%S")
-    command = "python -m benchmarks." + script + " " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
     parts = [f"# {script} ({when})", "", f"Command: `{command}`", "", format_machine(machine), ""]
     if model is not None:
         parts += [f"Model: {model.describe()}", ""]

@@ -12,9 +12,9 @@ Sections:
 1. per network evaluation (one patch of a real CT resampled to the model spacing): seconds/patch,
    Mvox/s, FLOPs (``torch.utils.flop_counter.FlopCounterMode``), on GPU the fraction of the bf16 peak;
 2. end to end per task (read, preprocess, sample, write) on a real CT crop (default: lidc_chest_1mm,
-   256x256x128 voxels at 1 mm): seconds split by stage, patches per step, peak memory (process RSS on
-   CPU via VmHWM; ``torch.cuda.max_memory_allocated`` on GPU) and the PSNR of each path's output
-   against the naive one (target >= 45 dB);
+   256x256x128 voxels at 1 mm), each run in a fresh process: seconds split by stage, patches per
+   step, peak memory (process RSS on CPU via VmHWM; ``torch.cuda.max_memory_allocated`` on GPU) and
+   the PSNR of each path's output against the naive one (target >= 45 dB);
 3. memory against volume size (two sizes, ratio);
 4. a synthetic CT-like 512x512x300 volume at 0.8x0.8x1.5 mm: measured end to end on GPU; on CPU
    (hours) estimated = everything but the network measured for real (the network replaced by a
@@ -517,7 +517,11 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
     patch_vox = int(np.prod(patch))
 
     print(f"Per-evaluation variants on one {patch} patch ({rounds} interleaved rounds, best and median):", flush=True)
-    for v in variants:  # warm-up (also keeps the first output for comparison)
+    with common.PeakMemory(cuda=gpu) as memory:  # first, before the other variants fill the allocator
+        variants[0].output = variants[0].fn()[:1].detach().cpu()
+        sync(device)
+    activation_bytes = (memory.cuda_peak if gpu else memory.peak_rss - memory.start_rss)
+    for v in variants[1:]:  # warm-up (also keeps the first output for comparison)
         v.output = v.fn()[:1].detach().cpu()
         sync(device)
     trivial = float(variants[0].output.abs().max()) == 0.0
@@ -525,10 +529,6 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
         print("WARNING: the model predicts exactly 0 (a fresh MONAI initialisation, e.g. from `init-model`): every "
               "output-equality check below is trivially perfect. Use --config to get a random model with non-zero "
               "outputs.")
-    with common.PeakMemory(cuda=gpu) as memory:
-        variants[0].fn()
-        sync(device)
-    activation_bytes = (memory.cuda_peak if gpu else memory.peak_rss - memory.start_rss)
     for r in range(rounds):
         for v in variants:
             sync(device)
@@ -584,7 +584,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
     chosen = min(candidates, key=lambda v: min(v.times)) if candidates else variants[1]
     info = {"flops": flops, "patch_vox": patch_vox, "naive_best": naive_best, "embed_s": embed_s,
             "library_best": min(variants[1].times), "chosen": chosen, "variants": variants,
-            "activation_bytes": activation_bytes, "region": region}
+            "activation_bytes": activation_bytes, "region": region, "library_batch": lib_batch}
     return table, info
 
 
@@ -600,20 +600,79 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def make_engines(engine, info, paths) -> dict[str, Any]:
-    chosen: Variant = info["chosen"]
-    engines = {}
-    if "naive" in paths:
-        engines["naive"] = engine_variant(engine, "naive")
-    if "fast" in paths:
-        engines["fast"] = engine_variant(engine, "fast")
-    if "tuned" in paths:
-        model = tuned_model(engine.loaded.model, chosen.sdpa, chosen.channels_last)
-        engines["tuned"] = engine_variant(engine, "fast", model=model, batch_size=chosen.batch)
-    return engines
+def path_engine(engine, path: str, tuned: dict, stub: bool = False):
+    """The engine of one path: 'naive', 'fast' (the library as is) or 'tuned' (``tuned``: sdpa,
+    channels_last, batch); ``stub`` swaps the network for :class:`StubNet`."""
+    if path == "naive":
+        made = engine_variant(engine, "naive")
+    elif path == "fast":
+        made = engine_variant(engine, "fast")
+    elif path == "tuned":
+        model = tuned_model(engine.loaded.model, tuned["sdpa"], tuned["channels_last"])
+        made = engine_variant(engine, "fast", model=model, batch_size=tuned["batch"])
+    else:
+        raise ValueError(path)
+    if stub:
+        made = engine_variant(made, made.kind, model=StubNet(engine.config))
+    return made
+
+
+class IsolatedRunner:
+    """Runs each end-to-end measurement in a fresh Python process, so that its peak memory is its
+    own (freed memory kept by the allocator of an earlier run would hide a later run's growth)."""
+
+    def __init__(self, model_ref: str, role: str, device: str, threads: Optional[int], tuned: dict, work: Path):
+        self.base = {"model": model_ref, "role": role, "device": device, "threads": threads, "tuned": tuned}
+        self.work = work
+
+    def run(self, task: str, item: TaskInput, steps: int, path: str, tag: str = "", stub: bool = False) -> E2E:
+        import json
+        import os
+        import subprocess
+
+        name = f"{task}_{path}{tag}"
+        spec = dict(self.base, task=task, steps=steps, path=path, stub=stub, name=name,
+                    item={"task": item.task, "image_path": str(item.image_path),
+                          "mask_path": str(item.mask_path) if item.mask_path else None, "factor": item.factor,
+                          "voxels": item.voxels},
+                    work=str(self.work))
+        spec_path = self.work / f"spec_{name}.json"
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(common.REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        done = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--child", str(spec_path)],
+                              cwd=str(common.REPO_ROOT), env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        data = json.loads((self.work / f"result_{name}.json").read_text())
+        output = np.load(self.work / f"out_{name}.npy")
+        return E2E(output=output, **data)
+
+
+def child_main(spec_path: str) -> int:
+    """One end-to-end run in this (fresh) process; see :class:`IsolatedRunner`."""
+    import json
+
+    spec = json.loads(Path(spec_path).read_text())
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    engine = common.make_engine(common.BenchModel(spec["model"]), spec["device"], role=spec["role"])
+    made = path_engine(engine, spec["path"], spec["tuned"], stub=spec["stub"])
+    item = spec["item"]
+    task_input = TaskInput(item["task"], Path(item["image_path"]),
+                           Path(item["mask_path"]) if item["mask_path"] else None, item["factor"], item["voxels"])
+    work = Path(spec["work"])
+    result = run_e2e(spec["task"], task_input, made, int(spec["steps"]), work, spec["name"])
+    np.save(work / f"out_{spec['name']}.npy", result.output)
+    data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "output"}
+    (work / f"result_{spec['name']}.json").write_text(json.dumps(data))
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return child_main(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, ["lidc_chest_1mm"], ["lidc_chest_1mm"])
@@ -631,6 +690,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="512x512x300 synthetic: full run (GPU default), estimate (CPU default) or skip")
     parser.add_argument("--superres-model", default=None, help="superres ControlNet folder (superres task)")
     parser.add_argument("--lesion-model", default=None, help="lesion ControlNet folder (lesion task)")
+    parser.add_argument("--big-size", type=parse_size, default=(512, 512, 300),
+                        help="x,y,z voxels of the synthetic volume (at 0.8x0.8x1.5 mm)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     args = parser.parse_args(argv)
     common.setup_threads(args)
@@ -669,9 +730,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     notes.append(f"Tuned path = '{chosen.name}' (fastest variant whose output matches the naive one).")
     print(notes[-1])
 
-    engines = make_engines(engine, info, paths)
-    # Role engines for the ControlNet tasks.
-    role_engines: dict[str, dict[str, Any]] = {}
+    tuned = {"sdpa": chosen.sdpa, "channels_last": chosen.channels_last, "batch": chosen.batch}
+    runner = IsolatedRunner(model.ref, "base", args.device, args.threads, tuned, work)
+    # Runners for the ControlNet tasks.
+    role_runners: dict[str, IsolatedRunner] = {}
     for task in [t for t in tasks if t in ("superres", "lesion")]:
         explicit = getattr(args, f"{task}_model")
         role_model = common.resolve_bench_model(
@@ -680,7 +742,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{task}: not available ({role_model.reason}).")
             continue
         notes.append(f"{task} model: {role_model.describe()}.")
-        role_engines[task] = make_engines(common.make_engine(role_model, args.device, role=task), info, paths)
+        role_runners[task] = IsolatedRunner(role_model.ref, task, args.device, args.threads, tuned, work)
 
     # 2. End to end.
     inputs = prepare_inputs(image, tasks, work, "real")
@@ -696,8 +758,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for task in tasks:
         if task not in inputs:
             continue
-        task_engines = role_engines.get(task) if task in ("superres", "lesion") else engines
-        if not task_engines:
+        task_runner = role_runners.get(task) if task in ("superres", "lesion") else runner
+        if task_runner is None:
             e2e_table.add(task=task, path="–", steps="not available (no ControlNet model for this task)")
             continue
         if args.steps:
@@ -709,7 +771,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             steps = default_steps(task)
         for path in paths:
             print(f"[{task}] {path}: {steps} step(s)...", flush=True)
-            result = run_e2e(task, inputs[task], task_engines[path], steps, work, path)
+            result = task_runner.run(task, inputs[task], steps, path)
             results[(task, path)] = result
             print(f"  {result.total:.1f} s ({result.per_step:.1f} s/step, {result.patches_per_step:.0f} patches/step), "
                   f"peak RSS {common.gib(result.peak_rss):.2f} GiB", flush=True)
@@ -740,7 +802,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         small = real_ct(args.e2e_case, args.small_size, args.e2e_spacing)
         small_inputs = prepare_inputs(small, ["denoise"], work, "small")
         for path in paths:
-            r_small = run_e2e("denoise", small_inputs["denoise"], engines[path], 1, work, path + "_small")
+            r_small = runner.run("denoise", small_inputs["denoise"], 1, path, "_small")
             r_large = results[("denoise", path)]
             d_small = r_small.peak_rss - r_small.start_rss
             d_large = r_large.peak_rss - r_large.start_rss
@@ -756,9 +818,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             mem_table.add(path=path, size="×".join(map(str, image.GetSize())), mvox=np.prod(image.GetSize()) / 1e6,
                           peak=common.gib(r_large.peak_rss), delta=common.gib(r_large.peak_rss - r_large.start_rss),
                           gpu=common.gib(r_large.cuda_peak) if gpu else None, ratio=ratio, vox_ratio=vox_ratio)
-        mem_table.note = ("Δ = peak resident memory minus the resident memory before reading the input (the model "
-                          "and the Python runtime excluded); on GPU the ratio uses the peak GPU memory. Linear growth "
-                          "means Δ ratio ≤ voxel ratio.")
+        mem_table.note = ("Each run in a fresh process. Δ = peak resident memory minus the resident memory before "
+                          "reading the input (the loaded model and the Python runtime excluded); on GPU the ratio uses "
+                          "the peak GPU memory. Linear growth means Δ ratio ≤ voxel ratio.")
         mem_table.print()
         tables.append(mem_table)
 
@@ -767,12 +829,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     big_table = None
     big_results: dict[str, dict[str, Any]] = {}
     if big_mode != "skip":
-        big = synthetic_ct()
+        big = synthetic_ct(args.big_size)
         big_inputs = prepare_inputs(big, ["denoise"], work, "big")
         big_vox = int(np.prod(big.GetSize()))
         steps_big = args.steps or default_steps("denoise")
         big_table = common.Table(
-            f"4. Synthetic CT 512×512×300 at 0.8×0.8×1.5 mm ({big_vox / 1e6:.1f} Mvox), denoise, "
+            f"4. Synthetic CT {'×'.join(map(str, big.GetSize()))} at 0.8×0.8×1.5 mm ({big_vox / 1e6:.1f} Mvox), denoise, "
             f"{steps_big} steps, {'measured' if big_mode == 'full' else 'estimated (CPU)'}",
             [("path", "path"), ("patches", "patches/step"), ("overhead", "all but network s", "{:.1f}"),
              ("network", "network s", "{}"), ("total", "total s", "{}"), ("mvox", "Mvox/s", "{:.3f}"),
@@ -781,18 +843,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         per_patch = {"naive": info["naive_best"], "fast": info["library_best"], "tuned": min(chosen.times)}
         for path in paths:
             if big_mode == "full":
-                r = run_e2e("denoise", big_inputs["denoise"], engines[path], steps_big, work, path + "_big")
+                r = runner.run("denoise", big_inputs["denoise"], steps_big, path, "_big")
                 big_results[path] = {"total": r.total, "patches": r.patches_per_step, "rss": r.peak_rss,
                                      "gpu": r.cuda_peak, "output": r.output, "network": None, "overhead": None}
             else:
-                stub = engine_variant(engines[path], engines[path].kind, model=StubNet(engine.config))
-                r = run_e2e("denoise", big_inputs["denoise"], stub, steps_big, work, path + "_bigstub")
+                r = runner.run("denoise", big_inputs["denoise"], steps_big, path, "_bigstub", stub=True)
                 network = r.evaluations * per_patch[path]
                 big_results[path] = {"total": r.total + network, "patches": r.patches_per_step, "rss": r.peak_rss,
                                      "gpu": r.cuda_peak, "output": None, "network": network, "overhead": r.total,
                                      "activation": info["activation_bytes"] * (chosen.batch if path == "tuned" else
                                                                                  1 if path == "naive" else
-                                                                                 engines[path].options.batch_size or 2)}
+                                                                                 info["library_batch"])}
             print(f"[big] {path}: {big_results[path]['total']:.0f} s"
                   f"{'' if big_mode == 'full' else ' (est.)'}", flush=True)
         naive_big = big_results.get("naive")

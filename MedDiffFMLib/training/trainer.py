@@ -363,7 +363,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "train_config.json", json.dumps(_jsonable(cfg.to_dict()), indent=2))
             self._open_logs()
-        budget_s = self.max_minutes * 60.0 if self.max_minutes else None
+        budget_s = self.max_minutes * 60.0 if self.max_minutes is not None else None
         stream = micro_batches(self.dataset, self.step * cfg.grad_accum, cfg.num_workers)
         bar = None
         if is_main and self.progress_mode == "bar":
