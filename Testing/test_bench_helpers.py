@@ -1,0 +1,103 @@
+"""Non-timing helpers of the speed and quality benchmarks: the naive baseline computes what the
+library computes, patch counting, the synthetic CT, thick-slice simulation, sphere placement."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from benchmarks import common, speed  # noqa: E402
+from benchmarks.inpaint_quality import place_sphere, shell_mean  # noqa: E402
+from benchmarks.superres_quality import factor_for, make_thick  # noqa: E402
+
+
+def _tiny_model():
+    from MedDiffFMLib.models.config import named_config
+    from MedDiffFMLib.models.network import ConditionedModel, MedDiffFMUNet
+
+    torch.manual_seed(0)
+    unet = MedDiffFMUNet(named_config("tiny"))
+    assert common.redraw_zero_weights(unet) > 0  # MONAI zero-inits the output layer
+    return ConditionedModel(unet).eval()
+
+
+def test_naive_predictor_matches_the_library_at_the_same_overlap():
+    from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor
+
+    model = _tiny_model()
+    shape = (20, 24, 18)
+    offset = (2, 0, 1)
+    fast = VolumeNoisePredictor(model, device=torch.device("cpu"), patch_size=(16, 16, 16), overlap=0.5, batch_size=1,
+                                coordinate_shape=(16, 24, 16), coordinate_offset=offset)
+    fast.set_conditions(Conditions(region=1))
+    naive = speed.NaivePredictor(fast)
+    x = torch.randn((1, 1, *shape), generator=torch.Generator().manual_seed(1))
+    expected = fast(x, 30)
+    got = naive(x, 30)
+    assert float(expected.abs().max()) > 0.01
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert naive.evaluations == fast.evaluations
+
+
+def test_patches_per_step_counts_monai_windows():
+    assert speed.patches_per_step((64, 64, 64), (64, 64, 64), 0.25) == 1
+    # 128 voxels, patch 64: stride 48 (overlap 0.25) -> 3 windows per axis; stride 32 (0.5) -> 3.
+    assert speed.patches_per_step((128, 128, 64), (64, 64, 64), 0.25) == 9
+    assert speed.patches_per_step((102, 102, 96), (64, 64, 64), 0.25) == 8
+    assert speed.patches_per_step((102, 102, 96), (64, 64, 64), 0.5) == 18  # 3 x 3 x 2
+
+
+def test_synthetic_ct_is_ct_like():
+    image = speed.synthetic_ct((64, 48, 20), (0.8, 0.8, 1.5))
+    assert image.GetSize() == (64, 48, 20) and image.GetSpacing() == pytest.approx((0.8, 0.8, 1.5))
+    hu = sitk.GetArrayFromImage(image)
+    assert hu.dtype == np.int16 and hu.min() >= -1024 and hu.max() <= 3071
+    assert (hu == -1000).mean() > 0.2  # air around the body
+    assert (np.abs(hu[-1] + 850) < 100).sum() > 0  # lungs in the upper slices
+    assert (np.abs(hu[:, hu.shape[1] // 2, hu.shape[2] // 2] - 50) < 80).any()  # soft tissue
+
+
+def test_stage_clock_splits_the_call():
+    from MedDiffFMLib.progress import ProgressEvent
+
+    clock = speed.StageClock()
+    clock.events = [(1.0, "preprocessing", 0, 1), (2.0, "preprocessing", 1, 1), (2.0, "denoising", 0, 3),
+                    (3.0, "denoising", 1, 3), (4.0, "denoising", 2, 3), (5.0, "denoising", 3, 3),
+                    (5.5, "postprocessing", 0, 1), (6.0, "postprocessing", 1, 1)]
+    split = clock.split(0.5, 6.5)
+    assert split == {"preprocess": 1.5, "sampling": 3.5, "post": 1.0, "steps": 3}
+    clock(ProgressEvent("x", 1, 1))
+    assert clock.events[-1][1:] == ("x", 1, 1)
+
+
+def test_thick_slices_average_their_slab_and_sit_at_its_centre():
+    hu = np.arange(12, dtype=np.float32)[:, None, None] * np.ones((12, 4, 5), np.float32)
+    thin = sitk.GetImageFromArray(hu)
+    thin.SetSpacing((1.0, 1.0, 1.5))
+    thin.SetOrigin((0.0, 0.0, 10.0))
+    assert factor_for(1.5) == 3 and factor_for(1.0) == 5 and factor_for(2.5) == 2
+    used, thick = make_thick(thin, 3)
+    assert used.GetSize()[2] == 12 and thick.GetSize()[2] == 4
+    np.testing.assert_allclose(sitk.GetArrayFromImage(thick)[:, 0, 0], [1.0, 4.0, 7.0, 10.0])
+    assert thick.GetSpacing()[2] == pytest.approx(4.5)
+    assert thick.GetOrigin()[2] == pytest.approx(10.0 + 1.5)  # centre of the first slab (slice 1)
+
+
+def test_sphere_is_placed_deep_inside_the_tissue_and_away_from_the_tumour():
+    tissue = np.zeros((30, 60, 60), bool)
+    tissue[2:28, 5:55, 5:55] = True
+    tumour = np.zeros_like(tissue)
+    tumour[10:20, 5:20, 5:20] = True
+    centre, sphere, depth = place_sphere(tissue, np.array([2.0, 1.0, 1.0]), 10.0, avoid=tumour, avoid_mm=5.0)
+    assert sphere.any() and not (sphere & ~tissue).any()
+    assert not (sphere & tumour).any()
+    assert depth >= 10.0
+    hu = np.where(sphere, 0.0, 40.0).astype(np.float32)
+    assert np.all(shell_mean(hu, sphere)[sphere] == 40.0)
