@@ -148,7 +148,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for t in (case_table, per_case, summary):
         t.print()
     if args.save:
-        notes = [f"Model: {model.describe()}.", "Voxels inside the body only; best Dice uses an oracle threshold."]
+        notes = ["Voxels inside the body only; best Dice uses an oracle threshold."]
         common.save_results("anomaly_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 

@@ -406,6 +406,8 @@ def add_common_args(parser: argparse.ArgumentParser, default_cases: Sequence[str
                              "cta_aorta_crop, lidc_chest_1mm, chest_upper_abdomen, STS_001..STS_036")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller cases (minutes, not tens of minutes)")
     parser.add_argument("--save", action="store_true", help="also write the tables to benchmarks/results/")
+    parser.add_argument("--save-name", default=None,
+                        help="file stem under benchmarks/results/ (default: the script name, + _quick with --quick)")
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps for MedDiffFM")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
 
@@ -686,7 +688,7 @@ def save_results(
 ) -> tuple[Path, Path]:
     """Write ``benchmarks/results/<script>[_quick].md`` and ``.json``."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = script + ("_quick" if getattr(args, "quick", False) else "")
+    stem = getattr(args, "save_name", None) or (script + ("_quick" if getattr(args, "quick", False) else ""))
     md_path, json_path = RESULTS_DIR / f"{stem}.md", RESULTS_DIR / f"{stem}.json"
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     command = "python -m benchmarks." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])

@@ -61,7 +61,8 @@ def place_sphere(tissue: np.ndarray, spacing_zyx: np.ndarray, radius_mm: float,
                  avoid: Optional[np.ndarray] = None, avoid_mm: float = 20.0) -> tuple[np.ndarray, np.ndarray, float]:
     """(centre index, sphere mask, depth mm): the sphere at the point of ``tissue`` farthest from its
     boundary (and at least ``avoid_mm`` from ``avoid`` when possible)."""
-    depth = ndimage.distance_transform_edt(tissue, sampling=spacing_zyx)
+    # Padded with background: tissue cut by the edge of the scan is not deep there.
+    depth = ndimage.distance_transform_edt(np.pad(tissue, 1), sampling=spacing_zyx)[1:-1, 1:-1, 1:-1]
     if avoid is not None and avoid.any():
         far = ndimage.distance_transform_edt(~avoid, sampling=spacing_zyx) >= avoid_mm + radius_mm
         if (depth * far).max() > 0:
@@ -178,8 +179,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for t in (case_table, per_case, summary):
         t.print()
     if args.save:
-        notes = [f"Model: {model.describe()}.",
-                 "All scores inside the hidden sphere only; PSNR over [-1000, 1000] HU."]
+        notes = ["All scores inside the hidden sphere only; PSNR over [-1000, 1000] HU."]
         common.save_results("inpaint_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 

@@ -730,7 +730,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common._TMP_DIRS.append(str(work))
     image = real_ct(args.e2e_case, args.e2e_size, args.e2e_spacing)
     tables: list[common.Table] = []
-    notes: list[str] = [f"Model: {model.describe()}; load {load_s:.1f} s.",
+    notes: list[str] = [f"Model load {load_s:.1f} s.",
                         f"Real CT: {args.e2e_case} crop {'x'.join(map(str, image.GetSize()))} voxels at "
                         f"{', '.join(f'{s:.2f}' for s in image.GetSpacing())} mm."]
 

@@ -166,8 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for t in (case_table, per_case, summary):
         t.print()
     if args.save:
-        notes = [f"Model: {model.describe()}.",
-                 "PSNR over [-1000, 1000] HU; SSIM 3D over [-1000, 1000] HU; RMSE inside the body."]
+        notes = ["PSNR over [-1000, 1000] HU; SSIM 3D over [-1000, 1000] HU; RMSE inside the body."]
         common.save_results("superres_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 

@@ -24,8 +24,8 @@ $CLI train configs/cpu_starter.json $(resume_flag .cache/runs/cpu_starter) --max
 mkdir -p Resources/Models
 $CLI train configs/cpu_starter.json --export-only --export-dir Resources/Models/meddifffm-default --progress none
 
-# 3. The ControlNets on the installed base (a new base fingerprint needs new ControlNet runs:
-#    delete .cache/runs/cpu_superres and .cache/runs/cpu_lesion after retraining the base).
+# 3. The ControlNets on the installed base: their runs continue on the (re-installed) base and the
+#    export records its new fingerprint (delete .cache/runs/cpu_{superres,lesion} to start them afresh).
 for task in superres lesion; do
     if [ "$CONTROL_MINUTES" != "0" ]; then
         $CLI finetune "configs/finetune_${task}_cpu.json" $(resume_flag ".cache/runs/cpu_${task}") \
