@@ -245,7 +245,7 @@ def score(case: NoisyCase, output: np.ndarray) -> dict:
     }
 
 
-def run_method(method: str, case: NoisyCase, engine) -> tuple[Optional[np.ndarray], float, str]:
+def run_method(method: str, case: NoisyCase, engine, steps: Optional[int] = None) -> tuple[Optional[np.ndarray], float, str]:
     """(output, seconds, note); output None when the method is unavailable."""
     spacing = case.spacing
     if method == "noisy":
@@ -276,8 +276,9 @@ def run_method(method: str, case: NoisyCase, engine) -> tuple[Optional[np.ndarra
             return None, float("nan"), "not available (no model)"
         from MedDiffFMLib import api
 
-        result, s = common.timed(lambda: api.denoise(case.noisy_image, engine=engine))
-        return sitk.GetArrayFromImage(result).astype(np.float32), s, "default options"
+        kwargs = {"steps": steps} if steps else {}
+        result, s = common.timed(lambda: api.denoise(case.noisy_image, engine=engine, **kwargs))
+        return sitk.GetArrayFromImage(result).astype(np.float32), s, f"{steps} steps" if steps else "default options"
     raise ValueError(method)
 
 
@@ -363,6 +364,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                                     f"{QUICK_CROP_MM:.0f})")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="MedDiffFM sampler steps (default: the API default); for steps-vs-quality studies")
     parser.add_argument("--tune", action="store_true", help=f"grid-search the baselines' parameters on {TUNE_CASE}")
     parser.add_argument("--tune-crop-mm", type=float, default=64.0, help="box of the tuning case (mm)")
     parser.add_argument("--png", type=Path, default=None, help="write a mid-slice montage per case into this folder")
@@ -418,7 +421,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"({sim_s:.0f} s to simulate)", flush=True)
         outputs = {}
         for method in methods:
-            out, seconds, note = run_method(method, case, engine)
+            out, seconds, note = run_method(method, case, engine, args.steps)
             timed_method = method not in UNTIMED
             row = {"case": name, "method": method, "seconds": seconds if timed_method else None,
                    "mvox_s": common.mvox_per_s(case.voxels, seconds) if timed_method else None, "note": note}

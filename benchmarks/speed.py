@@ -159,8 +159,8 @@ def engine_variant(engine, kind: str, model: Optional[torch.nn.Module] = None, *
     from MedDiffFMLib.tasks.engine import Engine
 
     class Recording(Engine):
-        def predictor(self, space, conditions=None):
-            made = Engine.predictor(self, space, conditions)
+        def predictor(self, space, conditions=None, *args, **kwargs):
+            made = Engine.predictor(self, space, conditions, *args, **kwargs)
             if self.kind == "naive":
                 made = NaivePredictor(made)
             self.made.append(made)
