@@ -91,7 +91,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     case_table = common.Table("Cases", [("case", "case"), ("box", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"),
                                         ("tumour", "tumour voxels in box"), ("fraction", "tumour % of body", "{:.1f}"),
-                                        ("floor", "Dice of 'whole body'", "{:.3f}")])
+                                        ("floor", "Dice of 'whole body'", "{:.3f}"), ("training", "model training")])
     per_case = common.Table("Per case (voxels inside the body)", [
         ("case", "case"), ("method", "method"), ("auroc", "AUROC", "{:.3f}"), ("dice", "best Dice", "{:.3f}"),
         ("threshold", "at threshold", "{:.3g}"), ("seconds", "s", "{:.2f}"), ("note", "note")])
@@ -109,7 +109,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         spacing = common.spacing_zyx(image)
         case_table.add(case=name, box="×".join(map(str, hu.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), tumour=int(tumour.sum()),
-                       fraction=100.0 * tumour.sum() / body.sum(), floor=common.dice(body, tumour))
+                       fraction=100.0 * tumour.sum() / body.sum(), floor=common.dice(body, tumour),
+                       training=common.training_status(model, name))
         print(f"[{name}] box {hu.shape}, tumour {100.0 * tumour.sum() / body.sum():.1f} % of the body", flush=True)
         for method in METHODS:
             note = ""

@@ -439,6 +439,31 @@ def resolve_bench_model(args: argparse.Namespace, role: str = "base") -> BenchMo
     return BenchModel(str(files.path), files.name, files.model_config.name, trained)
 
 
+def training_status(model: Optional[BenchModel], case: str) -> str:
+    """Whether ``case`` was held out from the model's training, from its model card: 'held out'
+    when the card's "validation cases: N (a, b, ...)" lists it, 'seen in training' when the card
+    says the model trained on the shared CT (shared/data/ct) and does not list it, else 'unknown'."""
+    import re
+
+    if model is None or not model.available:
+        return "–"
+    from MedDiffFMLib.models.registry import resolve_model
+
+    try:
+        card = resolve_model(model.ref).card or ""
+    except Exception:  # noqa: BLE001 - a label, not a check
+        return "unknown"
+    if card.lower().startswith(f"# {model.name.lower()}") and "randomly initialised" in card.lower():
+        return "untrained"
+    held = re.search(r"validation cases:\s*\d+\s*\(([^)]*)\)", card, flags=re.IGNORECASE)
+    names = {n.strip() for n in held.group(1).split(",")} if held else set()
+    if case in names:
+        return "held out"
+    if "shared/data/ct" in card or "shared real ct" in card.lower():
+        return "seen in training"
+    return "unknown"
+
+
 def make_engine(model: BenchModel, device: str, role: str = "base", **options):
     """An :class:`~MedDiffFMLib.tasks.Engine` for ``model`` (loaded once, reused over cases)."""
     from MedDiffFMLib.tasks.engine import Engine, EngineOptions

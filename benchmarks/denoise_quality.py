@@ -400,7 +400,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     case_table = common.Table("Cases (low-dose noise simulated per case)", [
         ("case", "case"), ("shape", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"), ("mvox", "Mvox", "{:.2f}"),
-        ("region", "guessed region"), ("i0", "I0 photons/ray", "{:.3g}"), ("views", "views"),
+        ("region", "guessed region"), ("training", "model training"), ("i0", "I0 photons/ray", "{:.3g}"),
+        ("views", "views"),
         ("added", "added std HU (soft tissue)", "{:.1f}"), ("own", "own noise of the scan HU", "{:.1f}"),
         ("sim_s", "simulation s", "{:.1f}")])
     per_case = common.Table("Per case", [
@@ -415,7 +416,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         (case, sim_s) = common.timed(lambda: NoisyCase(name, crop_mm, args.noise_hu, args.seed, args.i0, args.views))
         case_table.add(case=name, shape="×".join(map(str, case.clean.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in case.spacing), mvox=case.voxels / 1e6,
-                       region=str(guess_region(case.noisy_image)), i0=case.i0, views=case.views,
+                       region=str(guess_region(case.noisy_image)), training=common.training_status(model, name),
+                       i0=case.i0, views=case.views,
                        added=case.added_std, own=estimate_noise_hu(case.clean), sim_s=sim_s)
         print(f"[{name}] box {case.clean.shape}, I0 {case.i0:.3g}, added {case.added_std:.1f} HU "
               f"({sim_s:.0f} s to simulate)", flush=True)

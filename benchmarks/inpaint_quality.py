@@ -114,7 +114,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     case_table = common.Table("Cases", [("case", "case"), ("tissue", "tissue"), ("box", "box z×y×x"),
                                         ("spacing", "spacing mm (x,y,z)"), ("voxels", "voxels in sphere"),
-                                        ("depth", "depth of centre mm", "{:.1f}"), ("std", "tissue std HU", "{:.1f}")])
+                                        ("depth", "depth of centre mm", "{:.1f}"), ("std", "tissue std HU", "{:.1f}"),
+                                        ("training", "model training")])
     per_case = common.Table("Per case (inside the sphere)", [
         ("case", "case"), ("method", "method"), ("rmse", "RMSE HU", "{:.1f}"), ("mae", "MAE HU", "{:.1f}"),
         ("psnr", "PSNR dB", "{:.2f}"), ("bias", "mean error HU", "{:+.1f}"), ("std", "fill std HU", "{:.1f}"),
@@ -134,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ref = original[mask]
         case_table.add(case=name, tissue=tissue_name, box="×".join(map(str, original.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), voxels=int(mask.sum()),
-                       depth=depth, std=float(ref.std()))
+                       depth=depth, std=float(ref.std()), training=common.training_status(model, name))
         print(f"[{name}] {tissue_name}: sphere of {int(mask.sum())} voxels, centre {depth:.1f} mm deep", flush=True)
         hidden = original.copy()
         hidden[mask] = 0.0  # nothing of the original survives inside the mask

@@ -111,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     case_table = common.Table("Cases", [("case", "case"), ("shape", "thin box z×y×x"),
                                         ("thin", "thin mm"), ("factor", "F"), ("thick", "thick mm"),
-                                        ("mvox", "Mvox (thin)", "{:.2f}")])
+                                        ("mvox", "Mvox (thin)", "{:.2f}"), ("training", "model training")])
     per_case = common.Table("Per case", [("case", "case"), ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"),
                                          ("ssim", "SSIM 3D", "{:.4f}"), ("rmse", "RMSE body HU", "{:.1f}"),
                                          ("seconds", "s", "{:.2f}"), ("note", "note")])
@@ -129,7 +129,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         reference = sitk.GetArrayFromImage(thin).astype(np.float32)
         body = common.body_mask(reference)
         case_table.add(case=name, shape="×".join(map(str, reference.shape)), thin=f"{dz:.2f}", factor=factor,
-                       thick=f"{dz * factor:.2f}", mvox=reference.size / 1e6)
+                       thick=f"{dz * factor:.2f}", mvox=reference.size / 1e6,
+                       training=common.training_status(model, name))
         print(f"[{name}] thin box {reference.shape}, F {factor} ({dz:.2f} -> {dz * factor:.2f} mm)", flush=True)
         for method in METHODS:
             note = ""
