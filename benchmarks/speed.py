@@ -780,7 +780,8 @@ def main(argv: Optional[list[str]] = None) -> int:
          ("read", "read s", "{:.1f}"), ("pre", "preprocess s", "{:.1f}"), ("step", "s/step", "{:.1f}"),
          ("post", "post s", "{:.1f}"), ("write", "write s", "{:.1f}"), ("total", "total s", "{:.1f}"),
          ("at_default", "at default steps s", "{}"), ("mvox", "Mvox/s", "{:.4f}"), ("speedup", "× naive", "{:.2f}"),
-         ("rss", "peak RSS GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"), ("psnr", "PSNR vs naive dB", "{:.1f}")])
+         ("rss", "peak RSS GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"), ("psnr", "PSNR vs naive dB", "{:.1f}"),
+         ("psnr_fast", "PSNR vs fast dB", "{:.1f}")])
     for task in tasks:
         if task not in inputs:
             continue
@@ -815,7 +816,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 speedup=(naive.projected / projected if naive else None), rss=common.gib(r.peak_rss),
                 gpu=common.gib(r.cuda_peak) if r.cuda_peak is not None else None,
                 psnr=(common.psnr(naive.output, r.output) if naive is not None and path != "naive"
-                      and naive.output.shape == r.output.shape else None))
+                      and naive.output.shape == r.output.shape else None),
+                psnr_fast=(common.psnr(results[(task, "fast")].output, r.output)
+                           if path == "tuned" and (task, "fast") in results else None))
     e2e_table.print()
     tables.append(e2e_table)
 
