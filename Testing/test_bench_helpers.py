@@ -101,3 +101,13 @@ def test_sphere_is_placed_deep_inside_the_tissue_and_away_from_the_tumour():
     assert depth >= 10.0
     hu = np.where(sphere, 0.0, 40.0).astype(np.float32)
     assert np.all(shell_mean(hu, sphere)[sphere] == 40.0)
+
+
+def test_naive_baseline_keeps_the_default_weight_layout():
+    model = _tiny_model().to(memory_format=torch.channels_last_3d)
+    assert speed.uses_channels_last(model)
+    plain = speed.naive_model(model)
+    assert not speed.uses_channels_last(plain)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    assert speed.uses_sdpa(plain) == speed.uses_sdpa(model)
+    assert speed.naive_model(plain) is plain

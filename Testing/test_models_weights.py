@@ -150,3 +150,20 @@ def test_controlnet_starts_as_the_base_model(tiny_folder, tmp_path):
         torch.testing.assert_close(loaded.model(x, t, r, cond), base.eval()(x, t, r))
     with pytest.raises(ModelError, match="superres"):
         load_pipeline_model(tmp_path / "tiny-lesion", expect_task="superres")
+
+
+def test_sampling_model_is_channels_last_on_cpu_with_the_same_output(tmp_path):
+    torch.manual_seed(3)
+    module = MedDiffFMUNet(named_config("tiny"))
+    with torch.no_grad():  # MONAI zero-inits the output layer; give it weights so outputs differ
+        for parameter in module.unet.out.parameters():
+            parameter.normal_(0, 0.1)
+    files = save_model(module, tmp_path / "tiny-cl", name="tiny-cl")
+    loaded = load_pipeline_model(files.path, device="cpu")
+    convolutions = [p for p in loaded.model.parameters() if p.dim() == 5]
+    assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in convolutions)
+    x, t, r = _inputs(files.model_config)
+    with torch.no_grad():
+        expected = module.eval()(x, t, r)
+        assert float(expected.abs().max()) > 1e-3
+        torch.testing.assert_close(loaded.model(x, t, r), expected, rtol=1e-4, atol=1e-5)
