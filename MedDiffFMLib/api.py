@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from .io import to_image
 from .progress import CancelCheck, ProgressCallback
 from .tasks.anomaly import AnomalyOptions, anomaly_map_image
-from .tasks.denoise import DenoiseOptions, denoise_image
+from .tasks.denoise import DEFAULT_DENOISE_STEPS, DenoiseOptions, denoise_image
 from .tasks.inpaint import InpaintOptions, inpaint_image
 from .tasks.lesion import LesionOptions, generate_lesion_image
 from .tasks.superres import SuperResOptions, super_resolve_image
@@ -50,7 +50,7 @@ def denoise(
     model: Optional[str] = None,
     device: str = "auto",
     strength: float = 1.0,
-    steps: int = 10,
+    steps: int = DEFAULT_DENOISE_STEPS,
     noise_hu: Optional[float] = None,
     lam: float = 10.0,
     seed: Optional[int] = 0,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..preview import write_preview
-from ..tasks.denoise import DenoiseOptions, denoise_image
+from ..tasks.denoise import DEFAULT_DENOISE_STEPS, DenoiseOptions, denoise_image
 from ..tasks.engine import Engine
 from . import common
 from .task_helpers import add_ct_input_arguments
@@ -20,7 +20,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="0..1: fraction of the noise to remove (1 = all, 0.5 = halfway; default 1)")
     parser.add_argument("--noise-hu", type=float, default=None, help="noise std of the input in HU (default: estimated)")
     parser.add_argument("--lambda", dest="lam", type=float, default=10.0, help="DiffPIR lambda (default 10)")
-    common.add_sampling_arguments(parser, default_steps=10)
+    common.add_sampling_arguments(parser, default_steps=DEFAULT_DENOISE_STEPS)
     add_ct_input_arguments(parser)
 
 
