@@ -12,7 +12,7 @@ from slicer_helpers import paths  # noqa: E402,F401  (sys.path for MedDiffFMModu
 
 from MedDiffFMModuleLib import Tasks  # noqa: E402
 from MedDiffFMModuleLib.Dependencies import DependencyChecker, DependencyError  # noqa: E402
-from MedDiffFMModuleLib.Models import estimateSeconds, formatDuration, parseInfoOutput  # noqa: E402
+from MedDiffFMModuleLib.Models import ModelInfo, estimateSeconds, formatDuration, parseInfoOutput  # noqa: E402
 from MedDiffFMModuleLib.Progress import ProgressParser, parseProgressLine  # noqa: E402
 from MedDiffFMModuleLib.Tasks import Device, Region, Task, TaskOptions, TaskPaths  # noqa: E402
 
@@ -170,11 +170,24 @@ def test_info_parsing_and_model_card():
     assert parseInfoOutput(pretty).models == [] and not parseInfoOutput(pretty).hasGpu
 
 
-def test_time_estimate_scales_with_volume_steps_and_device():
-    small = estimateSeconds(1_000_000, 10, "cpu")
-    assert estimateSeconds(2_000_000, 10, "cpu") > small
-    assert estimateSeconds(1_000_000, 20, "cpu") > small
-    assert estimateSeconds(1_000_000, 10, "cuda") < small
+def test_time_estimate_counts_the_network_evaluations_of_the_model():
+    starter = ModelInfo(name="starter", config={"channels": [16, 32, 64], "patch_size": [32, 32, 32],
+                                               "spacing_mm": [3.0, 3.0, 3.0]})
+    default = ModelInfo(name="default", config={"channels": [32, 64, 128], "patch_size": [64, 64, 64],
+                                               "spacing_mm": [2.0, 2.0, 2.0]})
+    dims, spacing = (256, 256, 128), (1.0, 1.0, 1.0)
+    small = estimateSeconds(dims, spacing, 5, "cpu", starter)
+    # The benchmark measured 2.8 s per step for this case with this model on the 2-core CPU.
+    assert 5 * 1.5 < small < 5 * 6
+    assert estimateSeconds((512, 512, 256), spacing, 5, "cpu", starter) > 4 * (small - 2)
+    assert estimateSeconds(dims, spacing, 10, "cpu", starter) > small
+    assert estimateSeconds(dims, spacing, 5, "cuda", starter) < small
+    assert estimateSeconds(dims, spacing, 5, "cpu", default) > 5 * small
+    # No steps given: the task's default.
+    assert estimateSeconds(dims, spacing, None, "cpu", starter, task="denoise") == small
+    assert estimateSeconds(dims, spacing, None, "cpu", starter, task="synthesize") > 9 * (small - 2)
+    # Synthesis without a reference volume samples one patch.
+    assert estimateSeconds(None, None, 50, "cpu", starter) < estimateSeconds(dims, spacing, 50, "cpu", starter)
     assert formatDuration(30) == "about 30 s" and formatDuration(600) == "about 10 min"
 
 

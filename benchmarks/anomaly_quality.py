@@ -71,6 +71,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    common.add_overlap_arg(parser)
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box around the tumour centroid")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
     args = parser.parse_args(argv)
@@ -84,7 +85,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.print_header("Anomaly-map quality (tumour masks)", machine, model)
     engine, load_s = None, float("nan")
     if model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device))
+        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, **common.engine_options(args)))
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
     else:
         print(f"MedDiffFM: not available ({model.reason}).")

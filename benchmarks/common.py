@@ -412,6 +412,18 @@ def add_common_args(parser: argparse.ArgumentParser, default_cases: Sequence[str
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
 
 
+def add_overlap_arg(parser: argparse.ArgumentParser) -> None:
+    """``--overlap``: MedDiffFM's patch overlap, to check that a speed setting leaves quality unchanged."""
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="patch overlap for MedDiffFM (default: the library's); e.g. 0.5 = the naive baseline's")
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """Engine options given on the command line (only those set)."""
+    overlap = getattr(args, "overlap", None)
+    return {} if overlap is None else {"overlap": float(overlap)}
+
+
 def resolve_bench_model(args: argparse.Namespace, role: str = "base") -> BenchModel:
     """``--model``, else a random ``--config`` model, else the registry's default for ``role``."""
     from MedDiffFMLib.errors import MedDiffFMError

@@ -356,6 +356,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    common.add_overlap_arg(parser)
     parser.add_argument("--noise-hu", type=float, default=DEFAULT_TARGET_STD_HU,
                         help="target std (HU) of the added noise in soft tissue (I0 calibrated per case)")
     parser.add_argument("--i0", type=float, default=None, help="fixed incident photons per ray instead of calibrating")
@@ -393,7 +394,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     engine, load_s = None, float("nan")
     if model is not None and model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device))
+        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, **common.engine_options(args)))
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
     elif model is not None:
         print(f"MedDiffFM: not available ({model.reason}).")

@@ -96,6 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    common.add_overlap_arg(parser)
     parser.add_argument("--radius-mm", type=float, default=RADIUS_MM)
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box around the sphere given to every method")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
@@ -107,7 +108,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.print_header("Healthy inpainting quality (hidden sphere of normal tissue)", machine, model)
     engine, load_s = None, float("nan")
     if model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device))
+        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, **common.engine_options(args)))
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
     else:
         print(f"MedDiffFM: not available ({model.reason}).")

@@ -91,6 +91,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    common.add_overlap_arg(parser)
     parser.add_argument("--thick-mm", type=float, default=THICK_MM, help="thick slice thickness to simulate (mm)")
     parser.add_argument("--crop-mm", type=float, default=None,
                         help=f"box size in mm (default {CROP_MM:.0f}, quick {QUICK_CROP_MM:.0f})")
@@ -104,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.print_header("Super-resolution quality (thick slices -> thin)", machine, model)
     engine, load_s = None, float("nan")
     if model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, role="superres"))
+        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, role="superres", **common.engine_options(args)))
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
     else:
         print("MedDiffFM: not available (no superres model).")

@@ -5,7 +5,7 @@ Pure Python: unit-tested without Slicer.
 
 import dataclasses
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .I18n import _
 
@@ -99,22 +99,58 @@ def parseInfoOutput(stdout: str) -> LibraryInfo:
     )
 
 
-# Seconds per million voxels and per sampling step for the paper-size model. Rough figures that
-# a model card may override with "seconds_per_megavoxel_step": {"cpu": ..., "cuda": ...}.
-DEFAULT_SECONDS_PER_MEGAVOXEL_STEP = {"cpu": 6.0, "cuda": 0.05, "mps": 0.6}
+# Default sampler steps of each CLI subcommand (kept in step with MedDiffFMLib's task options).
+DEFAULT_TASK_STEPS = {"denoise": 5, "anomaly": 20, "synthesize": 50, "superres": 50, "inpaint": 50, "lesion": 50}
 DEFAULT_STEPS = 50
 
+# Network FLOPs per patch voxel ~= FLOP_FACTOR * sum over levels of channels^2 / 8^level: fits the
+# FlopCounterMode counts of benchmarks/speed.py (cpu_starter 0.34, default 1.42 MFLOP/voxel) within 5 %.
+FLOP_FACTOR = 790.0
+# Sustained FLOP/s of the whole network. CPU: measured on the project's 2-core machine (about 120
+# GFLOP/s, benchmarks/speed.py section 1). GPU and MPS: rough until measured there.
+SUSTAINED_FLOPS = {"cpu": 1.2e11, "cuda": 1.0e14, "mps": 5.0e12}
+LIBRARY_OVERLAP = 0.25
 
-def estimateSeconds(voxels: int, steps: Optional[int], device: str, model: Optional[ModelInfo] = None) -> float:
-    """A rough run time in seconds for a volume of ``voxels`` voxels (``device``: ``"cpu"``,
-    ``"cuda"`` or ``"mps"``)."""
+
+def _patchesPerAxis(size: int, patch: int, overlap: float) -> int:
+    if size <= patch:
+        return 1
+    stride = max(1, int(patch * (1.0 - overlap)))
+    return -(-(size - patch) // stride) + 1
+
+
+def estimateSeconds(
+    dims: Optional[Sequence[int]],
+    spacing: Optional[Sequence[float]],
+    steps: Optional[int],
+    device: str,
+    model: Optional[ModelInfo] = None,
+    task: str = "denoise",
+) -> float:
+    """A rough run time in seconds for a volume of ``dims`` voxels (x, y, z) at ``spacing`` mm
+    (``None``: one model patch, as synthesis without a reference volume).
+
+    Counts the network evaluations the library will make on the model's grid (patches per step with
+    its overlap, times the task's steps) and multiplies by the model's FLOPs per patch over a
+    sustained rate for ``device`` (``"cpu"``, ``"cuda"`` or ``"mps"``).
+    """
     config = (model.config if model else {}) or {}
     if not steps:
-        steps = int(config.get("default_steps") or config.get("num_inference_steps") or DEFAULT_STEPS)
-    rates = dict(DEFAULT_SECONDS_PER_MEGAVOXEL_STEP)
-    rates.update(config.get("seconds_per_megavoxel_step") or {})
-    rate = float(rates.get(device, rates["cpu"]))
-    return 2.0 + voxels / 1.0e6 * steps * rate
+        steps = int(config.get("default_steps") or DEFAULT_TASK_STEPS.get(task, DEFAULT_STEPS))
+    patch = [int(p) for p in config.get("patch_size") or (64, 64, 64)]  # z, y, x
+    modelSpacing = [float(v) for v in config.get("spacing_mm") or (2.0, 2.0, 2.0)]  # z, y, x
+    channels = [int(c) for c in config.get("channels") or (32, 64, 128)]
+    if dims is None or spacing is None:
+        gridZyx = list(patch)
+    else:
+        gridZyx = [max(1, round(n * s / m)) for n, s, m in zip(list(dims)[::-1], list(spacing)[::-1], modelSpacing)]
+    patches = 1
+    for size, length in zip(gridZyx, patch):
+        patches *= _patchesPerAxis(size, length, LIBRARY_OVERLAP)
+    patchVoxels = patch[0] * patch[1] * patch[2]
+    flopsPerVoxel = FLOP_FACTOR * sum(c * c / 8.0 ** level for level, c in enumerate(channels))
+    rate = float(SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"]))
+    return 2.0 + steps * patches * patchVoxels * flopsPerVoxel / rate
 
 
 def formatDuration(seconds: float) -> str:

@@ -24,7 +24,6 @@ from .Tasks import ALL_OPTIONS, Device, Task, needsMask, outputName, taskSpec, v
 SETTINGS_MODEL = "MedDiffFM/Model"
 SETTINGS_DEVICE = "MedDiffFM/Device"
 POLL_INTERVAL_MS = 200
-SYNTHESIS_VOXELS = 256 * 256 * 128
 
 
 class SlicerMessages:
@@ -347,18 +346,20 @@ class MedDiffFMPanel:
         task = Task(p.task)
         volume = p.inputVolume
         if volume is not None and volume.GetImageData() is not None:
-            dims = volume.GetImageData().GetDimensions()
-            voxels = dims[0] * dims[1] * dims[2]
+            dims = list(volume.GetImageData().GetDimensions())
+            spacing = list(volume.GetSpacing())
             if task is Task.SUPERRES:
-                voxels *= max(2, int(p.factorZ or 2))
+                factor = max(2, int(p.factorZ or 2))
+                dims[2] *= factor
+                spacing[2] /= factor
         elif task is Task.SYNTHESIZE:
-            voxels = SYNTHESIS_VOXELS
+            dims, spacing = None, None  # the library's default: one model patch
         else:
             self.ui.estimatedTimeLabel.setText(_("select an input volume"))
             return
         model = self.libraryInfo.model(p.model) if self.libraryInfo else None
         device = self.resolvedDevice()
-        seconds = estimateSeconds(int(voxels), p.steps or None, device, model)
+        seconds = estimateSeconds(dims, spacing, p.steps or None, device, model, task.value)
         deviceName = _("CPU") if device == "cpu" else _("GPU")
         self.ui.estimatedTimeLabel.setText(_("{duration} on {device} (rough estimate)").format(
             duration=formatDuration(seconds), device=deviceName))
