@@ -230,3 +230,17 @@ def test_failed_installation_is_reported():
                                 installTorch=broken, pipInstall=lambda reqs: None)
     with pytest.raises(DependencyError, match="no network"):
         checker.ensure(confirm=lambda text: True)
+
+
+def test_time_estimate_uses_the_library_default_steps():
+    from MedDiffFMModuleLib.Models import DEFAULT_TASK_STEPS
+    from MedDiffFMLib.tasks.anomaly import AnomalyOptions
+    from MedDiffFMLib.tasks.denoise import DenoiseOptions
+    from MedDiffFMLib.tasks.inpaint import InpaintOptions
+    from MedDiffFMLib.tasks.lesion import LesionOptions
+    from MedDiffFMLib.tasks.superres import SuperResOptions
+    from MedDiffFMLib.tasks.synthesize import SynthesisOptions
+
+    library = {"denoise": DenoiseOptions, "anomaly": AnomalyOptions, "synthesize": SynthesisOptions,
+               "superres": SuperResOptions, "inpaint": InpaintOptions, "lesion": LesionOptions}
+    assert DEFAULT_TASK_STEPS == {task: options().steps for task, options in library.items()}
