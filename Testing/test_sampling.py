@@ -85,6 +85,40 @@ def test_timesteps_start_at_or_below_the_start_step():
     assert all(a > b for a, b in zip(partial, partial[1:]))
 
 
+def test_timesteps_honour_the_start_and_count_with_few_steps():
+    scheduler = sampling_scheduler(named_config("tiny"))
+    assert prepare_timesteps(scheduler, 1, start_step=950) == [950]
+    assert prepare_timesteps(scheduler, 2, start_step=950) == [950, 0]
+    assert prepare_timesteps(scheduler, 2) == [999, 0]
+    assert prepare_timesteps(scheduler, 5, start_step=4) == [4, 3, 2, 1, 0]
+    assert prepare_timesteps(scheduler, 50, start_step=4) == [4, 3, 2, 1, 0]
+    for steps, start in [(3, 500), (20, 950), (7, 6), (50, None)]:
+        visited = prepare_timesteps(scheduler, steps, start_step=start)
+        assert len(visited) == steps and visited[-1] == 0
+        assert all(a > b for a, b in zip(visited, visited[1:]))
+
+
+def test_ddim_step_lands_on_the_requested_noise_level():
+    from MedDiffFMLib.sampling import add_noise, alpha_bar, ddim_step
+
+    scheduler = sampling_scheduler(named_config("tiny"))
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1, 1, 6, 6, 6) * 1.6 - 0.8
+    noise = torch.randn(x0.shape, generator=generator)
+    t, t_prev = 700, 120  # a jump MONAI's step would compute as 700 -> 699 with 1000 inference steps
+    a_t, a_prev = alpha_bar(scheduler, t), alpha_bar(scheduler, t_prev)
+    x_t = a_t**0.5 * x0 + (1 - a_t) ** 0.5 * noise
+    # With the true noise, DDIM (eta 0) moves exactly along q(x_t | x0).
+    expected = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * noise
+    torch.testing.assert_close(ddim_step(scheduler, noise, t, t_prev, x_t), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ddim_step(scheduler, noise, t, -1, x_t), x0, atol=1e-4, rtol=0)
+    # Where MONAI's own step is consistent (1000 inference steps: t -> t - 1) the two agree.
+    scheduler.set_timesteps(1000)
+    x_500 = add_noise(scheduler, x0, 500, torch.Generator().manual_seed(3))
+    monai_prev, _ = scheduler.step(noise, 500, x_500)
+    torch.testing.assert_close(ddim_step(scheduler, noise, 500, 499, x_500), monai_prev, atol=1e-5, rtol=1e-5)
+
+
 def test_noise_level_maps_to_the_matching_step():
     scheduler = sampling_scheduler(named_config("tiny"))
     t = step_for_noise(scheduler, 0.2)

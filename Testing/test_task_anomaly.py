@@ -102,3 +102,10 @@ def test_api_anomaly_details(tiny_models):
                           details=True)
     assert out["map"].shape == array.shape and out["mask"].shape == array.shape
     assert out["healthy"].shape == array.shape and np.isfinite(out["score"])
+
+
+def test_anomaly_map_with_a_single_step(tiny_models):
+    image = task_ct()
+    out = api.anomaly_map(image, model=str(tiny_models.base), device="cpu", steps=1, region="chest")
+    values = sitk.GetArrayFromImage(out)
+    assert values.shape == sitk.GetArrayFromImage(image).shape and np.isfinite(values).all()

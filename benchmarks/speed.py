@@ -725,7 +725,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--e2e-spacing", type=float, default=None, help="resample the case to this spacing (mm) first")
     parser.add_argument("--small-size", type=parse_size, default=(128, 128, 64), help="second size for the memory check")
     parser.add_argument("--tasks", default=None, help="comma-separated of " + ",".join(TASKS)
-                        + " (default: denoise on CPU, all on GPU)")
+                        + " (default: denoise on CPU, all on GPU; 'none' skips sections 2 and 3)")
     parser.add_argument("--paths", default=",".join(PATHS), help="naive,fast,tuned")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampler steps to run (default: each task's default; --quick: 2, anomaly 3)")
@@ -739,6 +739,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--big-size", type=parse_size, default=(512, 512, 300),
                         help="x,y,z voxels of the synthetic volume (at 0.8x0.8x1.5 mm)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--memory-all", choices=["auto", "run", "skip"], default="auto",
+                        help="section 6, peak memory of every task (1 step, library path) on a synthetic volume of "
+                             "--memory-size: run (GPU default) or skip (CPU default)")
+    parser.add_argument("--memory-size", type=parse_size, default=(512, 512, 512),
+                        help="x,y,z voxels of section 6's synthetic volume (at 0.8 mm isotropic)")
     args = parser.parse_args(argv)
     common.setup_threads(args)
     machine = common.machine_info(args.device)
@@ -754,6 +759,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     tasks = [t.strip() for t in (args.tasks or ("all" if gpu else "denoise")).split(",") if t.strip()]
     if tasks == ["all"]:
         tasks = list(TASKS)
+    if tasks == ["none"]:
+        tasks = []
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}, all or none")
+    memory_all = args.memory_all == "run" or (args.memory_all == "auto" and gpu)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     rounds = args.rounds or (2 if args.quick else 3)
     print(f"Model loaded in {load_s:.1f} s on {engine.device}; patch {engine.config.patch_size}, spacing "
@@ -780,7 +791,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     runner = IsolatedRunner(model.ref, "base", args.device, args.threads, tuned, work)
     # Runners for the ControlNet tasks.
     role_runners: dict[str, IsolatedRunner] = {}
-    for task in [t for t in tasks if t in ("superres", "lesion")]:
+    for task in [t for t in (TASKS if memory_all else tasks) if t in ("superres", "lesion")]:
         explicit = getattr(args, f"{task}_model")
         role_model = common.resolve_bench_model(
             argparse.Namespace(model=explicit, config=None if explicit else args.config), role=task)
@@ -934,6 +945,32 @@ def main(argv: Optional[list[str]] = None) -> int:
         big_table.print()
         tables.append(big_table)
 
+    # 6. Peak memory of every task on a large volume (the GPU target is <= 8 GB at 512^3).
+    memory_rows: list[tuple[str, E2E]] = []
+    if memory_all:
+        size = args.memory_size
+        huge = synthetic_ct(size, spacing=(0.8, 0.8, 0.8))
+        huge_inputs = prepare_inputs(huge, TASKS, work, "memory")
+        mem_all_table = common.Table(
+            f"6. Peak memory of every task, 1 step, library path, synthetic CT {'×'.join(map(str, size))} at 0.8 mm "
+            f"({int(np.prod(size)) / 1e6:.0f} Mvox)",
+            [("task", "task"), ("patches", "network evaluations"), ("total", "total s", "{:.1f}"),
+             ("rss", "peak RSS GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"), ("note", "note")])
+        for task in TASKS:
+            task_runner = role_runners.get(task) if task in ("superres", "lesion") else runner
+            if task_runner is None:
+                continue
+            r = task_runner.run(task, huge_inputs[task], 1, "fast", "_memory")
+            memory_rows.append((task, r))
+            mem_all_table.add(task=task, patches=r.evaluations, total=r.total, rss=common.gib(r.peak_rss),
+                              gpu=common.gib(r.cuda_peak) if r.cuda_peak is not None else None,
+                              note="" if r.evaluations else "no network evaluation (nothing to do): not a figure")
+            print(f"[memory] {task}: peak RSS {common.gib(r.peak_rss):.2f} GiB", flush=True)
+        mem_all_table.note = ("Each task in a fresh process, one sampler step (memory does not grow with the steps: "
+                              "section 3). superres reads a thick-slice copy and writes the full grid.")
+        mem_all_table.print()
+        tables.append(mem_all_table)
+
     # 5. Targets.
     targets = common.Table("5. Targets", [("target", "target"), ("measured", "measured"), ("verdict", "standing")])
     fast_e2e = results.get(("denoise", "fast"))
@@ -987,6 +1024,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 targets.add(target=f"512×512×300 output equal to naive's: PSNR ≥ {QUALITY_TARGET_DB:.0f} dB ({key})",
                             measured=f"{value:.1f} dB", verdict="met" if value >= QUALITY_TARGET_DB else "NOT met")
         targets.add(target="CPU targets", measured="not measured in a GPU run (use --device cpu)", verdict="–")
+    for task, r in memory_rows:
+        if not r.evaluations:
+            continue
+        if gpu and r.cuda_peak is not None:
+            targets.add(target=f"GPU: {task} at {'×'.join(map(str, args.memory_size))} peak ≤ "
+                               f"{GPU_TARGET_MEMORY_GB:.0f} GB", measured=f"{r.cuda_peak / 1e9:.2f} GB",
+                        verdict="met" if r.cuda_peak / 1e9 <= GPU_TARGET_MEMORY_GB else "NOT met")
+        elif not gpu:
+            targets.add(target=f"CPU: {task} at {'×'.join(map(str, args.memory_size))} peak RAM (no target; "
+                               f"{CPU_TARGET_RAM_GB:.0f} GB for 256x256x128)", measured=f"{r.peak_rss / 1e9:.2f} GB",
+                        verdict="–")
     targets.print()
     tables.append(targets)
     if args.save:

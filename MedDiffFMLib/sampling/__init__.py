@@ -5,6 +5,7 @@ from .sampler import SamplingHooks, run_sampler
 from .schedulers import (
     add_noise,
     alpha_bar,
+    ddim_step,
     noise_to_signal,
     prepare_timesteps,
     sampling_scheduler,
@@ -19,6 +20,7 @@ __all__ = [
     "run_sampler",
     "add_noise",
     "alpha_bar",
+    "ddim_step",
     "noise_to_signal",
     "prepare_timesteps",
     "sampling_scheduler",

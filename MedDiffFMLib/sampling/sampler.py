@@ -20,7 +20,7 @@ import torch
 
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .predictor import VolumeNoisePredictor
-from .schedulers import alpha_bar
+from .schedulers import alpha_bar, ddim_step
 
 X0Transform = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 AfterStep = Callable[[torch.Tensor, int], torch.Tensor]
@@ -50,7 +50,7 @@ def run_sampler(
 ) -> torch.Tensor:
     """Run the reverse diffusion from ``x`` (the sample at ``timesteps[0]``) down to a clean image.
 
-    ``scheduler`` must have been prepared with :func:`prepare_timesteps`. Returns the final sample
+    ``timesteps`` come from :func:`prepare_timesteps` (any decreasing list works). Returns the final sample
     (1, 1, z, y, x) in model units. Raises :class:`CancelledError` between steps when ``cancel()``.
     """
     hooks = hooks or SamplingHooks()
@@ -66,8 +66,8 @@ def run_sampler(
             eps = predictor(x, t)
             if hooks.x0_transform is not None:
                 eps = _eps_after_x0_change(scheduler, x, eps, t, hooks.x0_transform)
-            x_prev, _ = scheduler.step(eps, t, x, eta=eta, generator=generator)
             t_prev = steps[index + 1] if index + 1 < len(steps) else -1
+            x_prev = ddim_step(scheduler, eps, t, t_prev, x, eta=eta, generator=generator)
             if hooks.after_step is not None:
                 x_prev = hooks.after_step(x_prev, t_prev)
             done += 1

@@ -26,22 +26,50 @@ def sampling_scheduler(config: ModelConfig) -> DDIMScheduler:
 
 
 def prepare_timesteps(scheduler: DDIMScheduler, steps: int, start_step: int | None = None) -> list[int]:
-    """Set ``scheduler`` up for about ``steps`` steps and return the time steps to visit.
-
-    With ``start_step`` (partial diffusion: denoising, anomaly maps, inpainting) the grid is made
-    finer so that about ``steps`` of its steps lie at or below ``start_step``; MONAI's DDIM step
-    derives each previous time step from the grid spacing, so the grid must stay uniform.
-    """
+    """The time steps to visit: ``steps`` of them, evenly spaced from ``start_step`` (default T - 1,
+    pure noise) down to 0. Partial diffusion (denoising, anomaly maps, inpainting) passes
+    ``start_step``; ``steps`` is capped at ``start_step + 1``, so each step is a distinct integer."""
     total = scheduler.num_train_timesteps
-    steps = max(1, int(steps))
-    if start_step is None or start_step >= total - 1:
-        scheduler.set_timesteps(min(steps, total))
-        return [int(t) for t in scheduler.timesteps]
-    start_step = max(0, int(start_step))
-    steps = min(steps, start_step + 1)
-    full = min(total, max(steps, int(round(steps * total / (start_step + 1)))))
-    scheduler.set_timesteps(full)
-    return [int(t) for t in scheduler.timesteps if int(t) <= start_step]
+    start = total - 1 if start_step is None else min(max(0, int(start_step)), total - 1)
+    count = min(max(1, int(steps)), start + 1)
+    if count == 1:
+        return [start]
+    # Spacing >= 1, so rounding half up keeps the steps distinct.
+    return [int(math.floor(start * (1.0 - k / (count - 1)) + 0.5)) for k in range(count)]
+
+
+def ddim_step(
+    scheduler,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM update (Song et al. 2021, eq. 12) from step ``t`` to ``t_prev`` (-1: the clean image).
+
+    Written here because MONAI's ``DDIMScheduler.step`` derives the previous step as
+    ``t - T // num_inference_steps`` while its ``set_timesteps`` visits a linspace grid: with few
+    steps the two disagree (2 steps: 999 -> 0 visited, 999 -> 499 computed), so the next network
+    call would see a sample at another noise level than it is told. The predicted x0 is clipped to
+    the model range as MONAI does (``clip_sample``).
+    """
+    a_t = alpha_bar(scheduler, t)
+    a_prev = alpha_bar(scheduler, t_prev)
+    x0 = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+    if getattr(scheduler, "clip_sample", False):
+        low, high = getattr(scheduler, "clip_sample_values", (-1.0, 1.0))
+        x0 = x0.clamp(float(low), float(high))
+    variance = (1.0 - a_prev) / max(1.0 - a_t, 1e-12) * (1.0 - a_t / a_prev)
+    std = float(eta) * math.sqrt(max(variance, 0.0))
+    x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - std**2, 0.0)) * eps
+    if std > 0:
+        # The generator lives on the CPU so that a seed gives the same noise on every device.
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x_prev = x_prev + std * noise.to(x.device)
+    return x_prev
 
 
 def alpha_bar(scheduler, t: int) -> float:
