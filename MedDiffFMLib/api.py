@@ -22,7 +22,7 @@ from .tasks.anomaly import AnomalyOptions, anomaly_map_image
 from .tasks.denoise import DEFAULT_DENOISE_STEPS, DenoiseOptions, denoise_image
 from .tasks.inpaint import InpaintOptions, inpaint_image
 from .tasks.lesion import LesionOptions, generate_lesion_image
-from .tasks.superres import SuperResOptions, super_resolve_image
+from .tasks.superres import DEFAULT_SUPERRES_STEPS, SuperResOptions, super_resolve_image
 from .tasks.synthesize import SynthesisOptions, synthesize_image
 from .tasks.engine import Engine, EngineOptions
 
@@ -156,7 +156,7 @@ def super_resolve(
     z_spacing: Optional[float] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    steps: int = 50,
+    steps: int = DEFAULT_SUPERRES_STEPS,
     lam: float = 10.0,
     noise_hu: Optional[float] = None,
     seed: Optional[int] = 0,

@@ -100,7 +100,7 @@ def parseInfoOutput(stdout: str) -> LibraryInfo:
 
 
 # Default sampler steps of each CLI subcommand (kept in step with MedDiffFMLib's task options).
-DEFAULT_TASK_STEPS = {"denoise": 5, "anomaly": 20, "synthesize": 50, "superres": 50, "inpaint": 50, "lesion": 50}
+DEFAULT_TASK_STEPS = {"denoise": 5, "anomaly": 20, "synthesize": 50, "superres": 25, "inpaint": 50, "lesion": 50}
 DEFAULT_STEPS = 50
 
 # Network FLOPs per patch voxel ~= FLOP_FACTOR * sum over levels of channels^2 / 8^level: fits the

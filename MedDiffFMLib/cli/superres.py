@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..preview import write_preview
 from ..tasks.engine import Engine
-from ..tasks.superres import ROLE, SuperResOptions, super_resolve_image
+from ..tasks.superres import DEFAULT_SUPERRES_STEPS, ROLE, SuperResOptions, super_resolve_image
 from . import common
 from .task_helpers import TaskProgress, add_ct_input_arguments, check_outputs
 
@@ -32,7 +32,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--start-step", type=int, default=None,
                        help="start from the interpolated input noised to this step (default: pure noise)")
     group.add_argument("--keep-origin", action="store_true", help="keep the input origin (see the description)")
-    common.add_sampling_arguments(parser, default_steps=50)
+    common.add_sampling_arguments(parser, default_steps=DEFAULT_SUPERRES_STEPS)
     add_ct_input_arguments(parser)
 
 

@@ -25,9 +25,8 @@ from .noise_estimate import estimate_noise_hu
 
 
 # The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5
-# steps scored as well as 10 (mean of 6 cases: 36.11 vs 35.96 dB, SSIM 0.707 vs 0.705) at half the
-# network evaluations; 3 lost 0.007 SSIM on the case the model helps most
-# (benchmarks/results/denoise_steps_starter_*.md).
+# steps scored the same as 10 (mean of 6 cases: 35.93 dB, SSIM 0.704 both) at half the network
+# evaluations (benchmarks/results/denoise_steps_starter_*.md).
 DEFAULT_DENOISE_STEPS = 5
 
 
