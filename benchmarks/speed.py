@@ -742,6 +742,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--memory-all", choices=["auto", "run", "skip"], default="auto",
                         help="section 6, peak memory of every task (1 step, library path) on a synthetic volume of "
                              "--memory-size: run (GPU default) or skip (CPU default)")
+    parser.add_argument("--memory-tasks", default=",".join(TASKS), help="tasks of section 6 (default: all)")
     parser.add_argument("--memory-size", type=parse_size, default=(512, 512, 512),
                         help="x,y,z voxels of section 6's synthetic volume (at 0.8 mm isotropic)")
     args = parser.parse_args(argv)
@@ -765,6 +766,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         parser.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}, all or none")
     memory_all = args.memory_all == "run" or (args.memory_all == "auto" and gpu)
+    memory_tasks = [t.strip() for t in args.memory_tasks.split(",") if t.strip()]
+    if any(t not in TASKS for t in memory_tasks):
+        parser.error(f"--memory-tasks: choose from {', '.join(TASKS)}")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     rounds = args.rounds or (2 if args.quick else 3)
     print(f"Model loaded in {load_s:.1f} s on {engine.device}; patch {engine.config.patch_size}, spacing "
@@ -791,7 +795,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     runner = IsolatedRunner(model.ref, "base", args.device, args.threads, tuned, work)
     # Runners for the ControlNet tasks.
     role_runners: dict[str, IsolatedRunner] = {}
-    for task in [t for t in (TASKS if memory_all else tasks) if t in ("superres", "lesion")]:
+    needed = dict.fromkeys(tasks + (memory_tasks if memory_all else []))
+    for task in [t for t in needed if t in ("superres", "lesion")]:
         explicit = getattr(args, f"{task}_model")
         role_model = common.resolve_bench_model(
             argparse.Namespace(model=explicit, config=None if explicit else args.config), role=task)
@@ -950,13 +955,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if memory_all:
         size = args.memory_size
         huge = synthetic_ct(size, spacing=(0.8, 0.8, 0.8))
-        huge_inputs = prepare_inputs(huge, TASKS, work, "memory")
+        huge_inputs = prepare_inputs(huge, memory_tasks, work, "memory")
         mem_all_table = common.Table(
             f"6. Peak memory of every task, 1 step, library path, synthetic CT {'×'.join(map(str, size))} at 0.8 mm "
             f"({int(np.prod(size)) / 1e6:.0f} Mvox)",
             [("task", "task"), ("patches", "network evaluations"), ("total", "total s", "{:.1f}"),
              ("rss", "peak RSS GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"), ("note", "note")])
-        for task in TASKS:
+        for task in memory_tasks:
             task_runner = role_runners.get(task) if task in ("superres", "lesion") else runner
             if task_runner is None:
                 continue

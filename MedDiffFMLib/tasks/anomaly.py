@@ -111,8 +111,9 @@ def anomaly_map_image(
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     source = sitk.GetArrayFromImage(image).astype(np.float32)
     spacing_zyx = tuple(reversed(image.GetSpacing()))
-    total_map = np.zeros(source.shape, dtype=np.float64)
-    total_healthy = np.zeros(source.shape, dtype=np.float64)
+    # float32 and no accumulators for one sample: a 512^3 CT is 0.5 GB per float32 copy.
+    total_map: Optional[np.ndarray] = None
+    total_healthy: Optional[np.ndarray] = None
     for index in range(samples):
         seed = None if options.seed is None else int(options.seed) + index
         generator = engine.generator(seed)
@@ -120,14 +121,24 @@ def anomaly_map_image(
         recon = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta, generator=generator,
                             progress=PassProgress(progress, index, samples), cancel=cancel, stage="reconstruction")
         check_cancel(cancel)
-        healthy = sitk.GetArrayFromImage(space.to_input_grid(recon[0, 0].numpy()))
-        difference = np.abs(source - healthy)
-        total_map += _smooth(difference, spacing_zyx, options.smooth_mm)
-        total_healthy += healthy
+        healthy = sitk.GetArrayFromImage(space.to_input_grid(recon[0, 0].numpy())).astype(np.float32, copy=False)
+        difference = np.subtract(source, healthy, dtype=np.float32)
+        np.abs(difference, out=difference)
+        smoothed = _smooth(difference, spacing_zyx, options.smooth_mm)
+        del difference
+        if total_map is None or total_healthy is None:
+            total_map, total_healthy = smoothed, healthy
+        else:
+            total_map += smoothed
+            total_healthy += healthy
+        del smoothed, healthy
 
     report(progress, "postprocessing", 0, 1)
-    amap = (total_map / samples).astype(np.float32)
-    healthy = (total_healthy / samples).astype(np.float32)
+    assert total_map is not None and total_healthy is not None
+    if samples > 1:
+        total_map /= samples
+        total_healthy /= samples
+    amap, healthy = total_map, total_healthy
     inside = body_mask(source, spacing_zyx) if options.body_only else None
     if inside is not None:
         amap[~inside] = 0.0
