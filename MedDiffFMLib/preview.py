@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .io.permissions import make_shareable
 
 
 def _slices(image: sitk.Image, level: float, width: float) -> list[np.ndarray]:
@@ -66,9 +67,7 @@ def write_preview(
     os.close(handle)
     try:
         picture.save(tmp, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)  # mkstemp makes the file private; a picture is for sharing
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

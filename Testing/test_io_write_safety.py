@@ -114,3 +114,28 @@ def test_refuses_to_overwrite_the_data_file_of_an_input(tmp_path):
         write_volume(oblique_ct((3, 8, 6), seed=3), tmp_path / "in.mhd", inputs=[tmp_path / "in.nhdr"])
     assert (tmp_path / "in.raw").read_bytes() == before
     assert listing(tmp_path) == ["in.nhdr", "in.raw"]
+
+
+def test_files_written_through_a_temporary_name_are_shareable(tmp_path):
+    import os
+    import stat
+    import tempfile
+
+    from pathlib import Path
+
+    from MedDiffFMLib.io.permissions import make_shareable
+
+    umask = os.umask(0o022)
+    try:
+        handle, name = tempfile.mkstemp(dir=tmp_path)
+        os.close(handle)
+        folder = Path(tempfile.mkdtemp(dir=tmp_path))
+        (folder / "weights.safetensors").write_bytes(b"x")
+        (folder / "weights.safetensors").chmod(0o600)
+        make_shareable(name)
+        make_shareable(folder)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(name).st_mode) == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "weights.safetensors").stat().st_mode) == 0o644

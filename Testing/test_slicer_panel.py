@@ -324,7 +324,8 @@ def test_panel_code_uses_portable_qt_calls_and_translations():
 
     moduleDir = paths.MODULE_DIR
     sources = {name: open(os.path.join(moduleDir, *name.split("/")), encoding="utf-8").read()
-               for name in ("MedDiffFM.py", "MedDiffFMModuleLib/Panel.py", "MedDiffFMModuleLib/Logic.py")}
+               for name in ("MedDiffFM.py", "MedDiffFMModuleLib/Panel.py", "MedDiffFMModuleLib/Logic.py",
+                            "MedDiffFMModuleLib/Job.py")}
     for name, text in sources.items():
         assert not re.search(r"\.connect\(\s*['\"]", text), f"{name}: PythonQt string-signal connect"
         for match in re.finditer(r"(?<!logging)\.(setText|setToolTip|setFormat|error|info|delayDisplay)\(\s*f?['\"][^'\"]", text):

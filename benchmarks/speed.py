@@ -909,18 +909,16 @@ def main(argv: Optional[list[str]] = None) -> int:
              ("psnr", "PSNR vs naive dB", "{:.1f}")])
         per_patch = {"naive": info["naive_best"], "fast": info["library_best"], "tuned": min(chosen.times)}
         for path in paths:
-            if big_mode == "full":
-                r = runner.run("denoise", big_inputs["denoise"], steps_big, path, "_big")
-                if r.evaluations == 0:
-                    raise RuntimeError("Denoising the synthetic volume made no network evaluation (it found no "
-                                       "noise to remove on the model grid), so there is nothing to time.")
+            full = big_mode == "full"
+            r = runner.run("denoise", big_inputs["denoise"], steps_big, path, "_big" if full else "_bigstub",
+                           stub=not full)
+            if r.evaluations == 0:
+                raise RuntimeError("Denoising the synthetic volume made no network evaluation (it found no "
+                                   "noise to remove on the model grid), so there is nothing to time.")
+            if full:
                 big_results[path] = {"total": r.total, "patches": r.patches_per_step, "rss": r.peak_rss,
                                      "gpu": r.cuda_peak, "output": r.output, "network": None, "overhead": None}
             else:
-                r = runner.run("denoise", big_inputs["denoise"], steps_big, path, "_bigstub", stub=True)
-                if r.evaluations == 0:
-                    raise RuntimeError("Denoising the synthetic volume made no network evaluation (it found no "
-                                       "noise to remove on the model grid), so there is nothing to estimate.")
                 network = r.evaluations * per_patch[path]
                 big_results[path] = {"total": r.total + network, "patches": r.patches_per_step, "rss": r.peak_rss,
                                      "gpu": r.cuda_peak, "output": None, "network": network, "overhead": r.total,
@@ -1007,7 +1005,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                      f"GPU: ≥ {GPU_TARGET_SPEEDUP:.0f}× naive", f"GPU: peak ≤ {GPU_TARGET_MEMORY_GB:.0f} GB"):
             targets.add(target=text, measured="not measured (no GPU)", verdict="–")
     else:
-        fast_big, naive_big = big_results.get("fast"), big_results.get("naive")
+        naive_big = big_results.get("naive")
         for label, key in (("library as shipped", "fast"), ("tuned", "tuned")):
             b = big_results.get(key)
             if b is None:

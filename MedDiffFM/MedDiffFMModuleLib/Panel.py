@@ -16,7 +16,8 @@ from typing import Optional
 import qt
 
 from .I18n import _
-from .Logic import Job, MedDiffFMModuleError, RunCancelled, requestFromParameters, sameNode
+from .Job import Job, MedDiffFMModuleError, RunCancelled
+from .Logic import requestFromParameters, sameNode
 from .Models import LibraryInfo, estimateSeconds, formatDuration
 from .Progress import ProgressUpdate
 from .Tasks import ALL_OPTIONS, Device, Task, needsMask, outputName, taskSpec, visibleOptions

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ..errors import ModelError
-from .weights import MANIFEST, ModelFiles, _make_readable, sha256_of, verify_model_folder
+from ..io.permissions import make_shareable
+from .weights import MANIFEST, ModelFiles, sha256_of, verify_model_folder
 
 # Roles a shipped model can play; ``Resources/Models/models.json`` maps each to a model name.
 ROLES = ("base", "superres", "lesion")
@@ -120,7 +121,7 @@ def import_weights(source: str | Path, name: Optional[str] = None, dest_root: Op
         for fname, expected in files.files.items():
             if sha256_of(tmp / fname) != expected:
                 raise ModelError(f"Copying '{fname}' failed its checksum; nothing was imported.")
-        _make_readable(tmp)
+        make_shareable(tmp)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

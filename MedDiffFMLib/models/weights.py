@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelError
+from ..io.permissions import make_shareable
 from .config import ControlNetConfig, ModelConfig
 from .network import MedDiffFMControlNet, MedDiffFMUNet
 
@@ -122,7 +123,7 @@ def save_model(
             save_file(shard, str(tmp / fname), metadata={"format": FORMAT, "name": name})
         files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "kind": config_doc["kind"], "files": files}, indent=2))
-        _make_readable(tmp)
+        make_shareable(tmp)
         if out_dir.exists():
             backup = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -135,16 +136,6 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return verify_model_folder(out_dir)
-
-
-def _make_readable(folder: Path) -> None:
-    # mkdtemp creates a private (0700) folder; a model folder is shared data: rwxr-xr-x / rw-r--r--,
-    # less whatever the user's umask removes.
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o755 & ~umask)
-    for file in folder.iterdir():
-        file.chmod(0o644 & ~umask)
 
 
 def verify_model_folder(path: str | Path) -> ModelFiles:

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 

@@ -31,6 +31,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..io import geometry_of, read_volume, same_geometry
+from ..io.permissions import make_shareable
 from ..preprocessing import check_hu, grid_for_spacing, resample_like
 from .manifest import CaseEntry, Manifest, ManifestError
 
@@ -45,6 +46,7 @@ def _atomic_write_bytes(path: Path, writer: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         writer(Path(tmp))
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

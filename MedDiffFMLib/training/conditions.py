@@ -2,18 +2,19 @@
 
 * anatomy one-hot for the U-Net input (channel k is label id k + 1; missing or dropped anatomy is
   all zeros, exactly what inference feeds when no anatomy is given);
-
-These follow the contract of :mod:`MedDiffFMLib.tasks.conditions` (what sampling feeds the network),
-and use its functions where one exists.
 * ControlNet conditions for fine-tuning, one builder per task, chosen by name:
   ``superres`` (the patch degraded to thick slices) and ``lesion`` (the lesion mask).
 
 Builders run in the data pipeline on numpy arrays, with the sample's own random generator, so a
 sample is a pure function of (seed, sample index) and resuming or sharding never changes it.
+
+These follow the contract of :mod:`MedDiffFMLib.tasks.conditions` (what sampling feeds the network),
+and use its functions where one exists.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Optional, Sequence
 
 import numpy as np
@@ -55,8 +56,8 @@ def thick_slices(volume: np.ndarray, factor: int, phase: int = 0) -> np.ndarray:
     return degrade_z(padded, factor)[phase:]
 
 
-class ConditionBuilder:
-    """Builds the ControlNet condition (channels, z, y, x) of one sample."""
+class ConditionBuilder(ABC):
+    """Builds the ControlNet condition (channels, z, y, x) of one sample; one subclass per task."""
 
     task = ""
     channels = 1
@@ -65,8 +66,9 @@ class ConditionBuilder:
     def __init__(self, options: Optional[dict] = None) -> None:
         self.options = dict(options or {})
 
+    @abstractmethod
     def build(self, sample: dict, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+        """The condition of ``sample`` (its crop and, for lesions, the lesion mask)."""
 
     def describe(self) -> str:
         return self.task

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..device import resolve_device
 from ..errors import CancelledError, MedDiffFMError
-from ..models.config import ControlNetConfig, ModelConfig
+from ..models.config import ControlNetConfig
 from ..models.network import MedDiffFMUNet
 from .cache import TrainingCache, atomic_write_text
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
