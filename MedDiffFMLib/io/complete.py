@@ -116,8 +116,8 @@ def _nifti_header(head: bytes, path: Path) -> Tuple[int, int]:
             break
     else:
         raise InputError(
-            f"'{path}' is not a valid NIfTI file: its header is missing or cut short "
-            f"({len(head)} bytes). Copy or export it again."
+            f"The file '{path}' is damaged or not really NIfTI: its header is missing or cut short "
+            f"({len(head)} bytes where NIfTI needs 348 or 540). Copy or export it again. Nothing was processed."
         )
     ndim = dims[0]
     if not 1 <= ndim <= 7 or bitpix <= 0:
