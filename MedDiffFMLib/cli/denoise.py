@@ -41,10 +41,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    common.check_output_path(args.output, [args.input])
+    options = options_from_args(args)
+    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options], role="base")
     image = common.read_input(args.input, args.series)
     engine = Engine(common.engine_options(args), role="base")
-    result = denoise_image(image, engine, options_from_args(args), progress=common.make_progress(args),
+    result = denoise_image(image, engine, options, progress=common.make_progress(args),
                            cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input])]
     if args.preview:

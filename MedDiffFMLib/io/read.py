@@ -14,6 +14,7 @@ from .dicom_checks import has_dicom_magic
 from .complete import check_complete_file
 from .dicom_read import read_dicom_series
 from .formats import FILE_FORMATS, SUPPORTED_TEXT, file_extension
+from .validate import check_finite
 
 
 def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None, name: str = "input") -> sitk.Image:
@@ -45,10 +46,12 @@ def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None,
         )
     check_complete_file(p, ext)
     try:
-        return sitk.ReadImage(str(p))
+        image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InputError(
             f"Could not read the {name} '{p}' as {FILE_FORMATS[ext]}: the file is damaged, truncated or not "
             f"really {FILE_FORMATS[ext]} ({short_reason(exc)}). Re-export or re-download it."
         ) from None
+    check_finite(image, f"{name} '{p}'")
+    return image
 

@@ -42,10 +42,46 @@ def validate_volume(image: sitk.Image, name: str = "input") -> None:
             f"The {name} has a non-positive voxel spacing {tuple(spacing)} mm. Fix the spacing in "
             "the file header (the voxel size of the scan)."
         )
-    if image.GetPixelID() in _FLOAT_TYPES:
-        bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(image))))
-        if bad:
-            raise InputError(
-                f"The {name} has {bad} voxels that are NaN or infinite (of {np.prod(image.GetSize())}). "
-                "Replace them (e.g. with -1000 HU for air) before running MedDiffFM."
-            )
+    check_finite(image, name)
+
+
+def check_finite(image: sitk.Image, name: str = "input") -> None:
+    """Raise InputError when a float volume holds NaN or infinite voxels, saying how many of each
+    and where (first voxel, index box, physical position); they are never turned into numbers
+    silently."""
+    if image.GetPixelID() not in _FLOAT_TYPES and image.GetPixelIDValue() not in (
+        sitk.sitkVectorFloat32, sitk.sitkVectorFloat64
+    ):
+        return
+    values = sitk.GetArrayViewFromImage(image)
+    bad = ~np.isfinite(values)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return
+    total = int(values.size)
+    nan = int(np.count_nonzero(np.isnan(values)))
+    pos = int(np.count_nonzero(values == np.inf))
+    neg = count - nan - pos
+    kinds = ", ".join(f"{n} {label}" for n, label in ((nan, "NaN"), (pos, "+inf"), (neg, "-inf")) if n)
+    if count == total:
+        what = "NaN" if nan == total else "NaN or infinite"
+        raise InputError(
+            f"Every voxel of the {name} ({total}) is {what} ({kinds}): it holds no image at all. The file was "
+            "probably written by a failed computation; export the volume again."
+        )
+    dim = image.GetDimension()
+    per_voxel = bad if values.ndim == dim else bad.any(axis=tuple(range(dim, values.ndim)))  # vector pixels
+    where = np.argwhere(per_voxel)[:, ::-1]  # (x, y, z) order, as SimpleITK indexes
+    first = tuple(int(v) for v in where[0])
+    low = tuple(int(v) for v in where.min(axis=0))
+    high = tuple(int(v) for v in where.max(axis=0))
+    try:
+        point = tuple(round(v, 1) for v in image.TransformIndexToPhysicalPoint(first))
+        at = f" at {point} mm"
+    except (RuntimeError, TypeError):
+        at = ""
+    raise InputError(
+        f"The {name} has {count} voxels that are NaN or infinite ({kinds}, of {total}); the first is voxel (x, y, z) "
+        f"{first}{at}, and all lie within voxels {low} to {high}. MedDiffFM does not guess values for them: "
+        "replace them (e.g. with -1000 HU for air, or crop them away) and run again."
+    )

@@ -204,6 +204,27 @@ def output_path(out_dir: Path, stem: str, task: str, suffix: Optional[str] = Non
     return Path(out_dir) / name
 
 
+def case_outputs(out_dir: Path, case: Case, task: str, suffix: Optional[str], fmt: str,
+                 extras: Sequence[str]) -> List[Path]:
+    """Every path the batch may write for ``case``: the main output and its extras."""
+    target = output_path(out_dir, case.stem, task, suffix, fmt)
+    ext = _ext(target)
+    return [target] + [target.with_name(f"{target.name[: -len(ext)]}_{key}{ext}") for key in extras]
+
+
+def drop_own_outputs(cases: Sequence[Case], out_dir: Path, task: str, suffix: Optional[str], fmt: str,
+                     extras: Sequence[str]) -> Tuple[List[Case], List[Case]]:
+    """(cases to run, cases dropped): a case that is the output of another case of this batch (its
+    outputs in ``out_dir`` from an earlier run, when --out is the input folder) is never an input."""
+    producer = {p.resolve(): case.stem for case in cases
+                for p in case_outputs(Path(out_dir), case, task, suffix, fmt, extras)}
+    kept, dropped = [], []
+    for case in cases:
+        made_by = producer.get(case.path.resolve())
+        (dropped if made_by is not None and made_by != case.stem else kept).append(case)
+    return kept, dropped
+
+
 def distributed_rank() -> Tuple[int, int, int]:
     """(RANK, WORLD_SIZE, LOCAL_RANK) from the environment torchrun sets; (0, 1, 0) otherwise."""
 
