@@ -51,6 +51,10 @@ def collect() -> dict:
 
 def run(args: argparse.Namespace) -> None:
     info = collect()
+    if args.cancel():
+        from ..errors import CancelledError
+
+        raise CancelledError("Interrupted; nothing was shown.")
     if args.json:
         print(json.dumps(info, indent=2))
         return
