@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from ..device import DEVICE_CHOICES
 from ..io import read_volume, write_volume
+from ..io.dicom_tilt import NOTE_KEY
 from ..io.output_plan import PICTURE, VOLUME, plan_outputs  # noqa: F401  (VOLUME: for the subcommands)
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress
 from ..tasks.engine import EngineOptions
@@ -107,7 +108,12 @@ def check_before_work(
 
 
 def read_input(path: Path, series: Optional[str] = None, name: str = "input") -> sitk.Image:
-    return read_volume(path, series_uid=series, name=name)
+    """Read a volume; a note the reader left (a DICOM gantry tilt resampled) goes to stderr."""
+    image = read_volume(path, series_uid=series, name=name)
+    if image.HasMetaDataKey(NOTE_KEY):
+        print(f"note: {image.GetMetaData(NOTE_KEY)}", file=sys.stderr, flush=True)
+        image.EraseMetaData(NOTE_KEY)
+    return image
 
 
 def write_output(image: sitk.Image, path: Path, inputs: Sequence[Path]) -> Path:

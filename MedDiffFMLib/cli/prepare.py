@@ -28,14 +28,22 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..io.output_plan import FOLDER, plan_outputs
     from ..models.config import named_config
     from ..progress import JsonProgress
+    from ..tasks.option_checks import check_number
     from ..training import load_manifest, prepare_cache
     from .common import finish
 
+    if args.spacing is not None:
+        check_number(args.spacing, "--spacing", 0.0, low_open=True, why=" (the cache spacing in mm)")
+    cache = [("cache folder", args.cache_dir, FOLDER)]
+    plan_outputs(cache, [args.manifest])
     config = named_config(args.config)
     spacing = [args.spacing] * 3 if args.spacing else list(config.spacing_mm)
     manifest = load_manifest(args.manifest, args.data_root, regions=config.regions)
+    plan_outputs(cache, [args.manifest] + [p for case in manifest.cases
+                                           for p in (case.image, case.anatomy, case.lesion) if p is not None])
     bar = None
     if args.progress == "bar":
         from tqdm import tqdm

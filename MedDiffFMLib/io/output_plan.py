@@ -217,6 +217,11 @@ def _check_folder(output: Output, inputs: Sequence[PathLike]) -> None:
                 f"The {output.label} '{output.path}' is the input file '{inp}'; it must be a folder. "
                 "Choose another path. Nothing was written."
             )
+        if inp_path.is_dir() and (target == inp_path or _inside(target, inp_path)):
+            raise InputError(
+                f"The {output.label} '{output.path}' is (or lies inside) the input folder '{inp}'. MedDiffFM "
+                "never changes an input: choose a folder outside it. Nothing was written."
+            )
     if target.exists() and not target.is_dir():
         raise InputError(f"The {output.label} '{output.path}' is a file; pass a folder. Nothing was written.")
     # A missing folder is created by the command: its nearest existing parent must be writable.

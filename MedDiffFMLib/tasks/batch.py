@@ -162,6 +162,9 @@ def find_cases(inputs: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]
         elif spec.is_file():
             paths = [spec]
             source = f"'{spec}'"
+        elif spec.suffix.lower() == ".txt":
+            raise InputError(f"The list file '{spec}' does not exist. Check the path, or pass a folder or a quoted "
+                             "glob pattern instead.")
         else:
             paths = [Path(p) for p in sorted(glob.glob(os.path.expanduser(str(inputs)), recursive=True))]
             source = f"the pattern '{inputs}'"
@@ -308,7 +311,7 @@ def run_batch(
 def _run_case(spec: TaskSpec, case: Case, target: Path, engine: Engine, options, masks, extras, series,
               progress, cancel) -> List[Path]:
     image = read_volume(case.path, series_uid=series)
-    mask = read_volume(find_mask(Path(masks), case.stem)) if spec.needs_mask else None
+    mask = read_volume(find_mask(Path(masks), case.stem), name="mask") if spec.needs_mask else None
     outputs = spec.run(engine, image, mask, options, progress, cancel)
     check_cancel(cancel)
     written = []
