@@ -15,7 +15,6 @@ it; voxels outside the scanned field get the image's minimum (air).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np

@@ -59,7 +59,10 @@ def write_volume(
     # The temporary folder is in the target folder so that the final rename stays on one disk;
     # os.mkdir (not tempfile) so that it gets the user's usual permissions.
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    os.mkdir(tmp)
+    try:
+        os.mkdir(tmp)
+    except OSError as exc:
+        raise _write_error(f"'{target.name}'", target.parent, exc) from None
     try:
         if dicom:
             _write_series(image, tmp, dicom_tags)
@@ -73,6 +76,9 @@ def write_volume(
             _check_companions(path, [target.parent / q.name for q in produced], inputs)
             for item in produced:
                 os.replace(item, target.parent / item.name)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(f"'{target.name}'", target.parent, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
