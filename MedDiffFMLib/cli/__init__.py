@@ -110,7 +110,7 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
 def _report_error(args, message: str) -> None:
     if getattr(args, "progress", None) == "json":
         print(json.dumps({"stage": "error", "message": message}), flush=True)
-    print("\n".join(textwrap.wrap(f"meddifffm: error: {message}", width=100)), file=sys.stderr)
+    print("\n".join(textwrap.wrap(f"meddifffm: error: {message}", width=100, break_on_hyphens=False, break_long_words=False)), file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

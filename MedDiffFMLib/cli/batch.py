@@ -104,9 +104,6 @@ def _plan(args: argparse.Namespace, task: str, options, extras) -> list:
     out_dir = args.out.expanduser()
     common.check_before_work(args, [("output folder (--out)", out_dir, FOLDER)], [masks], [options])
     output_path(out_dir, "x", task, args.suffix, args.fmt)  # the format
-    if masks is not None and out_dir.resolve() == Path(masks).expanduser().resolve():
-        raise InputError(f"--out '{out_dir}' is the mask folder: outputs there would be taken for masks on the "
-                         "next run. Choose another output folder. Nothing was written.")
     cases, dropped = drop_own_outputs(find_cases(args.inputs, exclude=[out_dir]), out_dir, task, args.suffix,
                                       args.fmt, extras)
     if not cases:
