@@ -14,9 +14,12 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Dict, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, Optional, Tuple
+
+import numpy as np
 
 from ..errors import InputError
+from .validate import NonFinite
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -50,7 +53,8 @@ def _short(path: Path, what: str, declared: int, found: int, detail: str = "") -
     )
 
 
-def _stream_length(handle: BinaryIO, path: Path, zlib_wrapper: bool, declared: int = 0) -> int:
+def _stream_length(handle: BinaryIO, path: Path, zlib_wrapper: bool, declared: int = 0,
+                   sink: Optional[Callable[[bytes], None]] = None) -> int:
     """Decompress a gzip stream (``zlib_wrapper`` False) or a zlib stream from ``handle`` to its end
     and return the decompressed length; raise InputError when it ends early or fails its check."""
     kind = "zlib" if zlib_wrapper else "gzip"
@@ -62,7 +66,10 @@ def _stream_length(handle: BinaryIO, path: Path, zlib_wrapper: bool, declared: i
             if not chunk:
                 break
             while chunk:
-                total += len(decoder.decompress(chunk))
+                out = decoder.decompress(chunk)
+                total += len(out)
+                if sink is not None:
+                    sink(out)
                 if not decoder.eof:
                     break
                 # A gzip file may hold several members one after the other.
@@ -73,7 +80,10 @@ def _stream_length(handle: BinaryIO, path: Path, zlib_wrapper: bool, declared: i
                 decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
             if decoder.eof and zlib_wrapper:
                 break
-        total += len(decoder.flush())
+        out = decoder.flush()
+        total += len(out)
+        if sink is not None:
+            sink(out)
     except zlib.error as exc:
         reason = "fails its CRC (or length) check" if "check" in str(exc) else f"is corrupt ({exc})"
         raise InputError(
@@ -90,9 +100,29 @@ def _stream_length(handle: BinaryIO, path: Path, zlib_wrapper: bool, declared: i
     return total
 
 
-def _gzip_length(path: Path, declared: int) -> int:
+def _gzip_length(path: Path, declared: int, sink: Optional[Callable[[bytes], None]] = None) -> int:
     with open(path, "rb") as handle:
-        return _stream_length(handle, path, zlib_wrapper=False, declared=declared)
+        return _stream_length(handle, path, zlib_wrapper=False, declared=declared, sink=sink)
+
+
+class _FloatScan:
+    """Feeds the voxel bytes of a stream (after ``offset`` header bytes, ``declared`` bytes long)
+    to a :class:`NonFinite` scan, whatever the chunk boundaries."""
+
+    def __init__(self, offset: int, declared: int, dtype: np.dtype, found: NonFinite) -> None:
+        self.skip, self.left, self.dtype, self.found = offset, declared, dtype, found
+        self.rest = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if self.skip:
+            cut = min(self.skip, len(chunk))
+            chunk, self.skip = chunk[cut:], self.skip - cut
+        data = self.rest + chunk[: max(self.left - len(self.rest), 0)]
+        usable = len(data) - len(data) % self.dtype.itemsize
+        if usable:
+            self.found.add(np.frombuffer(data[:usable], self.dtype))
+        self.rest = data[usable:]
+        self.left -= usable
 
 
 def _is_gzip(path: Path) -> bool:
@@ -100,17 +130,24 @@ def _is_gzip(path: Path) -> bool:
         return handle.read(2) == _GZIP_MAGIC
 
 
-def _nifti_header(head: bytes, path: Path) -> Tuple[int, int]:
-    """(bytes of voxel data declared, offset of the data) from a NIfTI-1/2 header."""
+# NIfTI float datatypes, which ITK's reader turns from NaN into 0: scanned while checking.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_header(head: bytes, path: Path) -> Tuple[int, int, Optional[np.dtype], Tuple[int, ...]]:
+    """(bytes of voxel data declared, offset of the data, float dtype or None, (x, y, z) size)
+    from a NIfTI-1/2 header."""
     for endian in "<>":
         size = struct.unpack(endian + "i", head[:4])[0]
         if size == 348 and len(head) >= 348:
             dims = struct.unpack(endian + "8h", head[40:56])
+            datatype = struct.unpack(endian + "h", head[70:72])[0]
             bitpix = struct.unpack(endian + "h", head[72:74])[0]
             offset = max(int(struct.unpack(endian + "f", head[108:112])[0]), 352)
             break
         if size == 540 and len(head) >= 540:
             dims = struct.unpack(endian + "8q", head[16:80])
+            datatype = struct.unpack(endian + "h", head[12:14])[0]
             bitpix = struct.unpack(endian + "h", head[14:16])[0]
             offset = max(int(struct.unpack(endian + "q", head[168:176])[0]), 544)
             break
@@ -121,14 +158,17 @@ def _nifti_header(head: bytes, path: Path) -> Tuple[int, int]:
         )
     ndim = dims[0]
     if not 1 <= ndim <= 7 or bitpix <= 0:
-        return 0, offset  # a header ITK will refuse with its own message
+        return 0, offset, None, ()  # a header ITK will refuse with its own message
     voxels = 1
     for n in dims[1 : ndim + 1]:
         voxels *= max(int(n), 1)
-    return voxels * bitpix // 8, offset
+    kind = _NIFTI_FLOATS.get(datatype)
+    dtype = np.dtype(endian + kind) if kind else None
+    shape = tuple(max(int(n), 1) for n in dims[1 : ndim + 1])
+    return voxels * bitpix // 8, offset, dtype, shape
 
 
-def _check_nifti(path: Path) -> None:
+def _check_nifti(path: Path) -> Optional[NonFinite]:
     gz = _is_gzip(path)
     if gz:
         import gzip
@@ -140,16 +180,24 @@ def _check_nifti(path: Path) -> None:
                 head = b""
         if len(head) < 348:
             _gzip_length(path, 0)  # names an early end or a CRC failure before the header's shortness
-        declared, offset = _nifti_header(head, path)
-        length = _gzip_length(path, declared)
     else:
         with open(path, "rb") as handle:
             head = handle.read(544)
+    declared, offset, dtype, shape = _nifti_header(head, path)
+    found = NonFinite(shape) if dtype is not None and declared else None
+    scan = _FloatScan(offset, declared, dtype, found) if found is not None else None
+    if gz:
+        length = _gzip_length(path, declared, scan)
+    else:
         length = path.stat().st_size
-        declared, offset = _nifti_header(head, path)
+        if scan is not None:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                    scan(chunk)
     if declared and length < offset + declared:
         raise _short(path, "voxel data", declared, max(length - offset, 0),
                      " after decompression" if gz else "")
+    return found
 
 
 def _text_header(path: Path, end_of_header) -> Tuple[Dict[str, str], int]:
@@ -271,14 +319,18 @@ _CHECKS = {
 }
 
 
-def check_complete_file(path: Path, ext: Optional[str]) -> None:
+def check_complete_file(path: Path, ext: Optional[str]) -> Optional[NonFinite]:
     """Raise InputError when the volume file ``path`` (extension ``ext``) holds less data than
-    its header declares, or a compressed stream in it ends early or fails its check."""
+    its header declares, or a compressed stream in it ends early or fails its check.
+
+    For float NIfTI it also returns the scan of non-finite voxels (ITK's NIfTI reader turns NaN
+    into 0, so they must be counted in the file itself); the caller raises with the geometry.
+    """
     check = _CHECKS.get(ext or "")
     if check is None:
-        return
+        return None
     try:
-        check(Path(path))
+        return check(Path(path))
     except OSError as exc:
         raise InputError(f"Cannot read '{path}' ({exc.strerror or exc}). Check that the file is readable.") from None
 

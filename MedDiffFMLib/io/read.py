@@ -44,7 +44,7 @@ def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None,
         raise InputError(
             f"Cannot read '{p}': its extension is not a supported format. Use {SUPPORTED_TEXT}."
         )
-    check_complete_file(p, ext)
+    non_finite = check_complete_file(p, ext)
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -52,6 +52,8 @@ def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None,
             f"Could not read the {name} '{p}' as {FILE_FORMATS[ext]}: the file is damaged, truncated or not "
             f"really {FILE_FORMATS[ext]} ({short_reason(exc)}). Re-export or re-download it."
         ) from None
+    if non_finite is not None:
+        non_finite.raise_if_any(f"{name} '{p}'", image)
     check_finite(image, f"{name} '{p}'")
     return image
 
