@@ -107,9 +107,19 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+def _stdout_gone() -> None:
+    """The reader of our standard output went away (a closed pipe): send the rest to /dev/null so
+    that Python's final flush does not fail with a traceback (the Python docs' recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def _report_error(args, message: str) -> None:
     if getattr(args, "progress", None) == "json":
-        print(json.dumps({"stage": "error", "message": message}), flush=True)
+        try:
+            print(json.dumps({"stage": "error", "message": message}), flush=True)
+        except BrokenPipeError:
+            _stdout_gone()
     print("\n".join(textwrap.wrap(f"meddifffm: error: {message}", width=100, break_on_hyphens=False, break_long_words=False)), file=sys.stderr)
 
 
@@ -170,6 +180,10 @@ def _main(argv: Optional[Sequence[str]], startup: _StartupInterrupt) -> int:
         return 2
     except KeyboardInterrupt:
         _report_error(args, "Interrupted; nothing was written.")
+        return 130
+    except BrokenPipeError:  # whoever read the progress stopped listening: stop like a cancel
+        _stdout_gone()
+        _report_error(args, "The reader of the output stream went away (closed pipe); stopped, nothing was written.")
         return 130
     except Exception as error:  # an unexpected failure: short message, traceback on request
         if args.cancel.requested:  # a library broken by the interrupt, not a bug of its own
