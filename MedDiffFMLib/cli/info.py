@@ -39,7 +39,7 @@ def collect() -> dict:
         except ModelConfigError as error:
             entry.update(status="config unreadable", sha256_ok=None, error=str(error))
         except ModelError as error:  # a file missing, no weights listed
-            entry.update(status="incomplete", sha256_ok=False, error=str(error))
+            entry.update(status="incomplete", sha256_ok=None, error=str(error))
         else:
             entry["status"] = "ok"
         models.append(entry)

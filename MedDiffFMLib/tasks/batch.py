@@ -282,6 +282,7 @@ def run_batch(
         if not Path(masks).is_dir():
             raise InputError(f"The mask folder '{masks}' does not exist.")
     output_path(out_dir, "x", task, suffix, fmt)  # checks the format before any work
+    cases, _ = drop_own_outputs(cases, out_dir, task, suffix, fmt, extras)  # never its own outputs
     result = BatchResult(cases=list(cases))
     total = len(result.cases)
     report(progress, "batch", 0, total)
