@@ -29,6 +29,7 @@ import SimpleITK as sitk
 
 from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume, write_volume
+from ..io.dicom_tilt import NOTE_KEY
 from ..io.formats import file_extension, strip_extension
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .anomaly import AnomalyOptions, anomaly_map_image
@@ -312,6 +313,9 @@ def run_batch(
 def _run_case(spec: TaskSpec, case: Case, target: Path, engine: Engine, options, masks, extras, series,
               progress, cancel) -> List[Path]:
     image = read_volume(case.path, series_uid=series)
+    if image.HasMetaDataKey(NOTE_KEY):  # e.g. a DICOM gantry tilt resampled
+        notify(progress, f"{case.stem}: {image.GetMetaData(NOTE_KEY)}")
+        image.EraseMetaData(NOTE_KEY)
     mask = read_volume(find_mask(Path(masks), case.stem), name="mask") if spec.needs_mask else None
     outputs = spec.run(engine, image, mask, options, progress, cancel)
     check_cancel(cancel)
