@@ -18,6 +18,14 @@ class ModelError(MedDiffFMError):
     """A model cannot be found, verified or loaded."""
 
 
+class ModelChecksumError(ModelError):
+    """A model file does not match the checksum its manifest records (damaged or changed)."""
+
+
+class ModelConfigError(ModelError):
+    """A model's config (or manifest) cannot be read or is of another format: checksums aside."""
+
+
 class ResourceError(MedDiffFMError):
     """The work does not fit the memory or device available."""
 

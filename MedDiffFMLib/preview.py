@@ -63,12 +63,20 @@ def write_preview(
     for title, row, (_, (level, width)) in zip(titles, rows, images):
         draw.text((4, offset + 3), f"{title}  (W{width:.0f} L{level:.0f})", fill=(255, 255, 0))
         offset += row.shape[0] + 18
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    try:
+        handle, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"Could not write the preview '{path}' ({exc.strerror or exc}). Check that its folder "
+                         "is writable.") from None
     os.close(handle)
     try:
         picture.save(tmp, format="PNG")
         make_shareable(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"Could not write the preview '{path}' ({exc.strerror or exc}). Check that the disk "
+                         "is not full.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -9,7 +9,7 @@ from ..preview import write_preview
 from ..tasks.anomaly import AnomalyOptions, anomaly_map_image
 from ..tasks.engine import Engine
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments, check_outputs
+from .task_helpers import TaskProgress, add_ct_input_arguments
 
 HELP = "map anomalies: |input - healthy reconstruction| in HU (zero-shot, foundation model)"
 DESCRIPTION = (
@@ -60,11 +60,14 @@ def run(args: argparse.Namespace) -> None:
 
     if args.mask_out is not None and args.threshold is None:
         raise InputError("--mask-out needs --threshold (HU of absolute difference, e.g. 100).")
-    check_outputs([args.output, args.mask_out, args.healthy_out], [args.input])
+    options = options_from_args(args)
+    common.check_before_work(args, [("output", args.output, common.VOLUME), ("--mask-out", args.mask_out, common.VOLUME),
+                                    ("--healthy-out", args.healthy_out, common.VOLUME)], [args.input], [options],
+                             role="base")
     image = common.read_input(args.input, args.series)
     engine = Engine(common.engine_options(args), role="base")
     progress = TaskProgress(args)
-    result = anomaly_map_image(image, engine, options_from_args(args), progress=progress, cancel=args.cancel)
+    result = anomaly_map_image(image, engine, options, progress=progress, cancel=args.cancel)
     outputs = [common.write_output(result.anomaly_map, args.output, [args.input])]
     if args.mask_out is not None:
         outputs.append(common.write_output(result.mask, args.mask_out, [args.input]))

@@ -15,9 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import MedDiffFMError
+from ..errors import InputError, MedDiffFMError
+from ..io.output_plan import FOLDER, VOLUME, plan_outputs
 from ..progress import ProgressEvent
-from ..tasks.batch import TASKS, distributed_rank, find_cases, run_batch, shard, task_spec
+from ..tasks.batch import (TASKS, case_outputs, distributed_rank, drop_own_outputs, find_cases, output_path,
+                           run_batch, shard, task_spec)
 from ..tasks.engine import Engine
 from . import anomaly, common, denoise, inpaint, lesion, superres, synthesize
 from .task_helpers import TaskProgress
@@ -94,13 +96,38 @@ class _Overall:
             print(f"{self.tag}{event.step}/{event.total} cases done", file=sys.stderr, flush=True)
 
 
+def _plan(args: argparse.Namespace, task: str, options, extras) -> list:
+    """The batch's output plan, before any input is read or model loaded: the options, the output
+    folder, the cases (never its own outputs) and every output path they will get."""
+    spec = task_spec(task)
+    masks = getattr(args, "masks", None)
+    out_dir = args.out.expanduser()
+    common.check_before_work(args, [("output folder (--out)", out_dir, FOLDER)], [masks], [options])
+    output_path(out_dir, "x", task, args.suffix, args.fmt)  # the format
+    cases, dropped = drop_own_outputs(find_cases(args.inputs, exclude=[out_dir]), out_dir, task, args.suffix,
+                                      args.fmt, extras)
+    if not cases:
+        raise InputError(f"Every input in {args.inputs} is an output of this batch in '{out_dir}'; there is nothing "
+                         "to run. Pass the original volumes. Nothing was written.")
+    if dropped:
+        TaskProgress(args).note(f"{len(dropped)} file(s) in '{out_dir}' are outputs of this batch and are not taken "
+                                f"as inputs: {', '.join(c.path.name for c in dropped[:5])}"
+                                + (" ..." if len(dropped) > 5 else "") + ".")
+    inputs = [c.path for c in cases] + [masks]
+    planned = [(f"output of case '{c.stem}'", p, VOLUME)
+               for c in cases for p in case_outputs(out_dir, c, task, args.suffix, args.fmt, extras)]
+    plan_outputs(planned if out_dir.is_dir() else [], inputs)  # (a new folder holds no input)
+    common.check_before_work(args, [], [], role=spec.role, expect_task=spec.expect_task)
+    return cases
+
+
 def run(args: argparse.Namespace) -> None:
     task = args.batch_task
     spec = task_spec(task)
     out_dir = args.out.expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MedDiffFMError(f"--out '{out_dir}' is a file; pass a folder.")
-    cases = find_cases(args.inputs, exclude=[out_dir])
+    options = _TASK_ARGUMENTS[task][1](args)
+    extras = ["mask"] + (["healthy"] if getattr(args, "healthy", False) else [])
+    cases = _plan(args, task, options, extras)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, local_rank = distributed_rank()
     mine = shard(cases, rank, world)
@@ -110,9 +137,7 @@ def run(args: argparse.Namespace) -> None:
 
         if torch.cuda.is_available():
             engine_options.device = f"cuda:{local_rank}"
-    options = _TASK_ARGUMENTS[task][1](args)
     engine = Engine(engine_options, role=spec.role, expect_task=spec.expect_task)
-    extras = ["mask"] + (["healthy"] if getattr(args, "healthy", False) else [])
     result = run_batch(
         task, mine, out_dir, engine, options,
         masks=getattr(args, "masks", None), overwrite=args.overwrite, suffix=args.suffix, fmt=args.fmt,

@@ -6,13 +6,14 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import SimpleITK as sitk
 
 from ..device import DEVICE_CHOICES
-from ..errors import InputError
 from ..io import read_volume, write_volume
+from ..io.dicom_tilt import NOTE_KEY
+from ..io.output_plan import PICTURE, VOLUME, plan_outputs  # noqa: F401  (VOLUME: for the subcommands)
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress
 from ..tasks.engine import EngineOptions
 
@@ -75,19 +76,44 @@ class CancelFlag:
         return self.requested
 
 
-def check_output_path(output: Path, inputs: Sequence[Path]) -> None:
-    """Refuse before any work is done when the output would overwrite an input or has no folder."""
-    out = Path(output).expanduser().resolve()
-    for item in inputs:
-        if item is not None and Path(item).expanduser().resolve() == out:
-            raise InputError(f"The output '{output}' is the input file: choose another output path; "
-                             "MedDiffFM never overwrites its input.")
-    if not out.parent.is_dir():
-        raise InputError(f"The output folder '{out.parent}' does not exist. Create it first, or choose another output path.")
+def check_before_work(
+    args: argparse.Namespace,
+    outputs: Sequence[Tuple[str, Optional[Path], str]],
+    inputs: Sequence[Optional[Path]],
+    options: Sequence[object] = (),
+    role: Optional[str] = None,
+    expect_task: Optional[str] = None,
+) -> None:
+    """Everything checked before any input is read or model loaded, in one place.
+
+    1. every option's range (each options object's ``validate()``, the engine options included);
+    2. the output plan: ``outputs`` as (label, path, kind) plus ``--preview``, against ``inputs``
+       and the model folder (:func:`~MedDiffFMLib.io.output_plan.plan_outputs`);
+    3. with ``role``, the model: found, checksums verified, and of the kind the task needs.
+    """
+    for item in options:
+        item.validate()
+    if hasattr(args, "overlap"):
+        engine_options(args).validate()
+    planned = list(outputs)
+    if getattr(args, "preview", None) is not None:
+        planned.append(("--preview", args.preview, PICTURE))
+    model = getattr(args, "model", None)
+    model_path = Path(model).expanduser() if model else None
+    plan_outputs(planned, list(inputs) + ([model_path] if model_path is not None and model_path.exists() else []))
+    if role is not None:
+        from ..models.loading import model_for_task
+
+        model_for_task(model, role, expect_task, getattr(args, "command", None))
 
 
-def read_input(path: Path, series: Optional[str] = None) -> sitk.Image:
-    return read_volume(path, series_uid=series)
+def read_input(path: Path, series: Optional[str] = None, name: str = "input") -> sitk.Image:
+    """Read a volume; a note the reader left (a DICOM gantry tilt resampled) goes to stderr."""
+    image = read_volume(path, series_uid=series, name=name)
+    if image.HasMetaDataKey(NOTE_KEY):
+        print(f"note: {image.GetMetaData(NOTE_KEY)}", file=sys.stderr, flush=True)
+        image.EraseMetaData(NOTE_KEY)
+    return image
 
 
 def write_output(image: sitk.Image, path: Path, inputs: Sequence[Path]) -> Path:

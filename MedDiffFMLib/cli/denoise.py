@@ -9,7 +9,7 @@ from ..preview import write_preview
 from ..tasks.denoise import DEFAULT_DENOISE_STEPS, DenoiseOptions, denoise_image
 from ..tasks.engine import Engine
 from . import common
-from .task_helpers import add_ct_input_arguments
+from .task_helpers import TaskProgress, add_ct_input_arguments
 
 HELP = "remove noise from a CT (zero-shot DiffPIR with the foundation model)"
 
@@ -41,10 +41,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    common.check_output_path(args.output, [args.input])
+    options = options_from_args(args)
+    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options], role="base")
     image = common.read_input(args.input, args.series)
     engine = Engine(common.engine_options(args), role="base")
-    result = denoise_image(image, engine, options_from_args(args), progress=common.make_progress(args),
+    result = denoise_image(image, engine, options, progress=TaskProgress(args),
                            cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input])]
     if args.preview:

@@ -8,7 +8,7 @@ import platform
 
 from .. import __version__
 from ..device import available_devices
-from ..errors import ModelError
+from ..errors import ModelChecksumError, ModelConfigError, ModelError
 from ..models.registry import iter_model_folders, search_dirs
 from ..models.weights import verify_model_folder
 
@@ -34,8 +34,14 @@ def collect() -> dict:
             entry.update(name=files.name, kind=files.kind, sha256_ok=True, fingerprint=files.fingerprint,
                          card_summary=files.card_summary, config=files.model_config.to_dict(),
                          task=files.controlnet_config.task if files.controlnet_config else None)
-        except ModelError as error:
-            entry.update(sha256_ok=False, error=str(error))
+        except ModelChecksumError as error:
+            entry.update(status="checksum failed", sha256_ok=False, error=str(error))
+        except ModelConfigError as error:
+            entry.update(status="config unreadable", sha256_ok=None, error=str(error))
+        except ModelError as error:  # a file missing, no weights listed
+            entry.update(status="incomplete", sha256_ok=None, error=str(error))
+        else:
+            entry["status"] = "ok"
         models.append(entry)
     return {
         "version": __version__,
@@ -51,6 +57,10 @@ def collect() -> dict:
 
 def run(args: argparse.Namespace) -> None:
     info = collect()
+    if args.cancel():
+        from ..errors import CancelledError
+
+        raise CancelledError("Interrupted; nothing was shown.")
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
     if not info["models"]:
         print("Models: none installed (see `meddifffm import-weights`).")
     for model in info["models"]:
-        status = "sha256 OK" if model["sha256_ok"] else "CHECKSUM FAILED: " + model.get("error", "")
+        status = "sha256 OK" if model["status"] == "ok" else f"{model['status'].upper()}: {model.get('error', '')}"
         kind = model.get("kind", "?") + (f"/{model['task']}" if model.get("task") else "")
         print(f"  {model['name']} [{kind}] {model['path']} — {status}")
         if model.get("card_summary"):

@@ -9,7 +9,7 @@ from ..preview import write_preview
 from ..tasks.engine import Engine
 from ..tasks.inpaint import InpaintOptions, inpaint_image
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments, add_regenerate_arguments, check_outputs
+from .task_helpers import TaskProgress, add_ct_input_arguments, add_regenerate_arguments
 
 HELP = "inpaint: regenerate the voxels inside a mask as healthy tissue (RePaint, base model)"
 DESCRIPTION = (
@@ -49,10 +49,12 @@ def register(subparsers) -> None:
 
 def run_masked(args: argparse.Namespace, task, options, role: str, title: str) -> None:
     """Check paths, read the CT and the mask, load the model, run ``task`` and write the result."""
-    check_outputs([args.output], [args.input, args.mask])
+    expect = None if role == "base" else role
+    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input, args.mask], [options],
+                             role=role, expect_task=expect)
     image = common.read_input(args.input, args.series)
-    mask = common.read_input(args.mask)
-    engine = Engine(common.engine_options(args), role=role, expect_task=None if role == "base" else role)
+    mask = common.read_input(args.mask, name="mask")
+    engine = Engine(common.engine_options(args), role=role, expect_task=expect)
     result = task(image, mask, engine, options, progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input, args.mask])]
     if args.preview:

@@ -28,14 +28,22 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..io.output_plan import FOLDER, plan_outputs
     from ..models.config import named_config
     from ..progress import JsonProgress
+    from ..tasks.option_checks import check_number
     from ..training import load_manifest, prepare_cache
     from .common import finish
 
+    if args.spacing is not None:
+        check_number(args.spacing, "--spacing", 0.0, low_open=True, why=" (the cache spacing in mm)")
+    cache = [("cache folder", args.cache_dir, FOLDER)]
+    plan_outputs(cache, [args.manifest])
     config = named_config(args.config)
     spacing = [args.spacing] * 3 if args.spacing else list(config.spacing_mm)
     manifest = load_manifest(args.manifest, args.data_root, regions=config.regions)
+    plan_outputs(cache, [args.manifest] + [p for case in manifest.cases
+                                           for p in (case.image, case.anatomy, case.lesion) if p is not None])
     bar = None
     if args.progress == "bar":
         from tqdm import tqdm
@@ -54,10 +62,15 @@ def run(args: argparse.Namespace) -> None:
         if json_out is not None:
             json_out.emit({"stage": "prepare", "step": done, "total": total, "case": case_id})
 
+    created = not args.cache_dir.exists()
     try:
         index = prepare_cache(manifest, args.cache_dir, spacing, storage=args.storage, dtype=args.dtype,
                               windows=config.window_for, allow_non_hu=args.allow_non_hu, progress=progress,
                               config_name=config.name)
+    except BaseException:
+        if created:
+            _remove_empty_folders(args.cache_dir)  # a failed first run leaves nothing behind
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -66,3 +79,14 @@ def run(args: argparse.Namespace) -> None:
            f"Prepared {len(index['cases'])} cases ({splits['train']} train, {splits['val']} val) at "
            f"{spacing[0]:g} mm into {args.cache_dir}: {index['total_bytes'] / 2**20:.1f} MiB, "
            f"{index['voxels'] / 1e6:.1f} M voxels.")
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders if they hold no file (cases already cached are kept)."""
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()

@@ -9,7 +9,7 @@ from ..preview import write_preview
 from ..tasks.engine import Engine
 from ..tasks.superres import DEFAULT_SUPERRES_STEPS, ROLE, SuperResOptions, super_resolve_image
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments, check_outputs
+from .task_helpers import TaskProgress, add_ct_input_arguments
 
 HELP = "super-resolve thick slices to thin ones (z only; superres ControlNet + data consistency)"
 DESCRIPTION = (
@@ -54,10 +54,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_outputs([args.output], [args.input])
+    options = options_from_args(args)
+    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options],
+                             role=ROLE, expect_task=ROLE)
     image = common.read_input(args.input, args.series)
     engine = Engine(common.engine_options(args), role=ROLE, expect_task=ROLE)
-    result = super_resolve_image(image, engine, options_from_args(args), progress=TaskProgress(args), cancel=args.cancel)
+    result = super_resolve_image(image, engine, options, progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input])]
     if args.preview:
         outputs.append(write_preview(image, result.image, args.preview, titles=("input (thick)", "super-resolved")))

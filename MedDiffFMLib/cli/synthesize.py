@@ -9,7 +9,7 @@ from ..preview import write_preview
 from ..tasks.engine import Engine
 from ..tasks.synthesize import SynthesisOptions, synthesize_image
 from . import common
-from .task_helpers import TaskProgress, add_region_argument, check_outputs
+from .task_helpers import TaskProgress, add_region_argument
 
 HELP = "synthesise a CT from noise for a body region (optionally shaped by an anatomy label map)"
 DESCRIPTION = (
@@ -46,11 +46,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_outputs([args.output], [args.anatomy, args.like])
-    anatomy = common.read_input(args.anatomy) if args.anatomy is not None else None
-    like = common.read_input(args.like) if args.like is not None else None
+    options = options_from_args(args)
+    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.anatomy, args.like], [options],
+                             role="base")
+    anatomy = common.read_input(args.anatomy, name="anatomy label map") if args.anatomy is not None else None
+    like = common.read_input(args.like, name="reference image") if args.like is not None else None
     engine = Engine(common.engine_options(args), role="base")
-    result = synthesize_image(engine, options_from_args(args), anatomy=anatomy, like=like,
+    result = synthesize_image(engine, options, anatomy=anatomy, like=like,
                               progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.anatomy, args.like])]
     if args.preview:

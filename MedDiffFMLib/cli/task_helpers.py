@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..progress import JsonProgress, ProgressEvent
 from . import common
@@ -72,15 +71,3 @@ def add_regenerate_arguments(parser: argparse.ArgumentParser) -> None:
                             "smaller keeps more of the original content)")
     group.add_argument("--label", type=int, default=None,
                        help="use only voxels with this label value in the mask (default: every non-zero voxel)")
-
-
-def check_outputs(outputs: Sequence[Optional[Path]], inputs: Sequence[Optional[Path]]) -> None:
-    """Refuse bad output paths (an input, a missing folder, the same path twice) before any work."""
-    given = [Path(p) for p in outputs if p is not None]
-    resolved = [p.expanduser().resolve() for p in given]
-    if len(set(resolved)) != len(resolved):
-        from ..errors import InputError
-
-        raise InputError("Two outputs have the same path: give each output its own file name.")
-    for path in given:
-        common.check_output_path(path, [p for p in inputs if p is not None])

@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .dicom_tilt import slice_positions
 
 # ITK records uneven sampling under this key, as a value SimpleITK cannot print.
 NON_UNIFORM_KEY = "ITK_non_uniform_sampling_deviation"
@@ -50,16 +51,10 @@ def check_complete(folder: Path, listed: Iterable[str]) -> None:
 
 
 def _positions_along_normal(reader: sitk.ImageSeriesReader, image: sitk.Image) -> Optional[np.ndarray]:
-    normal = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
-    positions = []
-    for k in range(len(reader.GetFileNames())):
-        if not reader.HasMetaDataKey(k, "0020|0032"):
-            return None  # no ImagePositionPatient: nothing to check against
-        try:
-            positions.append([float(v) for v in reader.GetMetaData(k, "0020|0032").split("\\")])
-        except ValueError:
-            return None
-    return np.asarray(positions, dtype=float) @ normal
+    positions = slice_positions(reader)
+    if positions is None:
+        return None  # no ImagePositionPatient: nothing to check against
+    return positions @ np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
 
 
 def check_even_spacing(

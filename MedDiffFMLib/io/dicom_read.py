@@ -10,7 +10,8 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ._itk import quiet_itk, short_reason
-from .dicom_checks import check_complete, check_even_spacing
+from .dicom_checks import NON_UNIFORM_KEY, check_complete, check_even_spacing
+from .dicom_tilt import resample_tilted, slice_positions, tilt_of
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,15 @@ class DicomSeries:
     description: str = ""
 
     def summary(self) -> str:
-        """``UID (N slices, "description")`` for messages."""
+        """``UID (N slices, "description")`` for messages (an empty UID shows as ``""``)."""
         desc = f', "{self.description}"' if self.description else ""
-        return f"{self.uid} ({len(self.files)} slices{desc})"
+        return f"{uid_text(self.uid)} ({len(self.files)} slices{desc})"
+
+
+def uid_text(uid: str) -> str:
+    """A UID as messages show it: an empty one as ``""`` so that it cannot go unseen."""
+    return uid if uid else '""'
+
 
 
 def _tag(path: str, key: str) -> str:
@@ -61,7 +68,7 @@ def _choose(folder: Path, series: List[DicomSeries], series_uid: Optional[str]) 
             if s.uid == series_uid.strip():
                 return s
         raise InputError(
-            f"The DICOM folder '{folder}' has no series with UID {series_uid}. It holds: "
+            f"The DICOM folder '{folder}' has no series with UID {uid_text(series_uid.strip())}. It holds: "
             f"{listing}. Pass one of these UIDs (--series UID, or series_uid= in Python)."
         )
     if len(series) > 1:
@@ -101,5 +108,10 @@ def read_dicom_series(folder: Path, series_uid: Optional[str] = None) -> sitk.Im
             f"or the slices are inconsistent ({short_reason(exc)}). Check the export from the scanner "
             "or PACS, or convert the series to NIfTI with another tool."
         ) from None
+    tilt = tilt_of(image, slice_positions(reader))
+    if tilt is not None:
+        if image.HasMetaDataKey(NON_UNIFORM_KEY):
+            image.EraseMetaData(NON_UNIFORM_KEY)
+        return resample_tilted(image, slice_positions(reader), tilt[1], tilt[0], f"{chosen.summary()} in '{folder}'")
     return check_even_spacing(reader, image, folder, chosen.summary())
 

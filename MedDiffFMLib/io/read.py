@@ -11,23 +11,26 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ._itk import short_reason
 from .dicom_checks import has_dicom_magic
+from .complete import check_complete_file
 from .dicom_read import read_dicom_series
 from .formats import FILE_FORMATS, SUPPORTED_TEXT, file_extension
+from .validate import check_finite
 
 
-def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None) -> sitk.Image:
+def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None, name: str = "input") -> sitk.Image:
     """Read a CT volume from NIfTI, NRRD, MetaImage, or a folder holding a DICOM series.
 
     ``series_uid`` picks one series when a DICOM folder holds several. DICOM is read in
     Hounsfield units (rescale slope/intercept applied). Every problem the user can fix (missing
-    path, unknown extension, damaged file, no or several DICOM series) raises InputError.
+    path, unknown extension, damaged or cut-short file, no or several DICOM series) raises
+    InputError; ``name`` ("input", "mask", ...) is how the messages call the volume.
     """
     p = Path(path).expanduser()
     if not p.exists():
         parent = p.parent if str(p.parent) else Path(".")
         where = "" if parent.is_dir() else f" (its folder '{parent}' does not exist either)"
         raise InputError(
-            f"The input '{p}' does not exist{where}. Check the path and its spelling."
+            f"The {name} '{p}' does not exist{where}. Check the path and its spelling."
         )
     if p.is_dir():
         return read_dicom_series(p, series_uid)
@@ -41,11 +44,16 @@ def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None)
         raise InputError(
             f"Cannot read '{p}': its extension is not a supported format. Use {SUPPORTED_TEXT}."
         )
+    non_finite = check_complete_file(p, ext)
     try:
-        return sitk.ReadImage(str(p))
+        image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InputError(
-            f"Could not read '{p}' as {FILE_FORMATS[ext]}: the file is damaged, truncated or not "
+            f"Could not read the {name} '{p}' as {FILE_FORMATS[ext]}: the file is damaged, truncated or not "
             f"really {FILE_FORMATS[ext]} ({short_reason(exc)}). Re-export or re-download it."
         ) from None
+    if non_finite is not None:
+        non_finite.raise_if_any(f"{name} '{p}'", image)
+    check_finite(image, f"{name} '{p}'")
+    return image
 

@@ -17,7 +17,8 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ._itk import short_reason
 from .dicom_write import write_dicom_series
-from .formats import SUPPORTED_TEXT, file_extension, strip_extension
+from .formats import file_extension
+from .output_plan import check_volume_target, input_files, is_dicom_target
 
 PathLike = Union[str, os.PathLike]
 
@@ -26,62 +27,8 @@ PathLike = Union[str, os.PathLike]
 _COMPRESS = {".nii.gz": True, ".nrrd": True, ".mha": True, ".nii": False, ".nhdr": True, ".mhd": False}
 
 
-def _is_dicom_target(path: PathLike, p: Path) -> bool:
-    text = os.fspath(path)
-    return text.endswith(("/", os.sep)) or p.is_dir() or (p.suffix == "" and file_extension(p) is None)
-
-
-def _resolve(p: PathLike) -> Path:
-    return Path(p).expanduser().resolve()
-
-
-def _check_target(path: PathLike, target: Path, inputs: Sequence[PathLike], dicom: bool) -> None:
-    parent = target.parent
-    if not parent.is_dir():
-        raise InputError(
-            f"Cannot write '{target}': its folder '{parent}' does not exist. Create it first "
-            f"(e.g. mkdir -p \"{parent}\") or choose another output path."
-        )
-    for inp in inputs:
-        if _resolve(inp) == target:
-            raise InputError(
-                f"The output '{path}' is the input '{inp}'. MedDiffFM never overwrites its input: "
-                "choose a different output path."
-            )
-    if dicom:
-        if target.exists() and not target.is_dir():
-            raise InputError(
-                f"Cannot write a DICOM series to '{target}': a file with that name exists. "
-                "Choose a new folder name, or add an extension (.nii.gz, .nrrd, .mha) to write a file."
-            )
-        if target.is_dir() and any(target.iterdir()):
-            raise InputError(
-                f"Cannot write a DICOM series into '{target}': the folder is not empty. "
-                "Choose a new or empty folder (existing files are never mixed with a new series)."
-            )
-    elif file_extension(target) is None:
-        raise InputError(
-            f"Cannot write '{path}': unknown extension '{target.suffix}'. Use {SUPPORTED_TEXT} "
-            "(a path without extension, or ending in '/', is written as a DICOM series folder)."
-        )
-    elif target.is_dir():
-        raise InputError(f"Cannot write '{target}': a folder with that name exists. Choose a file name.")
-
-
-def _input_files(inputs: Sequence[PathLike]) -> set:
-    """The inputs and, for detached headers (.mhd, .nhdr), their data files (same stem)."""
-    files = set()
-    for inp in inputs:
-        p = _resolve(inp)
-        files.add(p)
-        if file_extension(p) in (".mhd", ".nhdr") and p.parent.is_dir():
-            stem = strip_extension(p.name) + "."
-            files.update(q.resolve() for q in p.parent.iterdir() if q.name.startswith(stem))
-    return files
-
-
 def _check_companions(path: PathLike, destinations: Sequence[Path], inputs: Sequence[PathLike]) -> None:
-    clash = [d for d in destinations if d.resolve() in _input_files(inputs)]
+    clash = [d for d in destinations if d.resolve() in input_files(inputs)]
     if clash:
         raise InputError(
             f"Writing '{path}' would overwrite '{clash[0]}', which belongs to an input. "
@@ -107,13 +54,15 @@ def write_volume(
     Refuses (InputError) to overwrite any of ``inputs``, to write into a folder that does not
     exist, or an unknown extension. The write is atomic: nothing is left behind on failure.
     """
-    target = _resolve(path)
-    dicom = _is_dicom_target(path, target)
-    _check_target(path, target, inputs, dicom)
+    dicom = is_dicom_target(path)
+    target = check_volume_target(path, inputs)
     # The temporary folder is in the target folder so that the final rename stays on one disk;
     # os.mkdir (not tempfile) so that it gets the user's usual permissions.
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    os.mkdir(tmp)
+    try:
+        os.mkdir(tmp)
+    except OSError as exc:
+        raise _write_error(f"'{target.name}'", target.parent, exc) from None
     try:
         if dicom:
             _write_series(image, tmp, dicom_tags)
@@ -127,6 +76,9 @@ def write_volume(
             _check_companions(path, [target.parent / q.name for q in produced], inputs)
             for item in produced:
                 os.replace(item, target.parent / item.name)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(f"'{target.name}'", target.parent, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

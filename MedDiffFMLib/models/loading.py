@@ -52,30 +52,58 @@ def inference_memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last_3d if device.type in ("cpu", "cuda") else torch.contiguous_format
 
 
+def check_model_role(files: ModelFiles, role: str = "base", expect_task: Optional[str] = None,
+                     task: Optional[str] = None) -> None:
+    """Raise ModelError, naming the model, unless it suits the task: a base model when ``expect_task``
+    is None, else a ControlNet trained for ``expect_task``. ``role`` only picks the default model;
+    ``task`` names the command in the message."""
+    what = f"'{task}'" if task else "this task"
+    where = f"'{files.name}' ({files.path})"
+    if files.kind == "controlnet":
+        control = files.controlnet_config
+        assert control is not None
+        if expect_task is None:
+            raise ModelError(
+                f"Model {where} is a '{control.task}' ControlNet; {what} needs a base model (such as the "
+                "default meddifffm-default). Leave --model out or pass a base model folder."
+            )
+        if control.task != expect_task:
+            raise ModelError(
+                f"Model {where} is a '{control.task}' ControlNet; {what} needs a '{expect_task}' one. "
+                f"Leave --model out for the default, or pass a '{expect_task}' ControlNet folder."
+            )
+    elif expect_task:
+        needed = expect_task
+        raise ModelError(
+            f"Model {where} is a base model; {what} needs a '{needed}' ControlNet. Leave --model out for the "
+            f"default, or pass a '{needed}' ControlNet folder."
+        )
+
+
+def model_for_task(ref: Optional[str | Path], role: str = "base", expect_task: Optional[str] = None,
+                   task: Optional[str] = None) -> ModelFiles:
+    """Resolve and verify ``ref`` (checksums, config) and check its role, loading no weights."""
+    files = resolve_model(ref, role)
+    check_model_role(files, role, expect_task, task)
+    return files
+
+
 def load_pipeline_model(
     ref: Optional[str | Path], role: str = "base", device: torch.device | str = "cpu", expect_task: Optional[str] = None
 ) -> LoadedModel:
     """Resolve ``ref`` (name, folder or None for the default of ``role``), verify checksums, build the
     network(s) and move them to ``device``."""
     files = resolve_model(ref, role)
+    check_model_role(files, role, expect_task)
     if files.kind == "controlnet":
         control = files.controlnet_config
         assert control is not None
-        if expect_task and control.task != expect_task:
-            raise ModelError(
-                f"Model '{files.name}' is a '{control.task}' ControlNet; this task needs a '{expect_task}' one."
-            )
         base_files = _find_base(files)
         unet = build_module(base_files)
         controlnet = build_module(files)
         assert isinstance(unet, MedDiffFMUNet) and isinstance(controlnet, MedDiffFMControlNet)
         model = ConditionedModel(unet, controlnet)
     else:
-        if expect_task:
-            raise ModelError(
-                f"Model '{files.name}' is a base model; this task needs a '{expect_task}' ControlNet "
-                f"(pass --model with a ControlNet folder)."
-            )
         base_files = files
         unet = build_module(files)
         assert isinstance(unet, MedDiffFMUNet)

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import ModelError
+from ..errors import ModelChecksumError, ModelConfigError, ModelError
 from ..io.permissions import make_shareable
 from .config import ControlNetConfig, ModelConfig
 from .network import MedDiffFMControlNet, MedDiffFMUNet
@@ -151,14 +151,14 @@ def verify_model_folder(path: str | Path) -> ModelFiles:
         manifest = json.loads(manifest_path.read_text())
         files: dict[str, str] = dict(manifest["files"])
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ModelError(f"The manifest of model '{path}' is unreadable ({error}). Re-import the model.") from error
+        raise ModelConfigError(f"The manifest of model '{path}' is unreadable ({error}). Re-import the model.") from error
     for fname, expected in files.items():
         fpath = path / fname
         if not fpath.is_file():
             raise ModelError(f"Model '{path}' is incomplete: '{fname}' listed in its manifest is missing.")
         actual = sha256_of(fpath)
         if actual != expected:
-            raise ModelError(
+            raise ModelChecksumError(
                 f"Model '{path}': the checksum of '{fname}' does not match its manifest "
                 f"(expected {expected[:12]}…, found {actual[:12]}…). The file is damaged or was changed; "
                 "download or import the model again. It was not loaded."
@@ -172,11 +172,16 @@ def _read_folder(path: Path, files: dict[str, str], name: str) -> ModelFiles:
     try:
         doc = json.loads((path / CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"Cannot read the config of model '{path}': {error}.") from error
-    if doc.get("format") != FORMAT:
-        raise ModelError(f"Model '{path}' has format '{doc.get('format')}', this MedDiffFM reads '{FORMAT}'.")
-    model_config = ModelConfig.from_dict(doc["model"])
-    control = ControlNetConfig.from_dict(doc["controlnet"]) if doc.get("kind") == "controlnet" else None
+        raise ModelConfigError(f"Cannot read the config of model '{path}': {error}.") from error
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ModelConfigError(f"Model '{path}' has format '{found}', this MedDiffFM reads '{FORMAT}'.")
+    try:
+        model_config = ModelConfig.from_dict(doc["model"])
+        control = ControlNetConfig.from_dict(doc["controlnet"]) if doc.get("kind") == "controlnet" else None
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelConfigError(f"The config of model '{path}' is unreadable ({type(error).__name__}: {error}). "
+                               "Re-import or re-export the model.") from error
     card = (path / CARD).read_text() if (path / CARD).is_file() else ""
     return ModelFiles(path, name, doc.get("kind", "unet"), model_config, control, files, card, doc.get("extra", {}))
 

@@ -53,7 +53,7 @@ def check_hu(image: sitk.Image, name: str = "input") -> None:
     module docstring for the rule). Callers skip the check on ``--allow-non-hu``."""
     values = _sample(image)
     if values.size == 0:
-        raise InputError(f"The {name} has no finite voxel values; it cannot be CT in HU.")
+        raise InputError(f"The {name} has no finite voxel values (every voxel is NaN or infinite); it cannot be CT in HU.")
     air = _fraction(values, AIR_RANGE)
     fat = _fraction(values, FAT_RANGE)
     p1, median, top = (float(v) for v in np.percentile(values, [1, 50, 99.9]))

@@ -23,13 +23,13 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..errors import InputError
 from ..io import image_from_array
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, add_noise, prepare_timesteps, run_sampler
+from ..sampling import Conditions, add_noise, run_sampler
+from . import option_checks as checks
 from .engine import Engine, prepare_ct, volume_tensor
 from .masks import body_mask
-from .shared import PassProgress, check_region, check_start_step, check_steps
+from .shared import PassProgress, check_region, check_start_step, sampling_timesteps
 
 PAPER_START_STEP = 950  # of T = 1000
 
@@ -63,6 +63,17 @@ class AnomalyOptions:
     region: Optional[str] = None
     allow_non_hu: bool = False
 
+    def validate(self) -> None:
+        """Raise InputError (one paragraph) on a value out of range; needs no input and no model."""
+        checks.check_start(self.start_step)
+        checks.check_steps(self.steps)
+        checks.check_int(self.samples, "--samples", 1, why=" (reconstructions to average)")
+        checks.check_number(self.smooth_mm, "--smooth-mm", 0.0, why=" (Gaussian standard deviation in mm; 0 = none)")
+        if self.threshold is not None:
+            checks.check_number(self.threshold, "--threshold", 0.0, why=" (HU of absolute difference)")
+        checks.check_eta(self.eta)
+        checks.check_seed(self.seed, count=self.samples if isinstance(self.samples, int) else 1)
+
 
 @dataclass
 class AnomalyResult:
@@ -93,10 +104,8 @@ def anomaly_map_image(
 ) -> AnomalyResult:
     """Anomaly map of a CT (HU) on the input's exact grid; see the module doc for the definition."""
     options = options or AnomalyOptions()
-    steps = check_steps(options.steps)
-    samples = check_steps(options.samples, "--samples")
-    if options.smooth_mm < 0:
-        raise InputError(f"--smooth-mm must be 0 or more (got {options.smooth_mm}).")
+    options.validate()
+    steps, samples = int(options.steps), int(options.samples)
     start = _start_step(engine, options.start_step)
     region = check_region(engine, options.region)
     image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
@@ -106,7 +115,7 @@ def anomaly_map_image(
     check_cancel(cancel)
 
     scheduler = engine.scheduler()
-    timesteps = prepare_timesteps(scheduler, steps, start_step=start)
+    timesteps = sampling_timesteps(scheduler, steps, start, progress)
     y = volume_tensor(space.model_array)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     source = sitk.GetArrayFromImage(image).astype(np.float32)

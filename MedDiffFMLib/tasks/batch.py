@@ -29,6 +29,7 @@ import SimpleITK as sitk
 
 from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume, write_volume
+from ..io.dicom_tilt import NOTE_KEY
 from ..io.formats import file_extension, strip_extension
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .anomaly import AnomalyOptions, anomaly_map_image
@@ -162,6 +163,9 @@ def find_cases(inputs: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]
         elif spec.is_file():
             paths = [spec]
             source = f"'{spec}'"
+        elif spec.suffix.lower() == ".txt":
+            raise InputError(f"The list file '{spec}' does not exist. Check the path, or pass a folder or a quoted "
+                             "glob pattern instead.")
         else:
             paths = [Path(p) for p in sorted(glob.glob(os.path.expanduser(str(inputs)), recursive=True))]
             source = f"the pattern '{inputs}'"
@@ -202,6 +206,27 @@ def output_path(out_dir: Path, stem: str, task: str, suffix: Optional[str] = Non
         raise InputError(f"Unknown output format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
     name = f"{stem}{('_' + task) if suffix is None else suffix}{('_' + extra) if extra else ''}.{fmt}"
     return Path(out_dir) / name
+
+
+def case_outputs(out_dir: Path, case: Case, task: str, suffix: Optional[str], fmt: str,
+                 extras: Sequence[str]) -> List[Path]:
+    """Every path the batch may write for ``case``: the main output and its extras."""
+    target = output_path(out_dir, case.stem, task, suffix, fmt)
+    ext = _ext(target)
+    return [target] + [target.with_name(f"{target.name[: -len(ext)]}_{key}{ext}") for key in extras]
+
+
+def drop_own_outputs(cases: Sequence[Case], out_dir: Path, task: str, suffix: Optional[str], fmt: str,
+                     extras: Sequence[str]) -> Tuple[List[Case], List[Case]]:
+    """(cases to run, cases dropped): a case that is the output of another case of this batch (its
+    outputs in ``out_dir`` from an earlier run, when --out is the input folder) is never an input."""
+    producer = {p.resolve(): case.stem for case in cases
+                for p in case_outputs(Path(out_dir), case, task, suffix, fmt, extras)}
+    kept, dropped = [], []
+    for case in cases:
+        made_by = producer.get(case.path.resolve())
+        (dropped if made_by is not None and made_by != case.stem else kept).append(case)
+    return kept, dropped
 
 
 def distributed_rank() -> Tuple[int, int, int]:
@@ -258,6 +283,7 @@ def run_batch(
         if not Path(masks).is_dir():
             raise InputError(f"The mask folder '{masks}' does not exist.")
     output_path(out_dir, "x", task, suffix, fmt)  # checks the format before any work
+    cases, _ = drop_own_outputs(cases, out_dir, task, suffix, fmt, extras)  # never its own outputs
     result = BatchResult(cases=list(cases))
     total = len(result.cases)
     report(progress, "batch", 0, total)
@@ -287,7 +313,10 @@ def run_batch(
 def _run_case(spec: TaskSpec, case: Case, target: Path, engine: Engine, options, masks, extras, series,
               progress, cancel) -> List[Path]:
     image = read_volume(case.path, series_uid=series)
-    mask = read_volume(find_mask(Path(masks), case.stem)) if spec.needs_mask else None
+    if image.HasMetaDataKey(NOTE_KEY):  # e.g. a DICOM gantry tilt resampled
+        notify(progress, f"{case.stem}: {image.GetMetaData(NOTE_KEY)}")
+        image.EraseMetaData(NOTE_KEY)
+    mask = read_volume(find_mask(Path(masks), case.stem), name="mask") if spec.needs_mask else None
     outputs = spec.run(engine, image, mask, options, progress, cancel)
     check_cancel(cancel)
     written = []

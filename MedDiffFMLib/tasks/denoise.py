@@ -16,11 +16,12 @@ from typing import Optional
 import SimpleITK as sitk
 import torch
 
-from ..errors import InputError
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, noise_to_signal, prepare_timesteps, run_sampler, step_for_noise
+from ..sampling import Conditions, SamplingHooks, noise_to_signal, run_sampler, step_for_noise
+from . import option_checks as checks
 from .engine import Engine, as_input_type, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
+from .shared import sampling_timesteps
 
 
 # The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5
@@ -54,6 +55,15 @@ class DenoiseOptions:
     region: Optional[str] = None
     allow_non_hu: bool = False
 
+    def validate(self) -> None:
+        """Raise InputError (one paragraph) on a value out of range; needs no input and no model."""
+        checks.check_number(self.strength, "--strength", 0.0, 1.0, why=" (the fraction of the noise to remove)")
+        checks.check_steps(self.steps)
+        checks.check_noise_hu(self.noise_hu)
+        checks.check_lambda(self.lam)
+        checks.check_eta(self.eta)
+        checks.check_seed(self.seed)
+
 
 @dataclass
 class DenoiseResult:
@@ -73,10 +83,7 @@ def denoise_image(
 ) -> DenoiseResult:
     """Denoise a CT (HU) and return it on the input's exact grid, full HU range kept."""
     options = options or DenoiseOptions()
-    if not 0.0 <= options.strength <= 1.0:
-        raise InputError(f"--strength must be between 0 and 1 (got {options.strength}).")
-    if options.steps < 1:
-        raise InputError(f"--steps must be at least 1 (got {options.steps}).")
+    options.validate()
     image, region = prepare_ct(image, region=options.region, allow_non_hu=options.allow_non_hu)
     report(progress, "preprocessing", 0, 1)
     space = engine.model_space(image, region)
@@ -94,7 +101,7 @@ def denoise_image(
         unchanged = as_input_type(space.to_input_grid(space.model_array), image)
         return DenoiseResult(unchanged, float(noise_hu), 0, 0, region)
 
-    timesteps = prepare_timesteps(scheduler, options.steps, start_step=start)
+    timesteps = sampling_timesteps(scheduler, options.steps, start, progress)
     y = volume_tensor(space.model_array)
     abar_start = float(scheduler.alphas_cumprod[timesteps[0]])
     x = math.sqrt(abar_start) * y

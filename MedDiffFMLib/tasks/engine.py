@@ -35,12 +35,23 @@ class EngineOptions:
     batch_size: Optional[int] = None
     overlap: float = 0.25
 
+    def validate(self) -> None:
+        """Raise InputError (one paragraph) on a value out of range; loads nothing."""
+        from . import option_checks as checks
+
+        if self.batch_size is not None:
+            checks.check_int(self.batch_size, "--batch-size", 1, why=" (patches per network call)")
+        checks.check_number(self.overlap, "--overlap", 0.0, 1.0, high_open=True,
+                            why=" (the fraction of a patch shared with its neighbour; 1 would never advance; "
+                                "the default 0.25 hides seams)")
+
 
 class Engine:
     """A verified model on its device, ready to process any number of volumes."""
 
     def __init__(self, options: EngineOptions | None = None, role: str = "base", expect_task: Optional[str] = None):
         self.options = options or EngineOptions()
+        self.options.validate()
         self.device = resolve_device(self.options.device)
         self.autocast_dtype = autocast_dtype(self.device)
         self.loaded: LoadedModel = load_pipeline_model(self.options.model, role, self.device, expect_task)

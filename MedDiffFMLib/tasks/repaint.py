@@ -19,13 +19,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..errors import InputError
 from ..io import image_from_array
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, add_noise, prepare_timesteps, run_sampler
+from ..sampling import Conditions, SamplingHooks, add_noise, run_sampler
 from .engine import Engine, prepare_ct, volume_tensor
 from .masks import covering_mask, mask_for_image, region_of_interest
-from .shared import as_pixel_type, check_region, check_start_step, check_steps
+from . import option_checks as checks
+from .shared import as_pixel_type, check_region, check_start_step, sampling_timesteps
 
 ConditionBuilder = Callable[[object, np.ndarray], Optional[torch.Tensor]]
 
@@ -61,6 +61,16 @@ class RegenerateOptions:
     label: Optional[int] = None
     allow_non_hu: bool = False
 
+    def validate(self) -> None:
+        """Raise InputError (one paragraph) on a value out of range; needs no input and no model."""
+        checks.check_steps(self.steps)
+        checks.check_int(self.resample, "--resample", 1, why=" (RePaint repeats per step; 1 = none)")
+        checks.check_start(self.start_step)
+        checks.check_eta(self.eta)
+        checks.check_seed(self.seed)
+        if self.label is not None:
+            checks.check_int(self.label, "--label", 1, why=" (the mask label value to use; 0 is the background)")
+
 
 @dataclass
 class RegenerateResult:
@@ -88,9 +98,8 @@ def regenerate_region(
     ``condition(space, mask_on_input_grid)`` returns the ControlNet condition on the model grid
     (lesion generation) or None (healthy inpainting with the base model).
     """
-    steps = check_steps(options.steps)
-    if int(options.resample) < 1:
-        raise InputError(f"--resample must be at least 1 (got {options.resample}).")
+    options.validate()
+    steps = int(options.steps)
     start_step = check_start_step(engine, options.start_step)
     region = check_region(engine, options.region)
     image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
@@ -104,7 +113,7 @@ def regenerate_region(
 
     scheduler = engine.scheduler()
     full = start_step is None
-    timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+    timesteps = sampling_timesteps(scheduler, steps, start_step, progress)
     # Only a box around the mask (plus one patch of context per side) is sampled; the rest of the
     # volume is known and comes back unchanged, so a small lesion on a whole CT stays fast.
     patch = engine.config.patch_size

@@ -42,10 +42,17 @@ def check_region(engine: Engine, region: Optional[str], required: bool = False) 
     return region
 
 
-def check_steps(steps: int, name: str = "--steps") -> int:
-    if int(steps) < 1:
-        raise InputError(f"{name} must be at least 1 (got {steps}).")
-    return int(steps)
+def sampling_timesteps(scheduler, steps: int, start_step: Optional[int], progress: Optional[ProgressCallback]) -> list:
+    """The sampler's time steps (see ``prepare_timesteps``), with a note when ``steps`` had to be capped
+    because the start step leaves fewer distinct steps."""
+    from ..sampling import prepare_timesteps
+
+    timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+    if len(timesteps) < int(steps):
+        start = timesteps[0]
+        notify(progress, f"--steps {steps} capped at {len(timesteps)}: sampling starts at step t={start}, "
+                         f"which leaves only {start + 1} distinct steps down to 0.")
+    return timesteps
 
 
 def check_start_step(engine: Engine, start_step: Optional[int]) -> Optional[int]:

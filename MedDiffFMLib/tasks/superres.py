@@ -37,12 +37,13 @@ from ..errors import InputError, ModelError
 from ..io import Geometry, geometry_of, image_from_array
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, add_noise, prepare_timesteps, run_sampler
+from ..sampling import Conditions, SamplingHooks, add_noise, run_sampler
 from .conditions import superres_condition
 from .consistency import SliceAverageOperator, diffpir_rho, measurement_sigma, project_block_average
 from .engine import Engine, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
-from .shared import check_region, check_start_step, check_steps, notify
+from . import option_checks as checks
+from .shared import check_region, check_start_step, notify, sampling_timesteps
 
 ROLE = "superres"
 DEFAULT_THIN_MM = 1.0
@@ -83,6 +84,21 @@ class SuperResOptions:
     region: Optional[str] = None
     keep_origin: bool = False
     allow_non_hu: bool = False
+
+    def validate(self) -> None:
+        """Raise InputError (one paragraph) on a value out of range; needs no input and no model."""
+        if self.factor_z is not None and self.spacing is not None:
+            raise InputError("Pass either --factor-z or --spacing, not both.")
+        if self.factor_z is not None:
+            checks.check_int(self.factor_z, "--factor-z", 2, why=" (thin slices per thick slice)")
+        if self.spacing is not None:
+            checks.check_number(self.spacing, "--spacing", 0.0, low_open=True, why=" (target z spacing in mm)")
+        checks.check_steps(self.steps)
+        checks.check_start(self.start_step)
+        checks.check_lambda(self.lam)
+        checks.check_noise_hu(self.noise_hu)
+        checks.check_eta(self.eta)
+        checks.check_seed(self.seed)
 
 
 @dataclass
@@ -173,7 +189,8 @@ def super_resolve_image(
     if control is None or control.task != ROLE:
         raise ModelError(f"Super-resolution needs a '{ROLE}' ControlNet model (--model); "
                          f"'{engine.model_name}' is not one.")
-    steps = check_steps(options.steps)
+    options.validate()
+    steps = int(options.steps)
     start_step = check_start_step(engine, options.start_step)
     region = check_region(engine, options.region)
     image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
@@ -202,7 +219,7 @@ def super_resolve_image(
     check_cancel(cancel)
 
     scheduler = engine.scheduler()
-    timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+    timesteps = sampling_timesteps(scheduler, steps, start_step, progress)
     generator = engine.generator(options.seed)
     cond = volume_tensor(condition)
     if start_step is None:

@@ -22,10 +22,11 @@ from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array, validate_volume
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, prepare_timesteps, run_sampler
+from ..sampling import Conditions, run_sampler
 from .conditions import anatomy_condition
 from .engine import Engine
-from .shared import as_pixel_type, check_region, check_steps, notify
+from . import option_checks as checks
+from .shared import as_pixel_type, check_region, notify, sampling_timesteps
 
 MAX_SIZE = 2048
 
@@ -53,6 +54,13 @@ class SynthesisOptions:
     steps: int = 50
     eta: float = 0.0
     seed: Optional[int] = 0
+
+    def validate(self) -> None:
+        """Raise InputError (one paragraph) on a value out of range; needs no input and no model.
+        (The grid options are checked with the grid, where --anatomy/--like are known.)"""
+        checks.check_steps(self.steps)
+        checks.check_eta(self.eta)
+        checks.check_seed(self.seed)
 
 
 @dataclass
@@ -119,7 +127,8 @@ def synthesize_image(
 ) -> SynthesisResult:
     """Sample a CT (int16 HU) for ``options.region`` on the grid described in the module doc."""
     region = check_region(engine, options.region, required=True)
-    steps = check_steps(options.steps)
+    options.validate()
+    steps = int(options.steps)
     grid = output_grid(engine, options, anatomy, like)
     check_fits_in_memory(int(np.prod(grid.size)), 4, "The synthetic volume")
     report(progress, "preprocessing", 0, 1)
@@ -144,7 +153,7 @@ def synthesize_image(
     check_cancel(cancel)
 
     scheduler = engine.scheduler()
-    timesteps = prepare_timesteps(scheduler, steps)
+    timesteps = sampling_timesteps(scheduler, steps, None, progress)
     generator = engine.generator(options.seed)
     x = torch.randn((1, 1, *space.model_array.shape), generator=generator)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region), anatomy=anatomy_tensor))

@@ -109,7 +109,7 @@ def preprocess_case(
         codes = np.rint((np.clip(hu, low, low + width) - low) * (255.0 / width))
         out["image"] = codes.astype(np.uint8)
     if case.anatomy is not None:
-        labels = read_volume(case.anatomy)
+        labels = read_volume(case.anatomy, name=f"anatomy label map of case '{case.id}'")
         labels = sitk.Cast(labels, sitk.sitkUInt16) if labels.GetPixelID() != sitk.sitkUInt8 else labels
         labels, moved = _labels_on_image_grid(labels, image, "anatomy", case)
         if moved:
@@ -124,7 +124,7 @@ def preprocess_case(
             raise ManifestError(f"Case '{case.id}': anatomy labels go up to {int(arr.max())}; at most 255 are supported.")
         out["anatomy"] = arr.astype(np.uint8)
     if case.lesion is not None:
-        mask = read_volume(case.lesion)
+        mask = read_volume(case.lesion, name=f"lesion mask of case '{case.id}'")
         binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8) if mask.GetNumberOfComponentsPerPixel() == 1 else mask
         binary, moved = _labels_on_image_grid(binary, image, "lesion", case)
         if moved:
