@@ -22,6 +22,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from MedDiffFMModuleLib import BundledData
 from MedDiffFMModuleLib.Logic import Logic, MedDiffFMModuleError
 from MedDiffFMModuleLib.Panel import MedDiffFMPanel
 from MedDiffFMModuleLib.ParameterNode import MedDiffFMParameterNode
@@ -64,6 +65,9 @@ class MedDiffFM(ScriptedLoadableModule):
             "it builds on MONAI, PyTorch, SimpleITK and the Slicer PyTorch extension. "
             "Generated images are for research only, not for diagnosis."
         )
+        # Sample Data lists the chest CT that ships with the extension (offline: a file:// address).
+        if getattr(slicer, "app", None) is not None:
+            slicer.app.startupCompleted.connect(BundledData.registerSampleData)
 
 
 #
@@ -140,7 +144,7 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the helper package too (Slicer's reload only reloads this file)."""
-        for name in ("I18n", "Tasks", "Progress", "Process", "Models", "Dependencies", "SceneIO", "Logic",
+        for name in ("I18n", "BundledData", "Tasks", "Progress", "Process", "Models", "Dependencies", "SceneIO", "Logic",
                      "ParameterNode", "Panel"):
             moduleName = f"MedDiffFMModuleLib.{name}"
             if moduleName in sys.modules:
