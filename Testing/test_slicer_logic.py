@@ -157,7 +157,7 @@ def test_segment_drawn_on_another_grid_becomes_the_mask_on_the_volume_grid(mrmlS
     output = logic.inpaint(volume, segmentation, segmentId, seed=3)
 
     assert scene.GetNumberOfNodes() == count + 2  # the volume and its display node, nothing else
-    assert output.GetName() == "CT inpainted"
+    assert output.GetName() == "CT with generated tissue"
     assertSameGeometry(output, volume)
     result = slicer.util.arrayFromVolume(output)
     assert np.array_equal(result == -1000, expected | (array == -1000))  # the fake fills the mask with -1000
@@ -181,7 +181,7 @@ def test_segment_under_a_transform_is_mapped_to_the_volume(mrmlScene, logic):
     expected = np.zeros_like(mask, bool)
     expected[2:5, 3:8, 6:11] = True
     result = slicer.util.arrayFromVolume(output)
-    assert output.GetName() == "CT lesion"
+    assert output.GetName() == "CT with generated lesion"
     assert np.array_equal(result == 100, expected | (array == 100))
 
 

@@ -206,6 +206,19 @@ def addSegmentationFromMask(scene, maskPath: str, referenceVolumeNode, name: str
     return segmentationNode
 
 
+def addEmptySegmentation(scene, referenceVolumeNode, name: str, segmentName: str, color=(0.9, 0.6, 0.1)):
+    """Add a segmentation with one empty segment on the grid of ``referenceVolumeNode`` (for the user
+    to paint with Segment Editor); return ``(segmentationNode, segmentId)``."""
+    segmentationNode = slicer.vtkMRMLSegmentationNode()
+    segmentationNode.SetName(scene.GenerateUniqueName(name))
+    scene.AddNode(segmentationNode)
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    segmentationNode.SetAndObserveTransformNodeID(referenceVolumeNode.GetTransformNodeID())
+    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", segmentName, list(color))
+    return segmentationNode, segmentId
+
+
 # --------------------------------------------------------------------------------------------
 # Placement and display
 # --------------------------------------------------------------------------------------------
