@@ -2,6 +2,7 @@
 on disk (no Slicer build needed)."""
 
 import ast
+import glob
 import json
 import os
 import re
@@ -153,3 +154,12 @@ def test_library_has_no_slicer_qt_or_vtk_import():
                 if re.search(r"^\s*(import|from)\s+(slicer|qt|vtk|ctk)\b", text, re.M):
                     offenders.append(os.path.join(folder, name))
     assert offenders == []
+
+
+def test_shipped_model_cards_say_research_use_only():
+    cards = sorted(glob.glob(os.path.join(ROOT, "Resources", "Models", "*", "MODEL_CARD.md")))
+    assert len(cards) >= 3
+    for card in cards:
+        text = read(os.path.relpath(card, ROOT))
+        assert "## Intended use: research only" in text, card
+        assert "synthetic or altered image" in text and "not for\ndiagnosis" in text, card
