@@ -159,3 +159,34 @@ def test_the_library_and_the_module_find_them_in_the_installed_layout(installTre
     assert Path(found["sample"]) == qtScripted / "Resources" / "SampleData" / "chest_ct_sample.nii.gz"
     assert found["source"]["uris"] == [Path(found["sample"]).as_uri()]
     assert Path(found["libraryRoot"]) == qtScripted
+
+
+def test_sample_ct_is_registered_with_sample_data_offline(tmp_path):
+    """What the module hands to Slicer's Sample Data: a file:// address of the bundled CT, its
+    sha256 (checked by Sample Data after copying it into its cache) and a thumbnail."""
+    import hashlib
+    import types
+    import urllib.request
+
+    sys.path.insert(0, paths.MODULE_DIR)
+    from MedDiffFMModuleLib import BundledData
+
+    sample = ROOT / "Resources" / "SampleData" / BundledData.SAMPLE_FILE
+    assert hashlib.sha256(sample.read_bytes()).hexdigest() == BundledData.SAMPLE_SHA256
+    calls = []
+    sampleData = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kwargs: calls.append(kwargs)))
+    assert BundledData.registerSampleData(sampleData)
+    (source,) = calls
+    assert source["category"] == "MedDiffFM" and source["fileNames"] == [BundledData.SAMPLE_FILE]
+    assert source["checksums"] == [f"SHA256:{BundledData.SAMPLE_SHA256}"]
+    assert Path(source["thumbnailFileName"]).is_file()
+    # Sample Data fetches it with urlretrieve: a file:// address needs no network
+    (uri,) = source["uris"]
+    assert uri.startswith("file://")
+    copy = tmp_path / "copy.nii.gz"
+    urllib.request.urlretrieve(uri, copy)
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == BundledData.SAMPLE_SHA256
+    # without the file (e.g. a stripped install) nothing is registered
+    assert not BundledData.registerSampleData(sampleData, moduleDir=str(tmp_path))
+    assert len(calls) == 1

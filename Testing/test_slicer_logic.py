@@ -199,6 +199,10 @@ def test_anomaly_map_is_a_colour_overlay_with_a_segmentation(mrmlScene, logic, r
     assert display.GetColorNode().GetName() == "ColdToHotRainbow"
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(threshold)  # only anomalies tint
     assert display.GetWindowLevelMin() == pytest.approx(threshold)
+    # Slicer's colour legend, in HU, over the views that show the map
+    legend = mrmlScene.logics["colors"].GetColorLegendDisplayNode(amap)
+    assert legend is not None and legend.GetVisibility()
+    assert legend.GetTitleText() == "Anomaly (HU)" and legend.GetLabelFormat() == "%.0f HU"
     for composite in compositeNodes(scene):
         assert composite.GetBackgroundVolumeID() == volume.GetID()
         assert composite.GetForegroundVolumeID() == amap.GetID()

@@ -20,7 +20,7 @@ MODULE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CATEGORY = "MedDiffFM"
 SAMPLE_NAME = "MedDiffFMChestCT"
 SAMPLE_FILE = "chest_ct_sample.nii.gz"
-SAMPLE_NODE_NAME = "MedDiffFMChestCT"
+SAMPLE_NODE_NAME = "Chest CT"
 SAMPLE_SHA256 = "1f615aec03649164c887f88ba8e47d57db8daf794655eeba020c721ad842f408"
 """sha256 of ``Resources/SampleData/chest_ct_sample.nii.gz`` (a test checks it against the file)."""
 THUMBNAIL = "MedDiffFMChestCT.png"

@@ -307,6 +307,9 @@ class Logic:
             result = TaskResult(outputVolume=volume)
             if task is Task.ANOMALY:
                 SceneIO.showAsColorOverlay(scene, volume, request.options.normalized().threshold)
+                legend = SceneIO.addColorLegend(volume, _("Anomaly (HU)"))
+                if legend is not None and isNew:
+                    added.append(legend)
                 if job.paths.anomalyMask and os.path.isfile(job.paths.anomalyMask):
                     segmentation = SceneIO.addSegmentationFromMask(
                         scene, job.paths.anomalyMask, inputVolume, anomalySegmentationName(inputVolume.GetName()),

@@ -293,6 +293,22 @@ def showAsColorOverlay(scene, node, threshold: Optional[float] = None, percentil
     display.SetThreshold(low, max(high, low) + 1.0)
 
 
+def addColorLegend(node, title: str, labelFormat: str = "%.0f HU"):
+    """Show the colour legend of ``node`` (Slicer's Colors module), with its values in HU, in the
+    views that show it. Returns the legend display node (``None`` without the Colors module)."""
+    try:
+        colorLogic = slicer.modules.colors.logic()
+    except AttributeError:  # no Colors module logic (a bare MRML scene)
+        return None
+    legend = colorLogic.AddDefaultColorLegendDisplayNode(node)
+    if legend is None:
+        return None
+    legend.SetTitleText(title)
+    legend.SetLabelFormat(labelFormat)
+    legend.SetVisibility(True)
+    return legend
+
+
 def showInSliceViews(scene, applicationLogic, background, foreground=None, foregroundOpacity=ANOMALY_OPACITY) -> None:
     """Show ``background`` (and ``foreground`` over it) in every slice view."""
     if applicationLogic is None:
