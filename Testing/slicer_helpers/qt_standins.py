@@ -34,6 +34,13 @@ def installQtShim() -> types.ModuleType:
     return shim
 
 
+# PySide6 6.12 on CPython 3.11 drops one reference to None on every call of a C++ method that
+# returns void (setText, setMaximum...): a long offscreen session (the screenshot script's real runs)
+# ends in "Fatal Python error: none_dealloc". A reserve of references keeps None alive; from Python
+# 3.12 on, None is immortal and this does nothing.
+_NONE_RESERVE = [None] * 4_000_000 if sys.version_info < (3, 12) else []
+
+
 def application() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance()
     if app is None:
