@@ -165,7 +165,7 @@ def test_input_defaults_to_the_first_ct_and_labels_follow_the_task(mrmlScene, tm
         assert h.ui.inputSelector.currentNode() is volume
         assert h.ui.outputSelector.itemText(0) == 'Create new volume "CT denoised"'
         h.chooseTask(Task.SYNTHESIZE)
-        assert h.ui.inputVolumeLabel.text() == "Reference (optional):"
+        assert h.ui.inputVolumeLabel.text() == "Reference grid (optional):"
         assert h.ui.outputSelector.itemText(0) == 'Create new volume "CT synthesized"'
         h.ui.inputSelector.setCurrentNode(None)
         qt_standins.processEvents()

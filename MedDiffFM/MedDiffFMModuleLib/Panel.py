@@ -180,7 +180,7 @@ class MedDiffFMPanel:
             spec = taskSpec(task)
             for option, visible in visibleOptions(task).items():
                 self.optionRows[option].setVisible(visible)
-            ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference (optional):"))
+            ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference grid (optional):"))
             ui.taskDescriptionLabel.setText(spec.description)
             ui.thresholdSpinBox.setEnabled(bool(p.useThreshold))
             inputName = p.inputVolume.GetName() if p.inputVolume is not None else None
