@@ -7,8 +7,8 @@ Slicer as ``PythonSlicer -m MedDiffFMLib.cli``) with the shipped models, on
 
 - ``Resources/Screenshots/panel.png``: the module's real ``MedDiffFM.ui`` loaded offscreen with
   PySide6 (stand-ins for Slicer's own widget classes, ``Testing/slicer_helpers/qt_standins.py``),
-  driven by the real panel and logic code on a real MRML scene (slicer-core), grabbed when the
-  Anomaly map task it ran in the background has finished.
+  driven by the real panel and logic code on a real MRML scene (slicer-core), grabbed while the
+  Anomaly map task runs in the background (Apply has become Cancel; the bar shows the step).
 - ``Resources/Screenshots/anomaly-overlay.png``: the result as the module displays it (its own
   ``SceneIO`` display calls: CT background, anomaly map foreground with its colour table,
   threshold and opacity, Slicer's colour legend in HU), in an axial slice view rendered offscreen
@@ -64,6 +64,7 @@ from MedDiffFMModuleLib.Process import defaultCommand, processEnvironment  # noq
 from MedDiffFMModuleLib.Tasks import Task  # noqa: E402
 
 CT_WINDOW_LEVEL = (1400.0, -400.0)  # lung and mediastinum in one picture
+PANEL_GRAB_STEP = 6  # grab the panel at this sampling step, with the progress bar part-way
 
 
 class OffscreenSliceView:
@@ -150,7 +151,7 @@ def loadSampleCt(context):
 
 
 def runPanel(context, ct, out, seed):
-    """The panel after a real Anomaly-map run; returns the result."""
+    """The panel during a real Anomaly-map run; returns the finished result."""
     top, ui = qt_standins.loadUi()
     with tempfile.TemporaryDirectory() as temp:
         settings = qt.QSettings(os.path.join(temp, "settings.ini"), qt.QSettings.IniFormat)
@@ -164,7 +165,7 @@ def runPanel(context, ct, out, seed):
         parameters.connectGui(ui)
         parameters.addObserver(panel.onParameterNodeModified)
         panel.setParameterNode(parameters)
-        top.resize(440, 600)
+        top.resize(440, 760)
         top.show()
 
         panel.refreshModels()
@@ -179,16 +180,24 @@ def runPanel(context, ct, out, seed):
         ui.applyButton.click()
         if not panel.running:
             raise RuntimeError(f"the run did not start: {ui.statusLabel.text()}")
+
+        def step():
+            latest = panel.job.parser.latest if panel.job is not None else None
+            return latest.step if latest is not None and latest.total > 1 else 0
+
+        while panel.running and step() < PANEL_GRAB_STEP:
+            qt_standins.processEvents(0.05)
+        qt_standins.processEvents(0.3)  # one more timer tick: the bar shows the latest step
+        path = os.path.join(out, "panel.png")
+        top.grab().save(path)
+        print("wrote", path)
+
         started = time.monotonic()
         while panel.running:
             qt_standins.processEvents(0.1)
         if panel.lastResult is None:
             raise RuntimeError(f"the run failed: {ui.statusLabel.text()}")
-        print(f"anomaly map in {time.monotonic() - started:.0f} s:", ui.statusLabel.text())
-        qt_standins.processEvents(0.3)
-        path = os.path.join(out, "panel.png")
-        top.grab().save(path)
-        print("wrote", path)
+        print(f"anomaly map in {time.monotonic() - started:.0f} s more:", ui.statusLabel.text())
         panel.cleanup()
         top.close()
         return panel.lastResult
