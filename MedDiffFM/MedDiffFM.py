@@ -22,6 +22,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from MedDiffFMModuleLib import HOMEPAGE, BundledData
 from MedDiffFMModuleLib.Logic import Logic, MedDiffFMModuleError
 from MedDiffFMModuleLib.Panel import MedDiffFMPanel
 from MedDiffFMModuleLib.ParameterNode import MedDiffFMParameterNode
@@ -37,11 +38,13 @@ class MedDiffFM(ScriptedLoadableModule):
         self.parent.title = _("MedDiffFM")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
         self.parent.dependencies = []
-        self.parent.contributors = ["MedDiffFM developers (https://github.com/meddifffm/SlicerMedDiffFM)"]
+        self.parent.contributors = [f"MedDiffFM developers ({HOMEPAGE})"]
         self.parent.helpText = _(
             "Runs MedDiff-FM, a 3D CT diffusion foundation model, on a loaded CT volume. Results are added "
             "as new nodes beside the input; the input is never changed. The model runs in a separate "
             "process: Slicer stays responsive and Cancel leaves the scene as it was.<br><br>"
+            "<b>Research use only:</b> the results are synthetic or altered images made by a generative "
+            "model, not for diagnosis.<br><br>"
             "<b>Tasks</b><ul>"
             "<li><b>Denoise</b>: partly noises the volume and denoises it again; the strength sets how much.</li>"
             "<li><b>Anomaly map</b>: reconstructs a pseudo-healthy volume and shows where the input differs "
@@ -53,17 +56,20 @@ class MedDiffFM(ScriptedLoadableModule):
             "healthy tissue.</li>"
             "<li><b>Generate lesion</b>: generates a lesion inside the region of a segment.</li></ul>"
             "Batch processing and all tasks are available from the Python console, see the "
-            "<a href=\"https://github.com/meddifffm/SlicerMedDiffFM/blob/main/docs/SLICER.md\">documentation</a>."
+            "<a href=\"{documentation}\">documentation</a>."
             "<br><br>If you use this module, please cite: Y. Yu, Y. Gu, S. Zhang, X. Zhang, "
             "\"MedDiff-FM: A Diffusion-based Foundation Model for Versatile Medical Image Applications\", "
             "<a href=\"https://arxiv.org/abs/2410.15432\">arXiv:2410.15432</a>."
-        )
+        ).format(documentation=f"{HOMEPAGE}/blob/main/docs/SLICER.md")
         self.parent.acknowledgementText = _(
             "MedDiff-FM was developed by Yongrui Yu, Yannian Gu, Shaoting Zhang and Xiaofan Zhang "
             "(arXiv:2410.15432). This extension re-implements the model and its tasks for 3D Slicer; "
             "it builds on MONAI, PyTorch, SimpleITK and the Slicer PyTorch extension. "
             "Generated images are for research only, not for diagnosis."
         )
+        # Sample Data lists the chest CT that ships with the extension (offline: a file:// address).
+        if getattr(slicer, "app", None) is not None:
+            slicer.app.startupCompleted.connect(BundledData.registerSampleData)
 
 
 #
@@ -140,7 +146,7 @@ class MedDiffFMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onReload(self) -> None:
         """Reload the helper package too (Slicer's reload only reloads this file)."""
-        for name in ("I18n", "Tasks", "Progress", "Process", "Models", "Dependencies", "SceneIO", "Logic",
+        for name in ("I18n", "BundledData", "Tasks", "Progress", "Process", "Models", "Dependencies", "SceneIO", "Logic",
                      "ParameterNode", "Panel"):
             moduleName = f"MedDiffFMModuleLib.{name}"
             if moduleName in sys.modules:

@@ -15,6 +15,9 @@ from .io.permissions import make_shareable
 
 
 def _slices(image: sitk.Image, level: float, width: float) -> list[np.ndarray]:
+    # Radiological display whatever the stored axis order: LPS voxel axes put anterior at the top of
+    # the axial view and the patient's right on the viewer's left.
+    image = sitk.DICOMOrient(image, "LPS")
     # Resample to isotropic in-plane spacing so coronal/sagittal views keep their aspect ratio.
     spacing = min(image.GetSpacing())
     size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]

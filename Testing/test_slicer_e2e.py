@@ -78,7 +78,7 @@ def test_inpaint_with_the_real_library(mrmlScene, logic, tinyModel):
     mask[3:6, 8:14, 8:14] = 1
     segmentation, segmentId = addSegmentOnGrid(mrmlScene.scene, mask, volumeMatrix(volume))
     output = logic.inpaint(volume, segmentation, segmentId, steps=2, seed=1, model=tinyModel, device="cpu")
-    assert output.GetName() == "CT inpainted"
+    assert output.GetName() == "CT with generated tissue"
     result = slicer.util.arrayFromVolume(output)
     assert result.shape == array.shape
     assert np.allclose(result[mask == 0], array[mask == 0], atol=1.0)  # only the segment changes

@@ -157,7 +157,7 @@ def test_segment_drawn_on_another_grid_becomes_the_mask_on_the_volume_grid(mrmlS
     output = logic.inpaint(volume, segmentation, segmentId, seed=3)
 
     assert scene.GetNumberOfNodes() == count + 2  # the volume and its display node, nothing else
-    assert output.GetName() == "CT inpainted"
+    assert output.GetName() == "CT with generated tissue"
     assertSameGeometry(output, volume)
     result = slicer.util.arrayFromVolume(output)
     assert np.array_equal(result == -1000, expected | (array == -1000))  # the fake fills the mask with -1000
@@ -181,7 +181,7 @@ def test_segment_under_a_transform_is_mapped_to_the_volume(mrmlScene, logic):
     expected = np.zeros_like(mask, bool)
     expected[2:5, 3:8, 6:11] = True
     result = slicer.util.arrayFromVolume(output)
-    assert output.GetName() == "CT lesion"
+    assert output.GetName() == "CT with generated lesion"
     assert np.array_equal(result == 100, expected | (array == 100))
 
 
@@ -199,6 +199,10 @@ def test_anomaly_map_is_a_colour_overlay_with_a_segmentation(mrmlScene, logic, r
     assert display.GetColorNode().GetName() == "ColdToHotRainbow"
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(threshold)  # only anomalies tint
     assert display.GetWindowLevelMin() == pytest.approx(threshold)
+    # Slicer's colour legend, in HU, over the views that show the map
+    legend = mrmlScene.logics["colors"].GetColorLegendDisplayNode(amap)
+    assert legend is not None and legend.GetVisibility()
+    assert legend.GetTitleText() == "Anomaly (HU)" and legend.GetLabelFormat() == "%.0f HU"
     for composite in compositeNodes(scene):
         assert composite.GetBackgroundVolumeID() == volume.GetID()
         assert composite.GetForegroundVolumeID() == amap.GetID()

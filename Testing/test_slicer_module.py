@@ -48,6 +48,18 @@ def test_module_metadata(MedDiffFM):
     assert parent.categories == ["Filtering"]
     assert "arXiv:2410.15432" in parent.helpText and "Generate lesion" in parent.helpText
     assert "Yu" in parent.acknowledgementText
+    assert "Research use only" in parent.helpText and "not for diagnosis" in parent.helpText
+    assert "https://github.com/meddifffm/SlicerMedDiffFM/blob/main/docs/SLICER.md" in parent.helpText
+
+
+def test_module_registers_the_sample_ct_once_slicer_has_started(MedDiffFM, monkeypatch):
+    connected = []
+    app = types.SimpleNamespace(startupCompleted=types.SimpleNamespace(connect=connected.append))
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    MedDiffFM.MedDiffFM(types.SimpleNamespace())
+    from MedDiffFMModuleLib import BundledData
+
+    assert connected == [BundledData.registerSampleData]
 
 
 def test_widget_setup_apply_scene_close_and_cleanup(MedDiffFM, mrmlScene):

@@ -57,6 +57,16 @@ class Messages:
         return self.weightsPath
 
 
+class SegmentEditor:
+    """Records what the panel asks Segment Editor to open."""
+
+    def __init__(self):
+        self.opened = []
+
+    def open(self, segmentationNode, sourceVolumeNode):
+        self.opened.append((segmentationNode, sourceVolumeNode))
+
+
 class PanelHarness:
     def __init__(self, scene, appLogic, tmp_path, settingsFile=None):
         self.record = tmp_path / "argv.jsonl"
@@ -66,7 +76,9 @@ class PanelHarness:
         (tmp_path / "temp").mkdir(exist_ok=True)
         self.logic = Logic(command=paths.FAKE_COMMAND, applicationLogic=appLogic, tempRoot=str(tmp_path / "temp"),
                            env={"FAKE_MEDDIFFFM_RECORD": str(self.record)})
-        self.panel = MedDiffFMPanel(self.ui, self.logic, messages=self.messages, settings=self.settings)
+        self.segmentEditor = SegmentEditor()
+        self.panel = MedDiffFMPanel(self.ui, self.logic, messages=self.messages, settings=self.settings,
+                                    segmentEditor=self.segmentEditor)
         self.panel.setMRMLScene(scene)
         self.panel.setup()
         self.parameters = FakeParameterNode(MedDiffFMParameterNode)
@@ -79,6 +91,10 @@ class PanelHarness:
 
     def visibleRows(self):
         return {name for name, row in self.panel.optionRows.items() if not row.isHidden()}
+
+    def top_y(self, widget):
+        """Vertical position of ``widget`` in the panel (what the user reads first is on top)."""
+        return widget.mapTo(self.top, qt.QPoint(0, 0)).y()
 
     def chooseTask(self, task):
         self.ui.taskComboBox.setCurrentIndex(list(Task).index(task))
@@ -127,6 +143,13 @@ def test_ui_parameter_names_match_the_parameter_node_declaration(harness):
 
 
 def test_each_task_shows_only_its_options(harness):
+    # steps and seed are under "Advanced", folded at first
+    assert harness.ui.advancedCollapsibleButton.property("collapsed")
+    assert harness.ui.stepsRow.isHidden() and harness.ui.seedRow.isHidden()
+    harness.chooseTask(Task.ANOMALY)
+    assert harness.ui.stepsRow.isHidden(), "a row the task shows stays folded under Advanced"
+    harness.ui.advancedCollapsibleButton.setCollapsed(False)
+    qt_standins.processEvents()
     for task in Task:
         harness.chooseTask(task)
         assert harness.parameters.task is task
@@ -142,7 +165,7 @@ def test_input_defaults_to_the_first_ct_and_labels_follow_the_task(mrmlScene, tm
         assert h.ui.inputSelector.currentNode() is volume
         assert h.ui.outputSelector.itemText(0) == 'Create new volume "CT denoised"'
         h.chooseTask(Task.SYNTHESIZE)
-        assert h.ui.inputVolumeLabel.text() == "Reference (optional):"
+        assert h.ui.inputVolumeLabel.text() == "Reference grid (optional):"
         assert h.ui.outputSelector.itemText(0) == 'Create new volume "CT synthesized"'
         h.ui.inputSelector.setCurrentNode(None)
         qt_standins.processEvents()
@@ -357,3 +380,90 @@ def test_opening_the_module_never_asks_to_install_but_apply_does(mrmlScene, tmp_
         assert installed == [] and not h.panel.running and mrmlScene.nodeIds() == before
     finally:
         h.panel.cleanup()
+
+
+def test_panel_reads_top_down_task_inputs_options_output_then_apply(mrmlScene, harness):
+    volume, _ = addCtVolume()
+    harness.ui.inputSelector.setCurrentNode(volume)
+    harness.ui.advancedCollapsibleButton.setCollapsed(False)
+    ui = harness.ui
+    for task, option in ((Task.DENOISE, ui.strengthSlider), (Task.LESION, ui.segmentSelector),
+                         (Task.SYNTHESIZE, ui.regionComboBox)):
+        harness.chooseTask(task)
+        order = [ui.researchNoticeLabel, ui.taskComboBox, ui.inputSelector, option, ui.stepsSpinBox,
+                 ui.seedSpinBox, ui.outputSelector, ui.modelCollapsibleButton, ui.applyButton, ui.progressBar]
+        assert all(w.isVisible() for w in order), task
+        positions = [harness.top_y(w) for w in order]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions), (task, positions)
+    # Apply is the main action: visible without scrolling past folded sections, taller and bold
+    assert ui.applyButton.isVisible() and ui.applyButton.height() >= 32
+    assert ui.applyButton.height() > ui.refreshModelsButton.sizeHint().height()
+    assert "bold" in ui.applyButton.styleSheet()
+    assert harness.top_y(ui.applyButton) + ui.applyButton.height() < 900
+
+
+def test_research_notice_and_plain_output_names(mrmlScene, harness):
+    volume, _ = addCtVolume()
+    notice = harness.ui.researchNoticeLabel
+    assert notice.isVisible()
+    assert "synthetic or altered" in notice.text() and "research" in notice.text().lower()
+    assert "diagnosis" in notice.text()
+    harness.ui.inputSelector.setCurrentNode(volume)
+    harness.chooseTask(Task.LESION)
+    assert harness.ui.outputSelector.itemText(0) == 'Create new volume "CT with generated lesion"'
+    harness.chooseTask(Task.INPAINT)
+    assert harness.ui.outputSelector.itemText(0) == 'Create new volume "CT with generated tissue"'
+
+
+def test_model_section_folds_when_a_usable_model_is_installed(harness):
+    section = harness.ui.modelCollapsibleButton
+    harness.panel.refreshModels()
+    harness.waitUntil(lambda: harness.panel.infoJob is None)
+    assert harness.panel.hasUsableModel() and section.property("collapsed")
+    assert harness.ui.modelComboBox.isHidden() or not harness.ui.modelComboBox.isVisible()
+    # the chosen model failed its checksum: the section opens at the next listing
+    harness.parameters.model = "meddifffm-paper"
+    harness.panel.refreshModels()
+    harness.waitUntil(lambda: harness.panel.infoJob is None)
+    assert not harness.panel.hasUsableModel() and not section.property("collapsed")
+    assert "CHECKSUM MISMATCH" in harness.ui.modelCardLabel.text() and harness.ui.modelCardLabel.isVisible()
+    # listing fails: open, with the reason
+    section.setCollapsed(True)
+    harness.logic.extraEnv["FAKE_MEDDIFFFM_FAIL"] = "user"
+    harness.panel.refreshModels()
+    harness.waitUntil(lambda: harness.panel.infoJob is None)
+    assert not section.property("collapsed")
+    assert "could not be listed" in harness.ui.modelCardLabel.text()
+
+
+def test_segment_editor_button_for_inpaint_and_lesion(mrmlScene, harness):
+    ui = harness.ui
+    harness.chooseTask(Task.DENOISE)
+    assert not ui.editSegmentsButton.isVisible()  # only the tasks that need a region show it
+    harness.chooseTask(Task.LESION)
+    assert ui.editSegmentsButton.isVisible() and not ui.editSegmentsButton.isEnabled()  # no input yet
+    volume, _ = addCtVolume()
+    ui.inputSelector.setCurrentNode(volume)
+    qt_standins.processEvents()
+    assert ui.editSegmentsButton.isEnabled()
+    # No segmentation chosen: a new one on the input's grid, with an empty segment, chosen in the panel
+    before = mrmlScene.nodeIds()
+    ui.editSegmentsButton.click()
+    qt_standins.processEvents()
+    p = harness.parameters
+    assert p.segmentationNode is not None and p.segmentationNode.GetName() == "CT lesion region"
+    assert p.segmentationNode.GetSegmentation().GetSegment(p.segmentId).GetName() == "lesion region"
+    assert ui.segmentSelector.currentNode() is p.segmentationNode
+    assert ui.segmentSelector.currentSegmentID() == p.segmentId
+    assert harness.segmentEditor.opened == [(p.segmentationNode, volume)]
+    assert len(mrmlScene.nodeIds()) > len(before)
+    # A segmentation chosen: Segment Editor opens on it, nothing new is added
+    other, otherId = addSegmentOnGrid(mrmlScene.scene, np.ones((2, 2, 2), np.uint8), volumeMatrix(volume))
+    ui.segmentSelector.setCurrentNode(other)
+    ui.segmentSelector.setCurrentSegmentID(otherId)
+    qt_standins.processEvents()
+    count = len(mrmlScene.nodeIds())
+    ui.editSegmentsButton.click()
+    assert harness.segmentEditor.opened[-1] == (other, volume)
+    assert len(mrmlScene.nodeIds()) == count
+    assert harness.messages.errors == []

@@ -42,7 +42,7 @@ def test_task_labels_and_cli_names():
 
 @pytest.mark.parametrize("task, name", [
     (Task.DENOISE, "CT denoised"), (Task.ANOMALY, "CT anomaly map"), (Task.SYNTHESIZE, "CT synthesized"),
-    (Task.SUPERRES, "CT super-resolved"), (Task.INPAINT, "CT inpainted"), (Task.LESION, "CT lesion")])
+    (Task.SUPERRES, "CT super-resolved"), (Task.INPAINT, "CT with generated tissue"), (Task.LESION, "CT with generated lesion")])
 def test_output_names(task, name):
     assert Tasks.outputName(task, "CT") == name
 

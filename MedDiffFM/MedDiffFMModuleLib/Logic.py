@@ -307,6 +307,9 @@ class Logic:
             result = TaskResult(outputVolume=volume)
             if task is Task.ANOMALY:
                 SceneIO.showAsColorOverlay(scene, volume, request.options.normalized().threshold)
+                legend = SceneIO.addColorLegend(volume, _("Anomaly (HU)"))
+                if legend is not None and isNew:
+                    added.append(legend)
                 if job.paths.anomalyMask and os.path.isfile(job.paths.anomalyMask):
                     segmentation = SceneIO.addSegmentationFromMask(
                         scene, job.paths.anomalyMask, inputVolume, anomalySegmentationName(inputVolume.GetName()),
@@ -409,7 +412,7 @@ class Logic:
     def inpaint(self, inputVolume, segmentationNode, segmentId: str, steps: Optional[int] = None,
                 seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
                 outputVolume=None, wait: bool = True):
-        """Inpaint the region of the segment ("<input> inpainted")."""
+        """Inpaint the region of the segment ("<input> with generated tissue")."""
         options = self._options(steps=steps, seed=seed, model=model, device=device)
         return self._run(TaskRequest(Task.INPAINT, inputVolume=inputVolume, segmentationNode=segmentationNode,
                                      segmentId=segmentId, outputVolume=outputVolume, options=options), wait)
@@ -417,10 +420,23 @@ class Logic:
     def generateLesion(self, inputVolume, segmentationNode, segmentId: str, steps: Optional[int] = None,
                        seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
                        outputVolume=None, wait: bool = True):
-        """Generate a lesion in the region of the segment ("<input> lesion")."""
+        """Generate a lesion in the region of the segment ("<input> with generated lesion")."""
         options = self._options(steps=steps, seed=seed, model=model, device=device)
         return self._run(TaskRequest(Task.LESION, inputVolume=inputVolume, segmentationNode=segmentationNode,
                                      segmentId=segmentId, outputVolume=outputVolume, options=options), wait)
+
+    def createRegionSegmentation(self, inputVolume, task: Union[str, Task] = Task.INPAINT):
+        """A new segmentation beside ``inputVolume`` with one empty segment to paint the region of an
+        inpainting or a lesion in; return ``(segmentationNode, segmentId)``."""
+        if inputVolume is None:
+            raise MedDiffFMModuleError(_("Select an input volume first: the region is drawn on it."))
+        task = Task(task)
+        segmentName = _("lesion region") if task is Task.LESION else _("region to inpaint")
+        segmentation, segmentId = SceneIO.addEmptySegmentation(
+            self.scene, inputVolume, _("{name} {segment}").format(name=inputVolume.GetName(), segment=segmentName),
+            segmentName)
+        SceneIO.placeBeside(self.scene, segmentation, inputVolume)
+        return segmentation, segmentId
 
     # -- files, models, weights -----------------------------------------------------------------
 

@@ -57,17 +57,38 @@ class SlicerMessages:
         return path or ""
 
 
+class SlicerSegmentEditor:
+    """Opens Slicer's Segment Editor on a segmentation (tests inject their own object)."""
+
+    def open(self, segmentationNode, sourceVolumeNode) -> None:
+        import slicer
+
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentationNode)
+        if hasattr(editor, "setSourceVolumeNode"):  # Slicer 5.2 and later
+            editor.setSourceVolumeNode(sourceVolumeNode)
+        else:
+            editor.setMasterVolumeNode(sourceVolumeNode)
+
+
 class MedDiffFMPanel:
-    """:param ui: object whose attributes are the panel's named child widgets.
+    """The panel reads top-down: task, the inputs it needs, its options (steps and seed under
+    "Advanced"), the output, then "Model and device" (folded while a usable model is installed)
+    and Apply.
+
+    :param ui: object whose attributes are the panel's named child widgets.
     :param logic: a :class:`MedDiffFMModuleLib.Logic.Logic`.
     :param messages: ``error``, ``info``, ``confirm``, ``askWeightsPath`` (default: Slicer dialogs).
     :param settings: a ``qt.QSettings`` (default: Slicer's application settings).
+    :param segmentEditor: ``open(segmentationNode, sourceVolumeNode)`` (default: Slicer's Segment Editor).
     """
 
-    def __init__(self, ui, logic, messages=None, settings=None, scene=None):
+    def __init__(self, ui, logic, messages=None, settings=None, scene=None, segmentEditor=None):
         self.ui = ui
         self.logic = logic
         self.messages = messages or SlicerMessages()
+        self.segmentEditor = segmentEditor or SlicerSegmentEditor()
         if getattr(logic, "confirm", None) is None:
             logic.confirm = self.messages.confirm  # installation questions use the panel's dialogs
         self.settings = settings if settings is not None else qt.QSettings()
@@ -95,6 +116,7 @@ class MedDiffFMPanel:
         ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         ui.segmentSelector.currentNodeChanged.connect(self.onSegmentSelectionChanged)
         ui.segmentSelector.currentSegmentChanged.connect(self.onSegmentSelectionChanged)
+        ui.editSegmentsButton.clicked.connect(self.onEditSegments)
         self._fillModelComboBox()
         self.setProgress(None)
 
@@ -158,7 +180,7 @@ class MedDiffFMPanel:
             spec = taskSpec(task)
             for option, visible in visibleOptions(task).items():
                 self.optionRows[option].setVisible(visible)
-            ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference (optional):"))
+            ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference grid (optional):"))
             ui.taskDescriptionLabel.setText(spec.description)
             ui.thresholdSpinBox.setEnabled(bool(p.useThreshold))
             inputName = p.inputVolume.GetName() if p.inputVolume is not None else None
@@ -169,6 +191,7 @@ class MedDiffFMPanel:
                 ui.outputSelector.setProperty("noneDisplay", _("Create new volume"))
             if needsMask(task):
                 self._syncSegmentSelectorFromParameters()
+            ui.editSegmentsButton.setEnabled(p.inputVolume is not None)
             self._syncModelComboBoxFromParameters()
             self.settings.setValue(SETTINGS_DEVICE, Device(p.device).value)
             self.updateEstimate()
@@ -227,6 +250,21 @@ class MedDiffFMPanel:
             p.segmentId = segmentId or ""
         self.updateGUIFromParameterNode()
 
+    def onEditSegments(self, *args) -> None:
+        """Open Segment Editor on the chosen segmentation (a new one with an empty segment, on the
+        input's grid, when none is chosen), with the input volume as source."""
+        p = self._parameterNode
+        if p is None:
+            return
+        try:
+            if p.segmentationNode is None:
+                segmentation, segmentId = self.logic.createRegionSegmentation(p.inputVolume, Task(p.task))
+                p.segmentationNode = segmentation
+                p.segmentId = segmentId
+            self.segmentEditor.open(p.segmentationNode, p.inputVolume)
+        except MedDiffFMModuleError as error:
+            self.messages.error(str(error))
+
     # -- models ----------------------------------------------------------------------------------
 
     def refreshModels(self, *args, automatic: bool = False) -> None:
@@ -240,12 +278,14 @@ class MedDiffFMPanel:
                 self.ui.modelCardLabel.setText(_(
                     "Not installed yet: {names}. They are installed, after you confirm, on the first "
                     "Apply or Refresh.").format(names=", ".join(missing)))
+                self.ui.modelCollapsibleButton.setCollapsed(False)
                 return
         try:
             self.logic.ensureDependencies()
             self.infoJob = self.logic.startInfo()
         except MedDiffFMModuleError as error:
             self.ui.modelCardLabel.setText(str(error))
+            self.ui.modelCollapsibleButton.setCollapsed(False)
             return
         self.ui.modelCardLabel.setText(_("Listing models and verifying checksums..."))
         self.ui.refreshModelsButton.setEnabled(False)
@@ -259,9 +299,22 @@ class MedDiffFMPanel:
         except MedDiffFMModuleError as error:
             self.appendLog(_("Listing models failed: {error}").format(error=error))
             self.ui.modelCardLabel.setText(_("Models could not be listed: {error}").format(error=error))
+            self.ui.modelCollapsibleButton.setCollapsed(False)
             return
         self._fillModelComboBox()
         self.updateGUIFromParameterNode()
+        # Nothing to choose while a usable model is installed; open the section when there is a problem.
+        self.ui.modelCollapsibleButton.setCollapsed(self.hasUsableModel())
+
+    def hasUsableModel(self) -> bool:
+        """Whether the chosen model (or, for "Default model", some base model) is installed and
+        passed its checksum."""
+        if self.libraryInfo is None:
+            return False
+        name = self._parameterNode.model if self._parameterNode is not None else ""
+        candidates = [self.libraryInfo.model(name)] if name else self.libraryInfo.models
+        return any(m is not None and m.kind == "unet" and m.sha256Ok is not False and not m.error
+                   for m in candidates)
 
     def _fillModelComboBox(self) -> None:
         combo = self.ui.modelComboBox

@@ -206,6 +206,19 @@ def addSegmentationFromMask(scene, maskPath: str, referenceVolumeNode, name: str
     return segmentationNode
 
 
+def addEmptySegmentation(scene, referenceVolumeNode, name: str, segmentName: str, color=(0.9, 0.6, 0.1)):
+    """Add a segmentation with one empty segment on the grid of ``referenceVolumeNode`` (for the user
+    to paint with Segment Editor); return ``(segmentationNode, segmentId)``."""
+    segmentationNode = slicer.vtkMRMLSegmentationNode()
+    segmentationNode.SetName(scene.GenerateUniqueName(name))
+    scene.AddNode(segmentationNode)
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    segmentationNode.SetAndObserveTransformNodeID(referenceVolumeNode.GetTransformNodeID())
+    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", segmentName, list(color))
+    return segmentationNode, segmentId
+
+
 # --------------------------------------------------------------------------------------------
 # Placement and display
 # --------------------------------------------------------------------------------------------
@@ -278,6 +291,22 @@ def showAsColorOverlay(scene, node, threshold: Optional[float] = None, percentil
     display.SetWindowLevelMinMax(low, high if high > low else low + 1.0)
     display.SetApplyThreshold(True)
     display.SetThreshold(low, max(high, low) + 1.0)
+
+
+def addColorLegend(node, title: str, labelFormat: str = "%.0f HU"):
+    """Show the colour legend of ``node`` (Slicer's Colors module), with its values in HU, in the
+    views that show it. Returns the legend display node (``None`` without the Colors module)."""
+    try:
+        colorLogic = slicer.modules.colors.logic()
+    except AttributeError:  # no Colors module logic (a bare MRML scene)
+        return None
+    legend = colorLogic.AddDefaultColorLegendDisplayNode(node)
+    if legend is None:
+        return None
+    legend.SetTitleText(title)
+    legend.SetLabelFormat(labelFormat)
+    legend.SetVisibility(True)
+    return legend
 
 
 def showInSliceViews(scene, applicationLogic, background, foreground=None, foregroundOpacity=ANOMALY_OPACITY) -> None:

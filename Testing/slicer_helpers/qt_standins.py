@@ -34,6 +34,13 @@ def installQtShim() -> types.ModuleType:
     return shim
 
 
+# PySide6 6.12 on CPython 3.11 drops one reference to None on every call of a C++ method that
+# returns void (setText, setMaximum...): a long offscreen session (the screenshot script's real runs)
+# ends in "Fatal Python error: none_dealloc". A reserve of references keeps None alive; from Python
+# 3.12 on, None is immortal and this does nothing.
+_NONE_RESERVE = [None] * 4_000_000 if sys.version_info < (3, 12) else []
+
+
 def application() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance()
     if app is None:
@@ -57,7 +64,12 @@ class qMRMLWidget(QtWidgets.QWidget):
 
 
 class ctkCollapsibleButton(QtWidgets.QGroupBox):
-    """A group box whose title is the button text; collapsing hides the contents."""
+    """A group box whose title is the button text; collapsing hides the contents.
+
+    Like ctkCollapsibleButton, a child's own visibility (``setVisible`` by the module) is remembered
+    apart from the folding: a row shown while the section is folded stays hidden until it is
+    unfolded, and a row hidden by the module stays hidden when it is unfolded.
+    """
 
     contentsCollapsed = Signal(bool)
 
@@ -65,6 +77,7 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
         super().__init__(parent)
         self._text = ""
         self._collapsed = False
+        self._forcing = False
         self.setStyleSheet("QGroupBox { font-weight: bold; }")
 
     def _getText(self):
@@ -83,24 +96,41 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
         self._refreshTitle()
         self.contentsCollapsed.emit(self._collapsed)
 
+    def childEvent(self, event):
+        super().childEvent(event)
+        if event.type() == QtCore.QEvent.ChildAdded and isinstance(event.child(), QtWidgets.QWidget):
+            event.child().installEventFilter(self)
+
+    def eventFilter(self, child, event):
+        if not self._forcing and isinstance(child, QtWidgets.QWidget) and child.parent() is self:
+            if event.type() == QtCore.QEvent.ShowToParent:
+                child.setProperty("visibilityToParent", True)
+                if self._collapsed:
+                    self._setChildVisibility(child)
+            elif event.type() == QtCore.QEvent.HideToParent:
+                child.setProperty("visibilityToParent", False)
+        return False
+
+    def _setChildVisibility(self, child):
+        wanted = child.property("visibilityToParent")
+        self._forcing = True
+        try:
+            child.setVisible(not self._collapsed and (wanted is None or bool(wanted)))
+        finally:
+            self._forcing = False
+
     def _applyCollapsed(self):
-        children = self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly)
+        for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
+            self._setChildVisibility(child)
         if self._collapsed:
-            # Remember what was shown, like ctkCollapsibleButton, so expanding restores it.
-            self._hiddenByCollapse = [c for c in children if not c.isHidden()]
-            for child in self._hiddenByCollapse:
-                child.setVisible(False)
             self.setFlat(True)
             self.setMaximumHeight(self.fontMetrics().height() + 6)
         else:
             self.setFlat(False)
             self.setMaximumHeight(16777215)
-            for child in getattr(self, "_hiddenByCollapse", []):
-                child.setVisible(True)
-            self._hiddenByCollapse = []
 
     def showEvent(self, event):  # the .ui sets "collapsed" before the children exist
-        if self._collapsed and not getattr(self, "_hiddenByCollapse", None):
+        if self._collapsed:
             self._applyCollapsed()
         super().showEvent(event)
 
