@@ -1,14 +1,15 @@
 """Volume I/O and geometry: read/write NIfTI, NRRD, MetaImage and DICOM series with SimpleITK,
 validate volumes, and convert numpy arrays (z, y, x) + geometry to and from SimpleITK images.
 
-The names below are imported on first use (PEP 562), so that ``io.permissions`` (used by the weights
-format and the training cache) works on a machine without SimpleITK, e.g. a GPU training node.
+The names below are imported on first use (see ``MedDiffFMLib._lazy``), so that ``io.permissions``
+works on a machine without SimpleITK.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "DicomSeries": "dicom_read",
@@ -24,8 +25,8 @@ _EXPORTS = {
     "validate_volume": "validate",
     "write_volume": "write",
 }
-
 __all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
     from .dicom_read import DicomSeries, list_dicom_series
@@ -33,12 +34,3 @@ if TYPE_CHECKING:
     from .read import read_volume
     from .validate import validate_volume
     from .write import write_volume
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value

@@ -11,15 +11,9 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..sampling import Conditions, step_for_noise
-from ..sampling.diffpir import diffpir_denoise
+from ..sampling.diffpir import DEFAULT_DENOISE_STEPS, diffpir_denoise
 from .engine import Engine, as_input_type, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
-
-
-# The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5
-# steps scored the same as 10 (mean of 6 cases: 35.93 dB, SSIM 0.704 both) at half the network
-# evaluations (benchmarks/results/denoise_steps_starter_*.md).
-DEFAULT_DENOISE_STEPS = 5
 
 
 @dataclass
