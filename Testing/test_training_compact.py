@@ -152,3 +152,22 @@ print("OK", result.step, again.step)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "OK 2 3" in done.stdout
+
+
+def test_cli_saves_and_resumes_a_compact_state(cache, tmp_path, capsys):
+    from MedDiffFMLib.cli import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": "tiny", "cache": str(cache), "run_dir": str(tmp_path / "a"), "max_steps": 2,
+                               "batch_size": 2, "warmup_steps": 1, "val_every": 0, "device": "cpu",
+                               "tensorboard": False, "export": {"storage_dtype": "float16", "name": "tiny-cli"}}))
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["train", str(cfg), "--progress", "none", "--export-dir", str(models / "tiny-cli"),
+                 "--save-compact", str(tmp_path / "state")]) == 0
+    assert read_compact_meta(tmp_path / "state")["ema"]["model"] == "tiny-cli"
+    assert main(["train", str(cfg), "--progress", "none", "--run-dir", str(tmp_path / "b"), "--max-steps", "3",
+                 "--resume-compact", str(tmp_path / "state"), "--compact-ema-model", str(models / "tiny-cli"),
+                 "--no-export"]) == 0
+    assert "step 3/3" in capsys.readouterr().out
+    assert main(["train", str(cfg), "--progress", "none", "--resume", "--resume-compact", str(tmp_path / "state")]) == 2
