@@ -169,5 +169,5 @@ def test_cli_saves_and_resumes_a_compact_state(cache, tmp_path, capsys):
     assert main(["train", str(cfg), "--progress", "none", "--run-dir", str(tmp_path / "b"), "--max-steps", "3",
                  "--resume-compact", str(tmp_path / "state"), "--compact-ema-model", str(models / "tiny-cli"),
                  "--no-export"]) == 0
-    assert "step 3/3" in capsys.readouterr().out
+    assert "step 3/3" in capsys.readouterr().err
     assert main(["train", str(cfg), "--progress", "none", "--resume", "--resume-compact", str(tmp_path / "state")]) == 2
