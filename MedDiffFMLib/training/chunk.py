@@ -145,6 +145,10 @@ def chunk_card_lines(chunks: list[dict]) -> list[str]:
         lines.append(f"  - chunk {c['chunk']} ({c['date']}, {c['hardware']}): steps {c['steps'][0]}-{c['steps'][1]}, "
                      f"{c['samples']} samples in {c['train_minutes']:.1f} min on {c['shard']} ({c['train_cases']} "
                      f"training cases); train loss {_num(c.get('train_loss'))}, val loss {_num(c.get('val_loss'))}.")
+    seen = sorted({c["shard"].split(" of ")[0] for c in chunks})
+    total = chunks[-1]["shard"].split(" of ")[-1]
+    lines.append(f"  - data seen: shards {', '.join(seen)} of {total} (chunk k trains shard k mod {total}; all "
+                 f"{total} shards together hold every training case once)")
     if len(chunks) > 12:
         lines.append(f"  - (and {len(chunks) - 12} earlier chunks, listed in the compact state's state.json)")
     return lines

@@ -2,9 +2,9 @@
 
 Features: AdamW with linear warm-up (constant or cosine after it), gradient accumulation, gradient
 clipping, EMA weights, bf16 autocast on CUDA, DistributedDataParallel under torchrun, exact resume
-(see ``checkpoint``), resume from a compact state (see ``compact``), a wall-clock budget that stops cleanly with a checkpoint, CSV (and TensorBoard)
-logs, validation on held-out cases at fixed time steps with fixed noise, and the final export to the
-shipped weights format with a generated model card.
+(see ``checkpoint``), resume from a compact state (see ``compact``), a wall-clock budget that stops
+cleanly with a checkpoint, CSV (and TensorBoard) logs, validation on held-out cases at fixed time
+steps with fixed noise, and the final export to the shipped weights format with a generated model card.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ..errors import CancelledError, MedDiffFMError
 from ..models.config import ControlNetConfig
 from ..models.network import MedDiffFMUNet
 from .cache import TrainingCache, atomic_write_text
-from .compact import CompactContent, CompactState, read_compact_state, write_compact_state
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .compact import CompactContent, CompactState, read_compact_state, write_compact_state
 from .conditions import condition_builder
 from .config import TrainConfig, TrainConfigError
 from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
@@ -274,7 +274,7 @@ class Trainer:
         self.lr_scheduler.last_epoch = self.step
         for group, base in zip(self.optimizer.param_groups, self.lr_scheduler.base_lrs):
             group["lr"] = base * self._lr_factor(self.step)
-        self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr() shows
         self.resumed_from = state.path
 
     def save_compact(self, folder: str | Path, *, ema_model: Optional[str | Path] = None, moments: bool = False,
