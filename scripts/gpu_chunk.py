@@ -334,7 +334,13 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     args = parser.parse_args(argv)
     os.chdir(REPO)
-    args.func(args)
+    from MedDiffFMLib.errors import MedDiffFMError
+
+    try:
+        args.func(args)
+    except MedDiffFMError as error:  # bad input: one paragraph, exit 2
+        print(f"gpu_chunk: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
