@@ -48,7 +48,7 @@ class TrainConfig:
     lr_schedule: str = "constant"       # constant | cosine (after warm-up, down to min_lr_ratio * lr)
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0              # 0 disables
-    rewarm_steps: int = 100             # LR re-warm-up after a compact resume without optimiser moments
+    rewarm_steps: int = 0               # LR re-warm-up after a compact resume without moments (docs/TRAINING.md 8)
     ema_decay: float = 0.999
     levels: tuple = (1.0, 1.0, 1.0)     # chances of image / double / patch level (paper: equal)
     flip_lr: float = 0.5
