@@ -188,10 +188,13 @@ def test_non_hu_image_is_refused(tmp_path):
 def test_shared_ct_manifest_is_valid():
     manifest = load_manifest(REPO / "configs" / "shared_ct_manifest.json", shared_ct_path(),
                              require_splits=("train", "val"))
-    assert len(manifest.cases) == 44
+    assert len(manifest.cases) == 49
     val = {c.id for c in manifest.split("val")}
     assert {"STS_034", "STS_035", "STS_036"} <= val and any(c.region == "chest" for c in manifest.split("val"))
     assert all(c.region is None for c in manifest.cases if c.id.startswith("STS"))
     assert all(c.lesion is not None for c in manifest.cases if c.id.startswith("STS"))
-    assert not any("head" in str(c.image) for c in manifest.cases)
+    assert not any("head_raw_values" in str(c.image) for c in manifest.cases)  # not HU
+    heads = [c for c in manifest.cases if c.region == "head_neck"]
+    assert {c.id for c in heads} == {"head_cranium_1.5mm", "head_trauma_ge", "hn_pt1_3mm"}
+    assert "cta_aorta_crop" in val  # the GPU chunk's held-out denoising check
     assert all(manifest.attribution(c) for c in manifest.cases)

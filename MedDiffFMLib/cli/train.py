@@ -11,6 +11,14 @@ HELP = "train (pre-train) the base model from a prepared cache; resumable, time-
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="training config (JSON; see docs/TRAINING.md and configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    parser.add_argument("--resume-compact", type=Path, default=None, metavar="STATE_DIR",
+                        help="continue from a compact training state folder (docs/TRAINING.md, GPU sessions)")
+    parser.add_argument("--compact-ema-model", type=Path, default=None, metavar="MODEL_DIR",
+                        help="the model folder holding the compact state's EMA (default: the model it names)")
+    parser.add_argument("--save-compact", type=Path, default=None, metavar="STATE_DIR",
+                        help="also write a compact training state at the end (its EMA is the exported model's)")
+    parser.add_argument("--compact-moments", action="store_true",
+                        help="keep AdamW's moments in the compact state (4 more bytes per parameter)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="wall-clock budget: stop cleanly with a checkpoint (and export) before it runs out")
     parser.add_argument("--max-steps", type=int, default=None, help="override the config's max_steps")
@@ -46,16 +54,22 @@ def run(args: argparse.Namespace, mode: str, extra: dict | None = None) -> None:
         path = export_only(config, mode)
         finish(args, [path], f"Exported the latest checkpoint of {config.run_dir} to {path}.")
         return
-    trainer = Trainer(config, mode, resume=args.resume, max_minutes=args.max_minutes, progress=args.progress,
+    trainer = Trainer(config, mode, resume=args.resume, resume_compact=args.resume_compact,
+                      compact_ema_model=args.compact_ema_model, max_minutes=args.max_minutes, progress=args.progress,
                       export=not args.no_export, cancel=args.cancel)
     result = trainer.run()
     if not trainer.dist.is_main:
         return
-    outputs = [p for p in (result.checkpoint, result.export) if p is not None]
+    compact = None
+    if args.save_compact:
+        compact = trainer.save_compact((cwd / args.save_compact).resolve(), ema_model=result.export,
+                                       moments=args.compact_moments)
+    outputs = [p for p in (result.checkpoint, result.export, compact) if p is not None]
     how = {"finished": "finished", "budget": "stopped by the time budget (continue with --resume)"}.get(
         result.stopped_by, result.stopped_by)
     finish(args, outputs,
            f"Training {how} at step {result.step}/{result.max_steps}: train loss "
            f"{result.train_loss if result.train_loss is None else round(result.train_loss, 4)}, val loss "
            f"{result.val_loss if result.val_loss is None else round(result.val_loss, 4)}. Checkpoint: "
-           f"{result.checkpoint}" + (f"; model: {result.export}" if result.export else "") + ".")
+           f"{result.checkpoint}" + (f"; model: {result.export}" if result.export else "")
+           + (f"; compact state: {compact}" if compact else "") + ".")

@@ -1,33 +1,20 @@
-"""Zero-shot denoising (DiffPIR plug-and-play restoration with the foundation model).
-
-The noisy image y is taken as a point on the diffusion trajectory: with its noise std sigma_n (in
-model units) the matching step t* has sqrt((1 - abar)/abar) = sigma_n, so sqrt(abar_t*) * y is a
-valid x_t*. From there the sampler runs down to 0; at each step the predicted clean image x0 is
-pulled towards the measurement by the closed-form data-consistency step of DiffPIR,
-x0 <- (y + rho_t x0) / (1 + rho_t) with rho_t = lambda * sigma_n^2 / sigma_t^2.
-"""
+"""Zero-shot denoising (DiffPIR plug-and-play restoration with the foundation model): the input on
+the model grid, :func:`~MedDiffFMLib.sampling.diffpir.diffpir_denoise` (the maths), and back."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import SimpleITK as sitk
-import torch
 
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, noise_to_signal, run_sampler, step_for_noise
+from ..sampling import Conditions, step_for_noise
+from ..sampling.diffpir import DEFAULT_DENOISE_STEPS, diffpir_denoise
 from . import option_checks as checks
 from .engine import Engine, as_input_type, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
-from .shared import sampling_timesteps
-
-
-# The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5
-# steps scored the same as 10 (mean of 6 cases: 35.93 dB, SSIM 0.704 both) at half the network
-# evaluations (benchmarks/results/denoise_steps_starter_*.md).
-DEFAULT_DENOISE_STEPS = 5
+from .shared import note_capped_steps
 
 
 @dataclass
@@ -101,29 +88,13 @@ def denoise_image(
         unchanged = as_input_type(space.to_input_grid(space.model_array), image)
         return DenoiseResult(unchanged, float(noise_hu), 0, 0, region)
 
-    timesteps = sampling_timesteps(scheduler, options.steps, start, progress)
     y = volume_tensor(space.model_array)
-    abar_start = float(scheduler.alphas_cumprod[timesteps[0]])
-    x = math.sqrt(abar_start) * y
-    generator = engine.generator(options.seed)
-
-    def data_consistency(x0: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
-        rho = options.lam * sigma_n**2 / max(noise_to_signal(scheduler, t) ** 2, 1e-12)
-        return (y + rho * x0) / (1.0 + rho)
-
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
-    denoised = run_sampler(
-        predictor,
-        scheduler,
-        x,
-        timesteps,
-        eta=options.eta,
-        hooks=SamplingHooks(x0_transform=data_consistency),
-        generator=generator,
-        progress=progress,
-        cancel=cancel,
-        stage="denoising",
-    )
+    denoised, timesteps = diffpir_denoise(predictor, scheduler, y, sigma_n, options.steps, lam=options.lam,
+                                          eta=options.eta, generator=engine.generator(options.seed),
+                                          progress=progress, cancel=cancel)
+    assert denoised is not None  # start > 0 was checked above
+    note_capped_steps(options.steps, timesteps, progress)
     result = y + options.strength * (denoised - y)
     check_cancel(cancel)
     report(progress, "postprocessing", 0, 1)

@@ -48,11 +48,17 @@ def sampling_timesteps(scheduler, steps: int, start_step: Optional[int], progres
     from ..sampling import prepare_timesteps
 
     timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+    note_capped_steps(steps, timesteps, progress)
+    return timesteps
+
+
+def note_capped_steps(steps: int, timesteps: list, progress: Optional[ProgressCallback]) -> None:
+    """A note when the planned ``timesteps`` are fewer than the ``steps`` asked for (the start step
+    leaves fewer distinct steps down to 0)."""
     if len(timesteps) < int(steps):
         start = timesteps[0]
         notify(progress, f"--steps {steps} capped at {len(timesteps)}: sampling starts at step t={start}, "
                          f"which leaves only {start + 1} distinct steps down to 0.")
-    return timesteps
 
 
 def check_start_step(engine: Engine, start_step: Optional[int]) -> Optional[int]:

@@ -1,9 +1,11 @@
 """Training and fine-tuning of MedDiff-FM: data cache, multi-level sampling, one trainer, DDP, export.
 
-Layers above: models, sampling (for the training scheduler), io and preprocessing (for the cache).
+Layers above: models, sampling (for the training scheduler), io and preprocessing (for preparing
+the cache). Training from a prepared cache needs no SimpleITK: ``prepare_cache`` (which does) is
+imported on first use.
 """
 
-from .cache import TrainingCache, prepare_cache
+from .cache import TrainingCache
 from .conditions import CONDITION_BUILDERS, anatomy_one_hot, condition_builder, thick_slices
 from .config import ExportOptions, TrainConfig, TrainConfigError
 from .dataset import SampleOptions, SampleSource, collate
@@ -40,3 +42,12 @@ __all__ = [
     "TrainResult",
     "export_only",
 ]
+
+
+def __getattr__(name: str):
+    # PEP 562: preparing needs SimpleITK, training does not; import it only when asked for.
+    if name == "prepare_cache":
+        from .prepare import prepare_cache
+
+        return prepare_cache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

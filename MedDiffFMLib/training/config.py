@@ -48,6 +48,7 @@ class TrainConfig:
     lr_schedule: str = "constant"       # constant | cosine (after warm-up, down to min_lr_ratio * lr)
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0              # 0 disables
+    rewarm_steps: int = 0               # LR re-warm-up after a compact resume without moments (docs/TRAINING.md 8)
     ema_decay: float = 0.999
     levels: tuple = (1.0, 1.0, 1.0)     # chances of image / double / patch level (paper: equal)
     flip_lr: float = 0.5
@@ -132,6 +133,8 @@ class TrainConfig:
             problems.append("'cache' (a folder made by `meddifffm prepare`) is required")
         if not self.run_dir:
             problems.append("'run_dir' (where checkpoints and logs go) is required")
+        if int(self.rewarm_steps) < 0:
+            problems.append("'rewarm_steps' must be 0 or more")
         for key in ("max_steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
             if int(getattr(self, key)) < 1:
                 problems.append(f"'{key}' must be at least 1")

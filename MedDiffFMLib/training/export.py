@@ -1,4 +1,8 @@
-"""Export a run's EMA weights to the shipped weights format, with a generated model card."""
+"""Export a run's EMA weights to the shipped weights format, with a generated model card.
+
+The trainer describes its run in a :class:`RunReport` (plain data): this module knows nothing of the
+trainer, so the trainer imports it and not the other way round.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,60 @@ import platform
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
+from ..models.config import ControlNetConfig, ModelConfig
 from ..models.network import MedDiffFMControlNet, MedDiffFMUNet
 from ..models.weights import save_model
+from .cache import CacheCase
+from .config import TrainConfig
+from .ema import EMA
 
-if TYPE_CHECKING:
-    from .trainer import Trainer, TrainResult
+
+@dataclass
+class TrainResult:
+    """What a call to ``Trainer.run`` did."""
+
+    step: int
+    max_steps: int
+    stopped_by: str                       # finished | budget | cancelled
+    checkpoint: Optional[Path] = None
+    export: Optional[Path] = None
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None
+    losses: list = field(default_factory=list)  # (step, loss) of this call
+
+
+@dataclass
+class RunReport:
+    """What the export and the model card need to know about a run (the trainer fills it in)."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    mode: str                             # train | finetune
+    kind: str                             # unet | controlnet
+    control: Optional[ControlNetConfig]
+    base_name: Optional[str]              # the frozen base model of a ControlNet
+    condition: Optional[str]              # the condition builder's description
+    cache_index: dict
+    cache_spacing: tuple
+    train_cases: list[CacheCase]
+    val_cases: list[CacheCase]
+    train_seconds: float
+    hardware: str
+    world_size: int
+    global_batch: int
+    samples_seen: int
+    bf16: bool
+    history: list[dict]
+    final_val: Optional[dict]
+    ema: EMA
+    run_dir: Path
+    notes: list[str] = field(default_factory=list)  # extra "## Training" lines (e.g. the GPU chunks so far)
+    extra: dict = field(default_factory=dict)       # extra keys for config.json's "training" entry
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -43,24 +92,22 @@ def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def model_card(trainer: "Trainer", result: "TrainResult", name: str) -> str:
-    cfg = trainer.config
-    mc = trainer.model_config
-    cache = trainer.cache
-    train_cases = trainer._cases("train")
-    val_cases = trainer._cases("val")
+def model_card(run: RunReport, result: TrainResult, name: str) -> str:
+    cfg = run.config
+    mc = run.model_config
+    train_cases = run.train_cases
+    val_cases = run.val_cases
     regions = Counter(c.region or "unknown" for c in train_cases)
     sources = Counter(c.source for c in train_cases + val_cases if c.source)
-    hours = trainer.train_seconds / 3600.0
-    hardware = hardware_description(trainer.device, trainer.dist.world_size)
-    kind = trainer.objective.kind
-    what = ("base MedDiff-FM U-Net" if kind == "unet"
-            else f"'{trainer.objective.control.task}' ControlNet on the frozen base model '{trainer.base_files.name}'")
+    hours = run.train_seconds / 3600.0
+    hardware = run.hardware
+    what = ("base MedDiff-FM U-Net" if run.kind == "unet"
+            else f"'{run.control.task}' ControlNet on the frozen base model '{run.base_name}'")
     finished = result.step >= cfg.max_steps
     lines = [f"# {name}", ""]
     lines.append(
         f"A {what} (config '{mc.name}', {mc.spacing_mm[0]:g} mm grid, {mc.patch_size[0]}^3 patches) trained by "
-        f"`meddifffm {trainer.mode}` for {result.step} optimiser steps ({trainer.samples_seen} samples"
+        f"`meddifffm {run.mode}` for {result.step} optimiser steps ({run.samples_seen} samples"
         f"{'' if finished else f', stopped by the time budget before the planned {cfg.max_steps}'}) in "
         f"{hours * 60:.0f} minutes on {hardware}, on {len(train_cases)} CT volumes. Final training loss "
         f"{_fmt(result.train_loss)}, validation loss {_fmt(result.val_loss)} (L1 on the noise)."
@@ -71,12 +118,12 @@ def model_card(trainer: "Trainer", result: "TrainResult", name: str) -> str:
     lines += ["## Training data", ""]
     if cfg.data_description:
         lines += [cfg.data_description.strip(), ""]
-    lines.append(f"- Cache: `{cache.index.get('manifest_name', '')}` prepared at "
-                 f"{', '.join(f'{s:g}' for s in cache.spacing_mm)} mm (z, y, x), {cache.index.get('dtype', 'int16')} storage.")
+    lines.append(f"- Cache: `{run.cache_index.get('manifest_name', '')}` prepared at "
+                 f"{', '.join(f'{s:g}' for s in run.cache_spacing)} mm (z, y, x), {run.cache_index.get('dtype', 'int16')} storage.")
     lines.append(f"- Training cases: {len(train_cases)} ({', '.join(f'{k}: {v}' for k, v in sorted(regions.items()))}); "
                  f"validation cases: {len(val_cases)} ({', '.join(c.id for c in val_cases) or 'none'}).")
-    if trainer.objective.builder is not None:
-        lines.append(f"- Condition: {trainer.objective.builder.describe()}.")
+    if run.condition:
+        lines.append(f"- Condition: {run.condition}.")
     lines.append("- Sources and licences:")
     for source, count in sorted(sources.items()):
         lines.append(f"  - {source} ({count} volume{'s' if count != 1 else ''})")
@@ -89,11 +136,12 @@ def model_card(trainer: "Trainer", result: "TrainResult", name: str) -> str:
         f"+-{cfg.intensity_scale:g} x, +-{cfg.intensity_shift:g}.",
         f"- Optimiser: AdamW lr {cfg.lr:g} (warm-up {cfg.warmup_steps} steps, {cfg.lr_schedule}), weight decay "
         f"{cfg.weight_decay:g}, gradient clip {cfg.grad_clip:g}; EMA decay {cfg.ema_decay:g} (exported weights are the EMA).",
-        f"- Batch: {cfg.batch_size} per process x {cfg.grad_accum} accumulation x {trainer.dist.world_size} process(es) "
-        f"= {trainer.global_batch} samples per step.",
-        f"- Steps: {result.step} of {cfg.max_steps} planned; samples seen: {trainer.samples_seen}.",
+        f"- Batch: {cfg.batch_size} per process x {cfg.grad_accum} accumulation x {run.world_size} process(es) "
+        f"= {run.global_batch} samples per step.",
+        f"- Steps: {result.step} of {cfg.max_steps} planned; samples seen: {run.samples_seen}.",
         f"- Training time: {hours:.2f} h ({hours * 60:.1f} min) of optimisation on {hardware}; precision: "
-        f"{'bf16 autocast' if trainer.amp_dtype is not None else 'fp32'}.",
+        f"{'bf16 autocast' if run.bf16 else 'fp32'}.",
+        *run.notes,
         f"- Exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, weights stored as {cfg.export.storage_dtype}.",
         "",
         "## Results",
@@ -101,11 +149,11 @@ def model_card(trainer: "Trainer", result: "TrainResult", name: str) -> str:
         f"- Final training loss (mean of the last steps): {_fmt(result.train_loss)}.",
         f"- Validation loss (EMA weights, held-out cases, fixed crops, time steps and noise): {_fmt(result.val_loss)}.",
     ]
-    final_val = getattr(trainer, "final_val", None)
+    final_val = run.final_val
     if final_val:
         per_t = ", ".join(f"t={t}: {v:.4f}" for t, v in final_val["per_timestep"].items())
         lines.append(f"- Validation loss per time step: {per_t}.")
-    curve = [h for h in trainer.history if h.get("loss") is not None]
+    curve = [h for h in run.history if h.get("loss") is not None]
     if curve:
         picks = [curve[int(i * (len(curve) - 1) / min(7, max(len(curve) - 1, 1)))]
                  for i in range(min(8, len(curve)))]
@@ -138,25 +186,26 @@ def _plain(value):
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
-def export_run(trainer: "Trainer", result: "TrainResult") -> Path:
-    """Write the EMA weights of ``trainer`` as a model folder (see ``models.weights``)."""
-    cfg = trainer.config
-    name = cfg.export.name or trainer.run_dir.name
-    out = Path(cfg.export.dir) if cfg.export.dir else trainer.run_dir / "export" / name
+def export_run(run: RunReport, result: TrainResult) -> Path:
+    """Write the EMA weights of ``run`` as a model folder (see ``models.weights``)."""
+    cfg = run.config
+    name = cfg.export.name or run.run_dir.name
+    out = Path(cfg.export.dir) if cfg.export.dir else run.run_dir / "export" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    if trainer.objective.kind == "controlnet":
-        module = MedDiffFMControlNet(trainer.model_config, trainer.objective.control)
+    if run.kind == "controlnet":
+        module = MedDiffFMControlNet(run.model_config, run.control)
     else:
-        module = MedDiffFMUNet(trainer.model_config)
-    trainer.ema.copy_to(module)
-    card = model_card(trainer, result, name)
+        module = MedDiffFMUNet(run.model_config)
+    run.ema.copy_to(module)
+    card = model_card(run, result, name)
     extra = {
         "training": {
-            "steps": result.step, "max_steps": cfg.max_steps, "samples": trainer.samples_seen,
-            "train_hours": round(trainer.train_seconds / 3600.0, 4),
-            "hardware": hardware_description(trainer.device, trainer.dist.world_size),
+            "steps": result.step, "max_steps": cfg.max_steps, "samples": run.samples_seen,
+            "train_hours": round(run.train_seconds / 3600.0, 4),
+            "hardware": run.hardware,
             "train_loss": result.train_loss, "val_loss": result.val_loss,
-            "cache_sources": trainer.cache.index.get("sources", []),
+            "cache_sources": run.cache_index.get("sources", []),
+            **run.extra,
         }
     }
     files = save_model(module, out, name=name, card=card, storage_dtype=_DTYPES[cfg.export.storage_dtype],

@@ -2,9 +2,9 @@
 
 Features: AdamW with linear warm-up (constant or cosine after it), gradient accumulation, gradient
 clipping, EMA weights, bf16 autocast on CUDA, DistributedDataParallel under torchrun, exact resume
-(see ``checkpoint``), a wall-clock budget that stops cleanly with a checkpoint, CSV (and TensorBoard)
-logs, validation on held-out cases at fixed time steps with fixed noise, and the final export to the
-shipped weights format with a generated model card.
+(see ``checkpoint``), resume from a compact state (see ``compact``), a wall-clock budget that stops
+cleanly with a checkpoint, CSV (and TensorBoard) logs, validation on held-out cases at fixed time
+steps with fixed noise, and the final export to the shipped weights format with a generated model card.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,29 +28,17 @@ from ..models.config import ControlNetConfig
 from ..models.network import MedDiffFMUNet
 from .cache import TrainingCache, atomic_write_text
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .compact import CompactContent, CompactState, read_compact_state, write_compact_state
 from .conditions import condition_builder
 from .config import TrainConfig, TrainConfigError
 from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
 from .distributed import DistInfo, barrier, broadcast_flag, mean_across, setup, teardown
 from .ema import EMA
+from .export import RunReport, TrainResult, export_run, hardware_description
 from .manifest import ManifestError
 from .objective import ControlNetObjective, DiffusionObjective
 
 LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "train_hours", "val_loss"]
-
-
-@dataclass
-class TrainResult:
-    """What a call to :meth:`Trainer.run` did."""
-
-    step: int
-    max_steps: int
-    stopped_by: str                       # finished | budget | cancelled
-    checkpoint: Optional[Path] = None
-    export: Optional[Path] = None
-    train_loss: Optional[float] = None
-    val_loss: Optional[float] = None
-    losses: list = field(default_factory=list)  # (step, loss) of this call
 
 
 class Trainer:
@@ -61,6 +48,9 @@ class Trainer:
         config: the run's settings.
         mode: ``train`` (base U-Net) or ``finetune`` (ControlNet on a frozen base).
         resume: continue from the run folder's latest checkpoint (start fresh when there is none).
+        resume_compact: continue from this compact state folder instead (see ``compact``); the run folder
+            must hold no checkpoint.
+        compact_ema_model: the model folder holding the compact state's EMA (default: the model it names).
         max_minutes: wall-clock budget of this call; stops with a checkpoint before it runs out.
         progress: ``bar`` | ``json`` | ``none``.
         export: write the model folder when the run stops.
@@ -73,6 +63,8 @@ class Trainer:
         mode: str = "train",
         *,
         resume: bool = False,
+        resume_compact: Optional[str | Path] = None,
+        compact_ema_model: Optional[str | Path] = None,
         max_minutes: Optional[float] = None,
         progress: str = "bar",
         export: bool = True,
@@ -84,6 +76,13 @@ class Trainer:
         self.config = config
         self.mode = mode
         self.resume = resume
+        self.resume_compact = Path(resume_compact) if resume_compact else None
+        self.compact_ema_model = Path(compact_ema_model) if compact_ema_model else None
+        if resume and self.resume_compact:
+            raise MedDiffFMError("Pass either --resume (the run folder's checkpoint) or --resume-compact, not both.")
+        self.report_notes: list[str] = []   # extra model-card lines (the GPU chunk driver fills these in)
+        self.report_extra: dict = {}
+        self._rewarm_from: Optional[int] = None
         self.max_minutes = max_minutes
         self.progress_mode = progress
         self.do_export = export
@@ -166,13 +165,17 @@ class Trainer:
     def _lr_factor(self, step: int) -> float:
         cfg = self.config
         warm = max(0, int(cfg.warmup_steps))
+        # A fresh AdamW after a compact resume without moments re-warms linearly over rewarm_steps.
+        rewarm = 1.0
+        if self._rewarm_from is not None and cfg.rewarm_steps > 0:
+            rewarm = min(1.0, (step - self._rewarm_from + 1) / cfg.rewarm_steps)
         if warm and step < warm:
-            return (step + 1) / warm
+            return rewarm * (step + 1) / warm
         if cfg.lr_schedule == "cosine":
             span = max(1, cfg.max_steps - warm)
             progress = min(1.0, (step - warm) / span)
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
+            return rewarm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return rewarm
 
     def _cases(self, split: str):
         cases = self.cache.split(split)
@@ -218,6 +221,9 @@ class Trainer:
                 f"The run folder '{self.run_dir}' already has checkpoints (latest: step {existing[-1][0]}). "
                 "Pass --resume to continue it, or set another run_dir."
             )
+        if self.resume_compact is not None:
+            self._apply_compact(read_compact_state(self.resume_compact, self.compact_ema_model))
+            return
         if not (self.resume and existing):
             return
         path = latest_checkpoint(self.run_dir)
@@ -237,6 +243,77 @@ class Trainer:
         self.history = list(state.get("history", []))
         set_rng_state(state["rng"])
         self.resumed_from = path
+
+    def _apply_compact(self, state: CompactState) -> None:
+        meta = state.meta
+        where = f"The compact training state '{state.path}'"
+        if meta.get("kind") != self.objective.kind:
+            raise MedDiffFMError(f"{where} is from a {meta.get('kind')} run, not {self.objective.kind}.")
+        if json.loads(json.dumps(meta.get("model_config"))) != json.loads(json.dumps(self.model_config.to_dict())):
+            raise MedDiffFMError(f"{where} was trained with another model config ('{meta.get('model_config', {}).get('name')}'"
+                                 f" vs '{self.model_config.name}'); start a new state for a new architecture.")
+        self.trainable.load_state_dict(state.raw)
+        self.ema.load_state_dict({"decay": self.config.ema_decay, "updates": int(meta.get("ema_updates", 0)),
+                                  "shadow": state.ema}, self.device)
+        self.step = state.step
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.history = list(meta.get("history", []))
+        self.compact_meta = meta
+        if state.moments:
+            names = [n for n, p in self.trainable.named_parameters() if p.requires_grad]
+            opt_state = self.optimizer.state_dict()
+            opt_state["state"] = {
+                index: {"step": torch.tensor(float(self.step)), "exp_avg": state.moments[name]["exp_avg"],
+                        "exp_avg_sq": state.moments[name]["exp_avg_sq"]}
+                for index, name in enumerate(names)
+            }
+            self.optimizer.load_state_dict(opt_state)
+        else:
+            self._rewarm_from = self.step
+        # The LR schedule continues at the state's step (with the re-warm-up when the moments are new).
+        self.lr_scheduler.last_epoch = self.step
+        for group, base in zip(self.optimizer.param_groups, self.lr_scheduler.base_lrs):
+            group["lr"] = base * self._lr_factor(self.step)
+        self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr() shows
+        self.resumed_from = state.path
+
+    def save_compact(self, folder: str | Path, *, ema_model: Optional[str | Path] = None, moments: bool = False,
+                     chunks: Optional[list] = None, data: Optional[dict] = None) -> Optional[Path]:
+        """Write the compact state of this run (see ``compact``). ``ema_model``: a model folder exported
+        from this run's current EMA, which the state then names instead of storing the EMA again."""
+        if not self.dist.is_main:
+            return None
+        cfg = self.config
+        meta = {
+            "kind": self.objective.kind,
+            "step": self.step,
+            "samples": self.samples_seen,
+            "train_seconds": self.train_seconds,
+            "seed": cfg.seed,
+            "lr_schedule": {"step": self.step, "lr": self.lr_scheduler.get_last_lr()[0], "base_lr": cfg.lr,
+                            "schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps,
+                            "max_steps": cfg.max_steps, "min_lr_ratio": cfg.min_lr_ratio},
+            "data": {"next_micro_step": self.step * cfg.grad_accum, "global_batch": self.global_batch,
+                     "cache": str(self.cache.path.name), **(data or {})},
+            "ema_updates": self.ema.updates,
+            "ema_decay": self.ema.decay,
+            "model_config": self.model_config.to_dict(),
+            "train_config": _jsonable(cfg.to_dict()),
+            "history": self.history,
+            "chunks": list(chunks if chunks is not None else getattr(self, "compact_meta", {}).get("chunks", [])),
+        }
+        moment_tensors = None
+        if moments:
+            names = [n for n, p in self.trainable.named_parameters() if p.requires_grad]
+            opt = self.optimizer.state_dict()["state"]
+            moment_tensors = {names[i]: {"exp_avg": v["exp_avg"], "exp_avg_sq": v["exp_avg_sq"]}
+                              for i, v in opt.items()}
+        content = CompactContent(
+            meta=meta, raw={k: v.detach().cpu() for k, v in self.trainable.state_dict().items()},
+            ema=None if ema_model else self.ema.state_dict()["shadow"], ema_model=Path(ema_model) if ema_model else None,
+            moments=moment_tensors,
+        )
+        return write_compact_state(folder, content, int(cfg.export.max_shard_mib * 2**20))
 
     # ------------------------------------------------------------------ pieces
     def _autocast(self):
@@ -310,6 +387,22 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
         return save_checkpoint(self.run_dir, self.step, payload, self.config.keep_checkpoints)
+
+    def report(self) -> RunReport:
+        """The run described for the export and the model card."""
+        kind = self.objective.kind
+        return RunReport(
+            config=self.config, model_config=self.model_config, mode=self.mode, kind=kind,
+            control=self.objective.control if kind == "controlnet" else None,
+            base_name=self.base_files.name if self.base_files is not None else None,
+            condition=self.objective.builder.describe() if self.objective.builder is not None else None,
+            cache_index=self.cache.index, cache_spacing=self.cache.spacing_mm,
+            train_cases=self._cases("train"), val_cases=self._cases("val"), train_seconds=self.train_seconds,
+            hardware=hardware_description(self.device, self.dist.world_size), world_size=self.dist.world_size,
+            global_batch=self.global_batch, samples_seen=self.samples_seen, bf16=self.amp_dtype is not None,
+            history=self.history, final_val=getattr(self, "final_val", None), ema=self.ema, run_dir=self.run_dir,
+            notes=list(self.report_notes), extra=dict(self.report_extra),
+        )
 
     @property
     def global_batch(self) -> int:
@@ -461,9 +554,7 @@ class Trainer:
                             "val_loss": round(final_val["loss"], 6),
                             "per_timestep": {str(k): round(v, 6) for k, v in final_val["per_timestep"].items()}})
             if self.do_export and stopped_by != "cancelled":
-                from .export import export_run
-
-                result.export = export_run(self, result)
+                result.export = export_run(self.report(), result)
             if self._tb is not None:
                 self._tb.close()
             summary = {"step": self.step, "max_steps": cfg.max_steps, "stopped_by": stopped_by,
@@ -503,13 +594,11 @@ def export_only(config: TrainConfig, mode: str = "train") -> Path:
     trainer.setup()
     if latest_checkpoint(trainer.run_dir) is None:
         raise MedDiffFMError(f"The run folder '{trainer.run_dir}' has no checkpoint to export.")
-    from .export import export_run
-
     val = trainer.validate()
     trainer.final_val = val
     result = TrainResult(trainer.step, config.max_steps, "export-only",
                          latest_checkpoint(trainer.run_dir), train_loss=_recent_loss(trainer.history, []),
                          val_loss=val["loss"] if val else None)
-    path = export_run(trainer, result)
+    path = export_run(trainer.report(), result)
     teardown(trainer.dist)
     return path

@@ -1,0 +1,222 @@
+"""One training chunk of a short GPU lease: resume from the compact state (or start from a fresh init),
+train one shard for a time budget, export the EMA as the shipped model folder, write the new compact
+state, and pack everything so that it comes back through the device's limits (at most 8 files of at
+most 16 MiB). The quality check is a callback (benchmarks/chunk_quality.py), so this layer does not
+import the benchmarks. See docs/TRAINING.md, "GPU sessions", for the routine around it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import MedDiffFMError
+from ..models.weights import MANIFEST, sha256_of
+from .cache import INDEX
+from .compact import is_compact_state, read_compact_meta
+from .config import TrainConfig
+from .shards import shard_for_chunk
+from .trainer import Trainer
+
+MAX_RETURN_FILES = 8
+MAX_RETURN_BYTES = 16 * 2**20
+META_TAR = "meta.tar"
+LOOSE_MIN_BYTES = 2**20  # files this big come back as they are; smaller ones go into meta.tar
+
+# The quality check: (model folder) -> {"figures": {...}, "card": [model-card lines]}.
+QualityCheck = Callable[[Path], dict]
+
+
+@dataclass
+class ChunkOptions:
+    """Where a chunk reads and writes (paths relative to the repository root are resolved by the caller)."""
+
+    config: Path                          # training config (JSON)
+    shards: Path                          # a folder of shard-NN caches, or one prepared cache
+    state_dir: Path                       # the committed compact state (absent: fresh init)
+    model_dir: Path                       # the shipped model folder that holds the state's EMA
+    out: Path                             # where the packed results go ($OUT on the device)
+    work: Path                            # scratch: run folder and the staged results
+    minutes: float = 6.0                  # training budget
+    device: Optional[str] = None          # override the config's device
+    overrides: dict = field(default_factory=dict)  # other config keys (e.g. a tiny model for tests)
+    moments: bool = False                 # keep AdamW's moments in the state
+    shard: Optional[int] = None           # override the rotation
+
+
+def chunk_shards(shards: Path) -> list[Path]:
+    """The shard caches under ``shards`` in order, or ``[shards]`` when it is itself a cache."""
+    found = sorted(p for p in Path(shards).glob("shard-*") if (p / INDEX).is_file())
+    if found:
+        return found
+    if (Path(shards) / INDEX).is_file():
+        return [Path(shards)]
+    raise MedDiffFMError(f"'{shards}' holds no training cache shard (shard-NN/{INDEX}). Stage the chunk first "
+                         "(python scripts/gpu_chunk.py stage).")
+
+
+def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log=print) -> dict:
+    """Train one chunk and pack its results into ``options.out``; returns the chunk's record."""
+    started = time.time()
+    overrides = dict(options.overrides)
+    if options.device:
+        overrides["device"] = options.device
+    cfg = TrainConfig.from_file(options.config, overrides)
+    meta = read_compact_meta(options.state_dir) if is_compact_state(options.state_dir) else None
+    chunks = list(meta.get("chunks", [])) if meta else []
+    number = len(chunks)
+    shards = chunk_shards(options.shards)
+    pick = options.shard if options.shard is not None else shard_for_chunk(number, len(shards))
+    shard = shards[pick % len(shards)]
+    stage = Path(options.work) / "stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    cfg.cache = str(shard)
+    cfg.run_dir = str(Path(options.work) / "run")
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    cfg.export.dir = str(stage / "model")
+    # One exact checkpoint at the end is enough inside a lease (it stays on the machine).
+    cfg.checkpoint_every = 10**9
+    cfg.checkpoint_minutes = 10**6
+    cfg.keep_checkpoints = 1
+    log(f"chunk {number}: {'resuming from ' + str(options.state_dir) if meta else 'fresh init of ' + str(cfg.model)}"
+        f" (step {meta['step'] if meta else 0}); shard {shard.name} ({pick % len(shards) + 1} of {len(shards)}); "
+        f"budget {options.minutes:g} min")
+    trainer = Trainer(cfg, "train", resume_compact=options.state_dir if meta else None,
+                      compact_ema_model=options.model_dir if meta else None, max_minutes=options.minutes,
+                      progress="none", export=False)
+    trainer.setup()
+    step0, seconds0 = trainer.step, trainer.train_seconds
+    train_ids = [c.id for c in trainer._cases("train")]
+    result = trainer.run()
+    record = {
+        "chunk": number,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "hardware": trainer.report().hardware,
+        "shard": f"{shard.name} of {len(shards)}",
+        "train_cases": len(train_ids),
+        "steps": [step0, trainer.step],
+        "samples": (trainer.step - step0) * trainer.global_batch,
+        "train_minutes": round((trainer.train_seconds - seconds0) / 60.0, 2),
+        "train_loss": result.train_loss,
+        "val_loss": result.val_loss,
+        "stopped_by": result.stopped_by,
+    }
+    all_chunks = chunks + [record]
+    trainer.report_notes = chunk_card_lines(all_chunks)
+    trainer.report_extra = {"gpu_chunks": len(all_chunks),
+                            "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2)}
+    from .export import export_run
+
+    model = export_run(trainer.report(), result)
+    if quality is not None:
+        checked = quality(model)
+        record["quality"] = checked.get("figures")
+        append_to_card(model, checked.get("card", []))
+    state = trainer.save_compact(stage / "state", ema_model=model, moments=options.moments, chunks=all_chunks,
+                                 data={"shard": shard.name, "shards": len(shards)})
+    assert state is not None
+    (stage / "chunk.json").write_text(json.dumps(record, indent=1))
+    if (Path(cfg.run_dir) / "log.csv").is_file():
+        shutil.copy2(Path(cfg.run_dir) / "log.csv", stage / f"log-chunk{number:03d}.csv")
+    record["wall_minutes"] = round((time.time() - started) / 60.0, 2)
+    returned = pack_outputs(stage, options.out)
+    record["returned"] = returned
+    return record
+
+
+def chunk_card_lines(chunks: list[dict]) -> list[str]:
+    """Model-card lines: what the GPU chunks so far did."""
+    if not chunks:
+        return []
+    minutes = sum(c["train_minutes"] for c in chunks)
+    samples = sum(c["samples"] for c in chunks)
+    lines = [f"- GPU chunks: {len(chunks)}, {minutes:.1f} training minutes, {samples} samples in all "
+             "(docs/TRAINING.md, GPU sessions):"]
+    for c in chunks[-12:]:
+        lines.append(f"  - chunk {c['chunk']} ({c['date']}, {c['hardware']}): steps {c['steps'][0]}-{c['steps'][1]}, "
+                     f"{c['samples']} samples in {c['train_minutes']:.1f} min on {c['shard']} ({c['train_cases']} "
+                     f"training cases); train loss {_num(c.get('train_loss'))}, val loss {_num(c.get('val_loss'))}.")
+    seen = sorted({c["shard"].split(" of ")[0] for c in chunks})
+    total = chunks[-1]["shard"].split(" of ")[-1]
+    lines.append(f"  - data seen: shards {', '.join(seen)} of {total} (chunk k trains shard k mod {total}; all "
+                 f"{total} shards together hold every training case once)")
+    if len(chunks) > 12:
+        lines.append(f"  - (and {len(chunks) - 12} earlier chunks, listed in the compact state's state.json)")
+    return lines
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def append_to_card(model: Path, lines: list[str]) -> None:
+    """Add ``lines`` to a model folder's card and update its manifest's checksum (weights unchanged)."""
+    if not lines:
+        return
+    card = model / "MODEL_CARD.md"
+    card.write_text(card.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    manifest = json.loads((model / MANIFEST).read_text())
+    manifest["files"][card.name] = sha256_of(card)
+    (model / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def pack_outputs(stage: Path, out: Path) -> list[dict]:
+    """Put ``stage`` into ``out`` within the device's return limits: files of at least 1 MiB (the weight
+    shards) as they are, every smaller file in ``meta.tar``. Raises before writing when it cannot fit."""
+    stage, out = Path(stage), Path(out)
+    files = sorted(p for p in stage.rglob("*") if p.is_file())
+    loose = [p for p in files if p.stat().st_size >= LOOSE_MIN_BYTES]
+    small = [p for p in files if p not in loose]
+    too_big = [str(p.relative_to(stage)) for p in loose if p.stat().st_size > MAX_RETURN_BYTES]
+    deep = [str(p.relative_to(stage)) for p in loose if len(p.relative_to(stage).parts) > 3]
+    count = len(loose) + (1 if small else 0)
+    if too_big or deep or count > MAX_RETURN_FILES:
+        raise MedDiffFMError(f"The chunk's results do not fit the device's return limits ({count} files; over "
+                             f"16 MiB: {too_big or 'none'}; too deep: {deep or 'none'}). Lower export.max_shard_mib.")
+    out.mkdir(parents=True, exist_ok=True)
+    returned = []
+    for path in loose:
+        rel = path.relative_to(stage)
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, out / rel)
+        returned.append({"path": str(rel), "bytes": path.stat().st_size})
+    if small:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path in small:
+                tar.add(path, arcname=str(path.relative_to(stage)))
+        data = buffer.getvalue()
+        if len(data) > MAX_RETURN_BYTES:
+            raise MedDiffFMError(f"The chunk's small files make a {len(data) / 2**20:.1f} MiB {META_TAR}; over 16 MiB.")
+        (out / META_TAR).write_bytes(data)
+        returned.append({"path": META_TAR, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return returned
+
+
+def unpack_outputs(returned: Path, dest: Path) -> Path:
+    """The reverse of :func:`pack_outputs`: rebuild the staged tree from what came back into ``dest``."""
+    returned, dest = Path(returned), Path(dest)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for path in sorted(returned.rglob("*")):
+        if path.is_file() and path.name != META_TAR:
+            target = dest / path.relative_to(returned)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    tar_path = returned / META_TAR
+    if tar_path.is_file():
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if not member.isfile() or member.name.startswith("/") or ".." in Path(member.name).parts:
+                    raise MedDiffFMError(f"Unexpected entry '{member.name}' in {tar_path}.")
+            tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
+    return dest

@@ -1,0 +1,162 @@
+"""The GPU training chunk, run end to end on the CPU with a tiny model and a seconds-long budget:
+shards, the chunk command without SimpleITK, what it returns (<= 8 files of <= 16 MiB), applying it,
+the next chunk resuming from the applied state on the next shard, and the travelling size."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import requires_shared_data
+from test_training_compact import BLOCKER
+from test_training_data import make_cache
+
+from MedDiffFMLib.models.weights import verify_model_folder
+from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
+from MedDiffFMLib.training.shards import build_shards, plan_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FILES, MAX_BYTES, TRAVEL = 8, 16 * 2**20, 64 * 2**20
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_chunk", ROOT / "scripts" / "gpu_chunk.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shards_pack_training_cases_and_repeat_validation(tmp_path):
+    index = {"cases": [{"id": f"c{i}", "split": "train"} for i in range(6)] + [{"id": "v", "split": "val"}]}
+    sizes = {"c0": 50, "c1": 40, "c2": 30, "c3": 30, "c4": 20, "c5": 10, "v": 15}
+    bins = plan_shards(index, sizes, max_bytes=85)
+    assert sorted(i for b in bins for i in b) == [f"c{i}" for i in range(6)]
+    assert all(sum(sizes[i] for i in b) + 15 <= 85 for b in bins) and len(bins) == 3
+    with pytest.raises(Exception, match="alone are larger"):
+        plan_shards(index, sizes, max_bytes=60)
+
+
+def _quality_box(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:16, :24, :24]
+    clean = np.where((y - 12) ** 2 + (x - 12) ** 2 < 80, 40.0, -1000.0).astype(np.float32)
+    clean[(z > 5) & (z < 10) & (abs(y - 12) < 3) & (abs(x - 12) < 3)] = 120.0
+    noisy = clean + rng.normal(0, 30, clean.shape)
+    folder.mkdir(parents=True)
+    np.savez_compressed(folder / "phantom.npz", clean=clean.astype(np.int16), noisy=np.rint(noisy).astype(np.int16),
+                        spacing_zyx=np.array([4.0, 4.0, 4.0]), region=np.asarray("abdomen"), added_std_hu=30.0,
+                        i0=1e5, source=np.asarray("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def carry(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("chunk")
+    cache = make_cache(root, n_train=4, n_val=1)
+    index = json.loads((cache / "index.json").read_text())
+    build_shards(cache, root / "carry" / "shard", max_bytes=2**30, lzma=True)  # LZMA copies made once
+    packed = root / "carry" / "shard" / "_lzma"
+    sizes = {c["id"]: sum((packed / f).stat().st_size for f in set(c["files"].values())) for c in index["cases"]}
+    val = sum(v for k, v in sizes.items() if k == "case4")
+    train = sorted(v for k, v in sizes.items() if k != "case4")
+    plan = build_shards(cache, root / "carry" / "shard", max_bytes=val + max(train[-1], sum(train) * 2 // 3), lzma=True)
+    assert len(plan["shards"]) >= 2
+    for shard in plan["shards"]:
+        assert set(shard["val"]) == {c["id"] for c in index["cases"] if c["split"] == "val"}
+    _quality_box(root / "carry" / "quality")
+    config = root / "tiny_chunk.json"
+    config.write_text(json.dumps({
+        "model": "tiny", "cache": "unused", "run_dir": "unused", "max_steps": 100000, "batch_size": 2,
+        "warmup_steps": 2, "rewarm_steps": 2, "val_every": 0, "val_samples_per_case": 1, "log_every": 1,
+        "device": "cpu", "tensorboard": False, "lr_schedule": "cosine",
+        "export": {"name": "tiny-chunk", "storage_dtype": "float16"}}))
+    return root
+
+
+def _run_chunk(root: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
+    blocker = root / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(ROOT)]), CARRY=str(root / "carry"),
+               OUT=str(out), OMP_NUM_THREADS="1")
+    overrides = json.dumps({"max_steps": steps, "threads": 1})
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_train_chunk.sh"), "0.5", "--config", str(root / "tiny_chunk.json"),
+         "--state-dir", str(root / "state"), "--model-dir", str(root / "models" / "tiny-chunk"), "--device", "cpu",
+         "--overrides", overrides, "--quality-steps", "2"],
+        env=env, capture_output=True, text=True, timeout=600)
+
+
+def _returned(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_returned(carry):
+    first = _run_chunk(carry, carry / "out1", steps=3)
+    assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
+    assert "GPU chunk 0" in first.stdout and "fresh init" in first.stdout and "shard-00" in first.stdout
+    files = _returned(carry / "out1")
+    assert 0 < len(files) <= MAX_FILES and all(p.stat().st_size <= MAX_BYTES for p in files)
+    assert all(len(p.relative_to(carry / "out1").parts) <= 3 for p in files)
+
+    script = _script()
+    script.main(["apply", str(carry / "out1"), "--config", str(carry / "tiny_chunk.json"),
+                 "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk")])
+    model = verify_model_folder(carry / "models" / "tiny-chunk")
+    meta = read_compact_meta(carry / "state")
+    assert meta["step"] == 3 and len(meta["chunks"]) == 1 and meta["ema"]["model"] == "tiny-chunk"
+    quality = meta["chunks"][0]["quality"]["cases"]["phantom"]
+    assert {"noisy", "model", "nlm"} <= set(quality) and np.isfinite(quality["model"]["psnr"])
+    card = model.card
+    assert "GPU chunks: 1" in card and "Quality check of the last GPU chunk" in card and "| phantom" in card
+
+    second = _run_chunk(carry, carry / "out2", steps=5)
+    assert second.returncode == 0, second.stderr[-4000:] + second.stdout[-2000:]
+    assert "GPU chunk 1" in second.stdout and "resuming" in second.stdout and "shard-01" in second.stdout
+    script.main(["apply", str(carry / "out2"), "--config", str(carry / "tiny_chunk.json"),
+                 "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk")])
+    meta = read_compact_meta(carry / "state")
+    assert meta["step"] == 5 and [c["steps"] for c in meta["chunks"]] == [[0, 3], [3, 5]]
+    assert meta["chunks"][1]["shard"].startswith("shard-01")
+    assert "GPU chunks: 2" in verify_model_folder(carry / "models" / "tiny-chunk").card
+    read_compact_state(carry / "state", ema_model=carry / "models" / "tiny-chunk")
+
+
+def test_travelling_size_of_the_shipped_configuration_fits():
+    """What a device call sends for the shipped GPU config: the staged carry when there is one, else the
+    budget recorded by `gpu_chunk.py stage` (steady-state checkout, wheel, quality boxes, largest shard)."""
+    script = _script()
+    carry = ROOT / script.CARRY
+    if carry.is_dir():
+        assert script.travelling_bytes(ROOT, [script.CARRY]) <= TRAVEL
+        return
+    budget_file = ROOT / script.BUDGET_FILE
+    if not budget_file.is_file():
+        pytest.skip("no staged carry (.cache/gpu_carry) and no configs/gpu_chunk_budget.json: run "
+                    "`python scripts/gpu_chunk.py stage` (needs the shared CT)")
+    budget = json.loads(budget_file.read_text())
+    paths = script.config_paths(ROOT / budget["config"])
+    checkout, _ = script.projected_checkout_bytes(paths)
+    total = checkout + (budget["wheel_mib"] + budget["quality_mib"] + budget["largest_shard_mib"]) * 2**20
+    assert total <= TRAVEL, f"{total / 2**20:.1f} MiB would travel"
+    assert budget["largest_shard_mib"] <= budget["max_shard_mib"]
+
+
+@requires_shared_data
+def test_quality_boxes_from_held_out_shared_cases(tmp_path, shared_ct):
+    from benchmarks.chunk_quality import make_quality_cases
+
+    paths = make_quality_cases(ROOT / "configs" / "shared_ct_manifest.json", shared_ct, (4.0, 4.0, 4.0), (16, 16, 16),
+                               tmp_path, cases=["STS_034"], crop_mm=64.0)
+    data = np.load(paths[0])
+    assert data["clean"].shape == data["noisy"].shape and data["clean"].shape[1] == 16
+    assert 20 < float(data["added_std_hu"]) < 60  # about the 35 HU asked for
+    with pytest.raises(SystemExit, match="training case"):
+        make_quality_cases(ROOT / "configs" / "shared_ct_manifest.json", shared_ct, (4.0,) * 3, (16,) * 3, tmp_path,
+                           cases=["STS_001"])

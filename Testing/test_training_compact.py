@@ -1,0 +1,173 @@
+"""The compact training state: write, resume (with and without optimiser moments), EMA taken from the
+exported model, and training with SimpleITK unimportable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_training_data import make_cache
+
+from MedDiffFMLib.errors import MedDiffFMError
+from MedDiffFMLib.training import TrainConfig, Trainer
+from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("compact"), n_train=2, n_val=1)
+
+
+def config(cache: Path, run_dir: Path, **overrides) -> TrainConfig:
+    data = {"model": "tiny", "cache": str(cache), "run_dir": str(run_dir), "max_steps": 4, "batch_size": 2,
+            "warmup_steps": 1, "val_every": 0, "val_samples_per_case": 2, "checkpoint_every": 1000,
+            "log_every": 1, "device": "cpu", "tensorboard": False, "rewarm_steps": 4,
+            "export": {"storage_dtype": "float16", "name": "tiny-compact"}}
+    data.update(overrides)
+    return TrainConfig.from_dict(data)
+
+
+def test_compact_resume_with_moments_follows_the_uninterrupted_run(cache, tmp_path):
+    straight = Trainer(config(cache, tmp_path / "a", max_steps=6), progress="none", export=False).run()
+    first = Trainer(config(cache, tmp_path / "b", max_steps=3), progress="none", export=False)
+    first.run()
+    state = first.save_compact(tmp_path / "state", moments=True)
+    meta = read_compact_meta(state)
+    assert meta["step"] == 3 and meta["samples"] == 6 and meta["moment_files"] and "files" in meta["ema"]
+    assert meta["lr_schedule"]["step"] == 3 and meta["data"]["next_micro_step"] == 3
+    resumed = Trainer(config(cache, tmp_path / "c", max_steps=6), resume_compact=state, progress="none",
+                      export=False).run()
+    assert [s for s, _ in resumed.losses] == [4, 5, 6]
+    # float16 weights and bfloat16 moments: the same samples, losses equal to rounding
+    np.testing.assert_allclose([l for _, l in resumed.losses], [l for _, l in straight.losses[3:]], rtol=2e-2)
+    saved = torch.load(straight.checkpoint, weights_only=False)
+    again = read_compact_state(state)
+    for key, value in saved["model"].items():
+        assert again.raw[key].shape == value.shape
+
+
+def test_compact_resume_without_moments_rewarms_the_learning_rate(cache, tmp_path):
+    first = Trainer(config(cache, tmp_path / "a", max_steps=3, lr=1e-3), progress="none", export=False)
+    first.run()
+    state = first.save_compact(tmp_path / "state")
+    assert read_compact_meta(state)["moment_files"] == []
+    resumed = Trainer(config(cache, tmp_path / "b", max_steps=6, lr=1e-3), resume_compact=state, progress="none",
+                      export=False)
+    resumed.setup()
+    assert resumed.step == 3
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 4)   # step 1 of 4 of the re-warm-up
+    assert resumed._lr_factor(3 + 3) == pytest.approx(1.0)
+    result = resumed.run()
+    assert [s for s, _ in result.losses] == [4, 5, 6] and all(np.isfinite([l for _, l in result.losses]))
+
+
+def test_compact_state_takes_its_ema_from_the_exported_model(cache, tmp_path):
+    out = tmp_path / "models" / "tiny-compact"
+    (tmp_path / "models").mkdir()
+    first = Trainer(config(cache, tmp_path / "a", export={"storage_dtype": "float16", "name": "tiny-compact",
+                                                          "dir": str(out)}), progress="none")
+    result = first.run()
+    state = first.save_compact(tmp_path / "state", ema_model=result.export)
+    files = sorted(p.name for p in state.iterdir())
+    assert files == ["raw.safetensors", "state.json"]  # the EMA is not stored twice
+    meta = read_compact_meta(state)
+    assert meta["ema"]["model"] == "tiny-compact" and len(meta["ema"]["fingerprint"]) == 64
+    loaded = read_compact_state(state, ema_model=out)
+    for key, value in first.ema.shadow.items():
+        torch.testing.assert_close(loaded.ema[key], value.half().float())
+    resumed = Trainer(config(cache, tmp_path / "b", max_steps=5), resume_compact=state, compact_ema_model=out,
+                      progress="none", export=False)
+    resumed.setup()
+    assert resumed.ema.updates == 4
+    # another model's weights in that folder: refused with a clear message
+    weights = out / "model.safetensors"
+    weights.chmod(0o644)
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    manifest = json.loads((out / "manifest.json").read_text())
+    from MedDiffFMLib.models.weights import sha256_of
+
+    manifest["files"]["model.safetensors"] = sha256_of(weights)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MedDiffFMError, match="not the ones it was saved with"):
+        read_compact_state(state, ema_model=out)
+
+
+def test_compact_resume_refuses_another_architecture(cache, tmp_path):
+    first = Trainer(config(cache, tmp_path / "a", max_steps=1), progress="none", export=False)
+    first.run()
+    state = first.save_compact(tmp_path / "state")
+    other = config(cache, tmp_path / "b", model={**first.model_config.to_dict(), "channels": [8, 24],
+                                                 "name": "other"})
+    with pytest.raises(MedDiffFMError, match="another model config"):
+        Trainer(other, resume_compact=state, progress="none", export=False).setup()
+
+
+BLOCKER = """
+import sys
+class _NoSimpleITK:
+    def find_spec(self, name, path=None, target=None):
+        if name == "SimpleITK" or name.startswith("SimpleITK."):
+            raise ImportError("SimpleITK is made unimportable for this test")
+sys.meta_path.insert(0, _NoSimpleITK())
+"""
+
+
+def test_training_from_a_prepared_cache_needs_no_simpleitk(cache, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    script = f"""
+import sys
+try:
+    import SimpleITK
+    raise SystemExit("the blocker did not work")
+except ImportError:
+    pass
+from MedDiffFMLib.training import TrainConfig, Trainer
+cfg = TrainConfig.from_dict({{"model": "tiny", "cache": {str(cache)!r}, "run_dir": {str(tmp_path / 'run')!r},
+    "max_steps": 2, "batch_size": 2, "warmup_steps": 1, "val_every": 0, "device": "cpu", "tensorboard": False,
+    "export": {{"storage_dtype": "float16", "name": "nositk"}}}})
+trainer = Trainer(cfg, progress="none")
+result = trainer.run()
+state = trainer.save_compact({str(tmp_path / 'state')!r}, ema_model=result.export)
+again = Trainer(TrainConfig.from_dict({{**cfg.to_dict(), "run_dir": {str(tmp_path / 'run2')!r}, "max_steps": 3,
+    "config_path": None, "export": {{"storage_dtype": "float16", "name": "nositk"}}}}),
+    resume_compact=state, compact_ema_model=result.export, progress="none", export=False).run()
+assert again.step == 3, again.step
+assert "SimpleITK" not in sys.modules
+print("OK", result.step, again.step)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(ROOT)]))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "OK 2 3" in done.stdout
+
+
+def test_cli_saves_and_resumes_a_compact_state(cache, tmp_path, capsys):
+    from MedDiffFMLib.cli import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": "tiny", "cache": str(cache), "run_dir": str(tmp_path / "a"), "max_steps": 2,
+                               "batch_size": 2, "warmup_steps": 1, "val_every": 0, "device": "cpu",
+                               "tensorboard": False, "export": {"storage_dtype": "float16", "name": "tiny-cli"}}))
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["train", str(cfg), "--progress", "none", "--export-dir", str(models / "tiny-cli"),
+                 "--save-compact", str(tmp_path / "state")]) == 0
+    assert read_compact_meta(tmp_path / "state")["ema"]["model"] == "tiny-cli"
+    assert main(["train", str(cfg), "--progress", "none", "--run-dir", str(tmp_path / "b"), "--max-steps", "3",
+                 "--resume-compact", str(tmp_path / "state"), "--compact-ema-model", str(models / "tiny-cli"),
+                 "--no-export"]) == 0
+    assert "step 3/3" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--progress", "none", "--resume", "--resume-compact", str(tmp_path / "state")]) == 2

@@ -1,0 +1,347 @@
+"""Training across short GPU leases: stage what a chunk carries, run the chunk on the device, apply
+what came back. docs/TRAINING.md ("GPU sessions") gives the routine step by step.
+
+  python scripts/gpu_chunk.py stage [--config configs/gpu_default.json]   (here, needs SimpleITK)
+  bash scripts/gpu_train_chunk.sh MINUTES                                 (on the device; calls `run`)
+  python scripts/gpu_chunk.py apply FILES_AT                              (here: into the repository)
+  python scripts/gpu_chunk.py size                                        (what would travel now)
+
+What travels to the device is the checkout (tracked and untracked-not-ignored files) plus the carried
+folder ``.cache/gpu_carry`` (the chunk's shard, the quality boxes, the monai wheel): at most 64 MiB.
+``stage`` sizes the shards so that the steady state fits: the checkout with the shipped model and the
+compact state at the config's size, plus the wheel, the quality boxes and the largest shard. It
+records that budget in ``configs/gpu_chunk_budget.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TRAVEL_LIMIT = 64 * 2**20
+CARRY = Path(".cache/gpu_carry")
+WORK = Path(".cache/gpu")
+BUDGET_FILE = Path("configs/gpu_chunk_budget.json")
+MARGIN = 2**20  # model card / state.json growth and rounding
+MONAI_WHEEL_GLOB = "monai-*.whl"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sizes
+
+
+def checkout_files(repo: Path = REPO) -> list[Path]:
+    """The files that travel with the checkout, as the device counts them: tracked, and untracked but
+    not ignored (git ls-files)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    return [repo / name for name in sorted(set(listed)) if name and (repo / name).is_file()]
+
+
+def tree_bytes(paths: Iterable[Path]) -> int:
+    total = 0
+    for path in paths:
+        path = Path(path)
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return total
+
+
+def travelling_bytes(repo: Path = REPO, carry: Iterable[Path] = ()) -> int:
+    """Bytes that a device call sends: the checkout plus the carried paths."""
+    return tree_bytes(checkout_files(repo)) + tree_bytes(repo / Path(c) for c in carry)
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paths of one config
+
+
+def config_paths(config: Path) -> dict:
+    """The model name, its shipped folder, its compact state folder and the config's model."""
+    from MedDiffFMLib.training import TrainConfig
+
+    cfg = TrainConfig.from_file(config)
+    name = cfg.export.name or "meddifffm-default"
+    return {"cfg": cfg, "name": name, "model_dir": REPO / "Resources" / "Models" / name,
+            "state_dir": REPO / "training_state" / name, "model": cfg.model_config()}
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def parameter_count(model_config) -> int:
+    import torch
+
+    from MedDiffFMLib.models.network import MedDiffFMUNet
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in MedDiffFMUNet(model_config).parameters())
+
+
+def projected_checkout_bytes(paths: dict, moments: bool = False) -> tuple[int, dict]:
+    """The checkout once the shipped model and the compact state have the config's size."""
+    current = tree_bytes(checkout_files())
+    replaced = tree_bytes(weight_files(paths["model_dir"])) + tree_bytes(weight_files(paths["state_dir"]))
+    params = parameter_count(paths["model"])
+    model_bytes = 2 * params                      # float16 EMA in the shipped model
+    state_bytes = 2 * params + (4 * params if moments else 0)  # float16 raw (+ bfloat16 moments)
+    return current - replaced + model_bytes + state_bytes, {"params": params, "model_bytes": model_bytes,
+                                                             "state_bytes": state_bytes}
+
+
+# ---------------------------------------------------------------------------------------------------
+# stage
+
+
+def find_wheel(folder: Path) -> Path:
+    found = sorted(folder.glob(MONAI_WHEEL_GLOB))
+    if found:
+        return found[-1]
+    import monai
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    f"monai=={monai.__version__}", "-d", str(folder), "-q"], check=True)
+    return sorted(folder.glob(MONAI_WHEEL_GLOB))[-1]
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    for path in src.rglob("*"):
+        if path.is_file():
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+
+
+def stage(args: argparse.Namespace) -> None:
+    from MedDiffFMLib.training import load_manifest, prepare_cache
+    from MedDiffFMLib.training.compact import is_compact_state, read_compact_meta
+    from MedDiffFMLib.training.shards import build_shards, read_plan, shard_for_chunk
+
+    from benchmarks.chunk_quality import make_quality_cases
+
+    paths = config_paths(args.config)
+    model = paths["model"]
+    tag = "x".join(f"{s:g}" for s in sorted(set(model.spacing_mm))) + "mm"
+    work = REPO / WORK
+    cache = work / f"cache_{tag}"
+    print(f"stage: config {args.config} (model '{model.name}', {tag}, patch {model.patch_size}); cache {cache}")
+    manifest = load_manifest(args.manifest, args.data_root, regions=model.regions)
+    prepare_cache(manifest, cache, list(model.spacing_mm), dtype="uint8", windows=model.window_for,
+                  config_name=model.name, progress=lambda i, n, c: print(f"  prepare {i}/{n} {c}", end="\r"))
+    quality = work / f"quality_{tag}"
+    if not sorted(quality.glob("*.npz")) or args.remake_quality:
+        shutil.rmtree(quality, ignore_errors=True)
+        make_quality_cases(args.manifest, args.data_root, model.spacing_mm, model.patch_size, quality)
+    wheel = find_wheel(REPO / ".whl")
+    projected, sizes = projected_checkout_bytes(paths, args.moments)
+    fixed = projected + wheel.stat().st_size + tree_bytes([quality]) + 4096 + MARGIN
+    max_shard = TRAVEL_LIMIT - fixed
+    print(f"  steady-state checkout {mib(projected)} ({sizes['params']:,} parameters: model {mib(sizes['model_bytes'])}"
+          f", state {mib(sizes['state_bytes'])}); wheel {mib(wheel.stat().st_size)}; quality {mib(tree_bytes([quality]))}"
+          f" -> shards up to {mib(max_shard)}")
+    shards = work / f"shards_{tag}"
+    plan = read_plan(shards)
+    index_bytes = json.loads((cache / "index.json").read_text())["total_bytes"]
+    if (args.rebuild_shards or plan is None or plan.get("max_bytes", 0) > max_shard
+            or plan.get("source_bytes") != index_bytes):
+        plan = build_shards(cache, shards, max_shard, lzma=not args.no_lzma)
+        plan["source_bytes"] = index_bytes
+        (shards / "shards.json").write_text(json.dumps(plan, indent=1))
+    meta = read_compact_meta(paths["state_dir"]) if is_compact_state(paths["state_dir"]) else None
+    chunk = len(meta.get("chunks", [])) if meta else 0
+    pick = args.shard if args.shard is not None else shard_for_chunk(chunk, len(plan["shards"]))
+    chosen = plan["shards"][pick % len(plan["shards"])]
+    carry = REPO / CARRY
+    shutil.rmtree(carry, ignore_errors=True)
+    _link_tree(shards / chosen["name"], carry / "shard" / chosen["name"])
+    _link_tree(quality, carry / "quality")
+    (carry / "wheels").mkdir(parents=True)
+    shutil.copy2(wheel, carry / "wheels" / wheel.name)
+    (carry / "carry.json").write_text(json.dumps({"config": str(args.config), "chunk": chunk, "shard": chosen["name"],
+                                                  "shards": len(plan["shards"])}, indent=1))
+    budget = {
+        "_comment": "Written by scripts/gpu_chunk.py stage: the travelling-size budget of a GPU chunk (MiB). "
+                    "Testing/test_gpu_chunk.py checks it when no shard is staged.",
+        "config": str(args.config), "parameters": sizes["params"],
+        "steady_checkout_mib": round(projected / 2**20, 2), "wheel_mib": round(wheel.stat().st_size / 2**20, 2),
+        "quality_mib": round(tree_bytes([quality]) / 2**20, 2), "max_shard_mib": round(max_shard / 2**20, 2),
+        "largest_shard_mib": round(max(s["bytes"] for s in plan["shards"]) / 2**20, 2),
+        "shards": [{"name": s["name"], "mib": round(s["bytes"] / 2**20, 2), "train_cases": len(s["train"])}
+                   for s in plan["shards"]],
+        "val_cases": plan["shards"][0]["val"],
+    }
+    (REPO / BUDGET_FILE).write_text(json.dumps(budget, indent=1) + "\n")
+    now = travelling_bytes(REPO, [CARRY])
+    print(f"  chunk {chunk} trains {chosen['name']} of {len(plan['shards'])} ({len(chosen['train'])} training cases, "
+          f"{mib(chosen['bytes'])}); travelling now {mib(now)} of 64 MiB"
+          + ("" if now <= TRAVEL_LIMIT else "  <-- TOO BIG"))
+    print("\nDevice call (run tool):\n  command: bash scripts/gpu_train_chunk.sh 6\n"
+          f"  carry: [\"{CARRY}\"]\n  timeout_s: 560")
+
+
+# ---------------------------------------------------------------------------------------------------
+# run (on the device)
+
+
+def run(args: argparse.Namespace) -> None:
+    from MedDiffFMLib.training.chunk import ChunkOptions, run_chunk
+
+    from benchmarks.chunk_quality import card_lines, evaluate
+
+    paths = config_paths(args.config)
+    carry = (REPO / args.carry).resolve()
+    quality_dir = carry / "quality"
+    device = args.device
+
+    def quality(model: Path) -> dict:
+        if args.no_quality or not sorted(quality_dir.glob("*.npz")):
+            return {}
+        figures = evaluate(model, quality_dir, device or "auto", args.quality_steps)
+        return {"figures": figures, "card": card_lines(figures)}
+
+    work = Path(tempfile.mkdtemp(prefix="meddifffm-chunk-"))
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    options = ChunkOptions(config=args.config, shards=carry / "shard", state_dir=args.state_dir or paths["state_dir"],
+                           model_dir=args.model_dir or paths["model_dir"], out=Path(args.out), work=work,
+                           minutes=args.minutes, device=device, overrides=overrides, moments=args.moments,
+                           shard=args.shard)
+    record = run_chunk(options, quality)
+    shutil.rmtree(work, ignore_errors=True)
+    print(summary(record))
+
+
+def summary(record: dict) -> str:
+    """One screen: what the chunk did, its quality figures and what it returned."""
+    lines = ["", "=" * 78, f"GPU chunk {record['chunk']} on {record['hardware']} ({record['date']})",
+             f"  shard {record['shard']}, {record['train_cases']} training cases; steps {record['steps'][0]} -> "
+             f"{record['steps'][1]} ({record['samples']} samples, {record['train_minutes']} training min, "
+             f"{record['wall_minutes']} min in all; stopped: {record['stopped_by']})",
+             f"  train loss {record.get('train_loss')}, val loss {record.get('val_loss')}"]
+    quality = record.get("quality") or {}
+    for name, row in quality.get("cases", {}).items():
+        lines.append(f"  {name} (+{row['added_std_hu']} HU): PSNR noisy {row['noisy']['psnr']:.2f} | model "
+                     f"{row['model']['psnr']:.2f} | NLM {row['nlm']['psnr']:.2f} dB; SSIM {row['noisy']['ssim']:.3f} | "
+                     f"{row['model']['ssim']:.3f} | {row['nlm']['ssim']:.3f} ({row['model_seconds']} s vs "
+                     f"{row['nlm_seconds']} s)")
+    lines.append("  returned: " + ", ".join(f"{r['path']} ({mib(r['bytes'])})" for r in record["returned"]))
+    lines.append("=" * 78)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# apply (here)
+
+
+def apply(args: argparse.Namespace) -> None:
+    from MedDiffFMLib.models.weights import verify_model_folder
+    from MedDiffFMLib.training.chunk import unpack_outputs
+    from MedDiffFMLib.training.compact import read_compact_state
+
+    paths = config_paths(args.config)
+    paths["model_dir"] = args.model_dir or paths["model_dir"]
+    paths["state_dir"] = args.state_dir or paths["state_dir"]
+    staged = unpack_outputs(Path(args.returned), REPO / WORK / "returned")
+    model = verify_model_folder(staged / "model")
+    if model.name != paths["name"]:
+        raise SystemExit(f"apply: the returned model is '{model.name}', the config's is '{paths['name']}'.")
+    read_compact_state(staged / "state", ema_model=staged / "model")  # the pair is consistent
+    for src, dst in ((staged / "model", paths["model_dir"]), (staged / "state", paths["state_dir"])):
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst)
+    verify_model_folder(paths["model_dir"])
+    read_compact_state(paths["state_dir"], ema_model=paths["model_dir"])
+    record = json.loads((staged / "chunk.json").read_text())
+    logs = sorted(staged.glob("log-chunk*.csv"))
+    if logs:
+        (REPO / WORK / "logs").mkdir(parents=True, exist_ok=True)
+        for log in logs:
+            shutil.copy2(log, REPO / WORK / "logs" / log.name)
+    model_dir, state_dir = (os.path.relpath(paths[k], REPO) for k in ("model_dir", "state_dir"))
+    print(f"Installed chunk {record['chunk']}: {model_dir} and {state_dir}. Commit them:\n  git add {model_dir} "
+          f"{state_dir} && git commit -m 'GPU chunk {record['chunk']}: steps {record['steps'][0]}-{record['steps'][1]}'")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=Path("configs/gpu_default.json"), help="training config")
+
+    p = sub.add_parser("stage", help="prepare the cache, shards and quality boxes; stage the next chunk's carry")
+    common(p)
+    p.add_argument("--manifest", type=Path, default=Path("configs/shared_ct_manifest.json"))
+    p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data" / "ct")
+    p.add_argument("--shard", type=int, default=None, help="stage this shard instead of the rotation's")
+    p.add_argument("--moments", action="store_true", help="budget for AdamW moments in the state")
+    p.add_argument("--rebuild-shards", action="store_true")
+    p.add_argument("--remake-quality", action="store_true")
+    p.add_argument("--no-lzma", action="store_true", help="keep the cache's zlib compression in the shards")
+    p.set_defaults(func=stage)
+
+    p = sub.add_parser("run", help="train one chunk (on the device) and pack the results into --out")
+    common(p)
+    p.add_argument("--minutes", type=float, required=True, help="training budget in minutes")
+    p.add_argument("--out", required=True, help="where the results go ($OUT)")
+    p.add_argument("--carry", type=Path, default=CARRY)
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--overrides", default=None, help="JSON object of config keys (tests: a tiny CPU model)")
+    p.add_argument("--moments", action="store_true")
+    p.add_argument("--shard", type=int, default=None)
+    p.add_argument("--no-quality", action="store_true")
+    p.add_argument("--quality-steps", type=int, default=None)
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("apply", help="install what a chunk returned into Resources/Models and training_state")
+    common(p)
+    p.add_argument("returned", type=Path, help="the folder the device's files came back to (files_at)")
+    p.add_argument("--state-dir", type=Path, default=None, help="default: training_state/NAME")
+    p.add_argument("--model-dir", type=Path, default=None, help="default: Resources/Models/NAME")
+    p.set_defaults(func=apply)
+
+    p = sub.add_parser("size", help="print what a device call would send now")
+    p.add_argument("--carry", type=Path, action="append", default=None)
+    p.set_defaults(func=lambda a: print(mib(travelling_bytes(REPO, a.carry or [CARRY]))))
+
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    from MedDiffFMLib.errors import MedDiffFMError
+
+    try:
+        args.func(args)
+    except MedDiffFMError as error:  # bad input: one paragraph, exit 2
+        print(f"gpu_chunk: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
