@@ -158,12 +158,17 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.99)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-per-case", type=int, default=12)
-    parser.add_argument("--save", action="store_true", help="write benchmarks/results/training_recipe_seedN.{md,json}")
+    parser.add_argument("--save", action="store_true",
+                        help="write benchmarks/results/training_recipe_seedN_ARMS.json after every arm")
+    parser.add_argument("--report", action="store_true",
+                        help="only merge the saved JSON files (arms of one seed may come from several processes: "
+                             "the runs are deterministic) into benchmarks/results/training_recipe.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.report:
+        report()
+        return
     arms = [a for a in args.arms.split(",") if a]
-    if "baseline" not in arms:
-        arms.insert(0, "baseline")
     cache = TrainingCache(args.cache)
     crops = eval_crops(cache, study_model(), args.eval_per_case, seed=12345)
     config = study_model()
@@ -183,10 +188,29 @@ def main() -> None:
 
 def save(rows: list[dict], arms: list[str], args) -> None:
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"training_recipe_seed{args.seed}"
-    stem.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                     "rows": rows}, indent=1, default=str))
-    stem.with_suffix(".md").write_text(f"# training recipe, seed {args.seed}\n\n{table(rows, arms)}\n")
+    path = RESULTS / f"training_recipe_seed{args.seed}_{'-'.join(arms)}.json"
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+
+
+def report() -> None:
+    """Merge every saved study file into one Markdown report, per seed, arms beside the baseline."""
+    files = sorted(RESULTS.glob("training_recipe_seed*.json"))
+    runs = [json.loads(f.read_text()) for f in files]
+    rows = [r for run in runs for r in run["rows"]]
+    for r in rows:  # JSON keys are strings
+        r["gain_db"] = {int(k): v for k, v in r["gain_db"].items()}
+    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    parts = [f"# Training recipe study ({time.strftime('%Y-%m-%d')})", "",
+             "Command: `python -m benchmarks.training_recipe --seed S --arms ... --stages 150 --save` "
+             "(then `--report`). Settings of the runs:", ""]
+    parts += [f"- `{f.name}`: " + ", ".join(f"{k}={run['args'][k]}" for k in ("seed", "arms", "stages", "batch",
+                                                                              "lr", "ema", "threads"))
+              for f, run in zip(files, runs)]
+    for seed in sorted({r["seed"] for r in rows}):
+        parts += ["", f"## Seed {seed}", "", table([r for r in rows if r["seed"] == seed], arms)]
+    text = "\n".join(parts) + "\n"
+    (RESULTS / "training_recipe.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
