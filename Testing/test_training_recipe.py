@@ -114,3 +114,36 @@ def test_a_run_with_the_recipe_trains_and_resumes(tmp_path):
     resumed = Trainer(TrainConfig.from_dict({**data, "run_dir": str(tmp_path / "b")}), resume=True, progress="none",
                       export=False).run()
     np.testing.assert_allclose([l for _, l in resumed.losses], [l for _, l in straight.losses[2:]], rtol=0, atol=1e-7)
+
+
+class _Fake(torch.nn.Module):
+    """A network whose noise estimate is a fixed function of x_t; as a v-model it outputs the v that
+    implies exactly that noise (so both must give the same noise at inference)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.alphas = training_scheduler(config).alphas_cumprod
+
+    def forward(self, inputs, t, region, control=None):
+        x_t = inputs[:, :1]
+        eps = torch.tanh(3.0 * x_t) + 0.1
+        if self.config.prediction_type == "epsilon":
+            return eps
+        abar = self.alphas[t].view(-1, 1, 1, 1, 1)
+        return (eps - (1 - abar).sqrt() * x_t) / abar.sqrt()
+
+
+def test_inference_turns_a_v_model_into_the_same_noise_as_an_eps_model():
+    from MedDiffFMLib.sampling import VolumeNoisePredictor
+
+    data = named_config("tiny").to_dict()
+    x = torch.rand((1, 1, 24, 20, 16), generator=torch.Generator().manual_seed(2)) * 2 - 1
+    out = {}
+    for kind in ("epsilon", "v"):
+        model = _Fake(ModelConfig.from_dict({**data, "prediction_type": kind}))
+        predictor = VolumeNoisePredictor(model, device=torch.device("cpu"), patch_size=(16, 16, 16), batch_size=2)
+        out[kind] = [predictor(x, t) for t in (3, 400, 990)]
+    for eps, from_v in zip(out["epsilon"], out["v"]):
+        torch.testing.assert_close(from_v, eps, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["epsilon"][0], torch.tanh(3.0 * x) + 0.1, atol=1e-5, rtol=0)
