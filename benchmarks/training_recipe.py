@@ -133,7 +133,8 @@ def table(rows: list[dict], arms: list[str]) -> str:
     """Markdown: each arm's figures and their difference to the baseline at the same step."""
     base = {r["step"]: r for r in rows if r["arm"] == "baseline"}
     head = ("| arm | step | samples | " + " | ".join(f"gain dB t={t}" for t in SMALL_T)
-            + " | small-t gain dB | Δ vs baseline | val L1 | Δ vs baseline |")
+            + " | small-t gain dB | Δ vs baseline | val L1 | Δ vs baseline | "
+            + " | ".join(f"val L1 t={t}" for t in VAL_T) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for arm in arms:
         for r in [r for r in rows if r["arm"] == arm]:
@@ -142,7 +143,8 @@ def table(rows: list[dict], arms: list[str]) -> str:
             d_val = f"{r['val_l1'] - b['val_l1']:+.4f}" if b else "–"
             lines.append(f"| {arm} | {r['step']} | {r['samples']} | "
                          + " | ".join(f"{r['gain_db'][t]:.2f}" for t in SMALL_T)
-                         + f" | {r['small_t_gain_db']:.2f} | {d_gain} | {r['val_l1']:.4f} | {d_val} |")
+                         + f" | {r['small_t_gain_db']:.2f} | {d_gain} | {r['val_l1']:.4f} | {d_val} | "
+                         + " | ".join(f"{r['val_l1_per_t'][t]:.4f}" for t in VAL_T) + " |")
     return "\n".join(lines)
 
 
@@ -199,12 +201,13 @@ def report() -> None:
     rows = [r for run in runs for r in run["rows"]]
     for r in rows:  # JSON keys are strings
         r["gain_db"] = {int(k): v for k, v in r["gain_db"].items()}
+        r["val_l1_per_t"] = {int(k): v for k, v in r["val_l1_per_t"].items()}
     arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     parts = [f"# Training recipe study ({time.strftime('%Y-%m-%d')})", "",
              "Command: `python -m benchmarks.training_recipe --seed S --arms ... --stages 150 --save` "
              "(then `--report`). Settings of the runs:", ""]
-    parts += [f"- `{f.name}`: " + ", ".join(f"{k}={run['args'][k]}" for k in ("seed", "arms", "stages", "batch",
-                                                                              "lr", "ema", "threads"))
+    parts += [f"- `{f.name}`: arms " + ",".join(r["arm"] for r in run["rows"]) + "; "
+              + ", ".join(f"{k}={run['args'][k]}" for k in ("seed", "stages", "batch", "lr", "ema", "threads"))
               for f, run in zip(files, runs)]
     for seed in sorted({r["seed"] for r in rows}):
         parts += ["", f"## Seed {seed}", "", table([r for r in rows if r["seed"] == seed], arms)]
