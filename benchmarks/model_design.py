@@ -6,8 +6,8 @@ For each candidate (a :class:`ModelConfig` at about 1 mm) it prints:
 * FLOPs of one training sample (forward + backward, ``torch.utils.flop_counter.FlopCounterMode``,
   the same counter for every row) and the activation bytes the forward pass writes (a proxy for
   the memory traffic that bounds small-channel convolutions on a GPU);
-* an ESTIMATE of the H100/H200 training rate: the rate measured there for ``default_2mm`` (the former default: 7.2 M, 64^3 at 2 mm,
-  batch 8, bf16: 66 samples/s in ``meddifffm train``, 83.6 in ``scripts/train_throughput.py``) times
+* an ESTIMATE of the H100/H200 training rate: the rate measured there for ``default_2mm`` (the former
+  default: 7.2 M, 64^3 at 2 mm, batch 8, bf16: 66 samples/s in ``meddifffm train``, 83.6 in ``scripts/train_throughput.py``) times
   the ratio of FLOPs per sample, and the more cautious rate from the ratio of activation bytes
   (thin layers are bandwidth-bound, so FLOP scaling flatters them); the lower of the two is kept;
 * CPU inference: seconds per patch of one network evaluation (batch 2 as the CPU engine runs it,
@@ -23,8 +23,6 @@ Usage: python -m benchmarks.model_design [--rounds 2] [--candidates NAME,...] [-
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,7 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from MedDiffFMLib.models.config import ModelConfig, named_config
 from MedDiffFMLib.training.objective import DiffusionObjective
 
-GPU_DEFAULT_TRAIN = 66.0       # samples/s, `meddifffm train configs/gpu_default.json` (then default_2mm) on an H200, bf16, batch 8
+# samples/s, `meddifffm train configs/gpu_default.json` (then default_2mm) on an H200, bf16, batch 8
+GPU_DEFAULT_TRAIN = 66.0
 GPU_DEFAULT_SCRIPT = 83.6      # samples/s, scripts/train_throughput.py, same model and GPU
 VOLUME = (128, 256, 256)       # z, y, x voxels of the CPU inference target
 DENOISE_STEPS = 5

@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(".cache/ct_cache_3mm"))
     parser.add_argument("--arms", default="baseline,min_snr,low_t,v")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stages", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200, 300],
+    parser.add_argument("--stages", type=lambda s: [int(x) for x in s.split(",")], default=[150],
                         help="cumulative steps after which every arm is scored")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -206,9 +206,9 @@ def report() -> None:
     parts = [f"# Training recipe study ({time.strftime('%Y-%m-%d')})", "",
              "Command: `python -m benchmarks.training_recipe --seed S --arms ... --stages 150 --save` "
              "(then `--report`). Settings of the runs:", ""]
+    keys = ("seed", "stages", "batch", "lr", "ema", "threads")
     parts += [f"- `{f.name}`: arms " + ",".join(r["arm"] for r in run["rows"]) + "; "
-              + ", ".join(f"{k}={run['args'][k]}" for k in ("seed", "stages", "batch", "lr", "ema", "threads"))
-              for f, run in zip(files, runs)]
+              + ", ".join(f"{k}={run['args'][k]}" for k in keys) for f, run in zip(files, runs)]
     for seed in sorted({r["seed"] for r in rows}):
         parts += ["", f"## Seed {seed}", "", table([r for r in rows if r["seed"] == seed], arms)]
     text = "\n".join(parts) + "\n"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import PREDICTION_TYPES  # noqa: F401  (re-exported: the names this module handles)
+from .config import PREDICTION_TYPES
+
+__all__ = ["PREDICTION_TYPES", "training_target", "noise_from_output"]
 
 
 def training_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor | float,
