@@ -19,6 +19,8 @@ from ..device import autocast
 from ..errors import ResourceError
 from ..models.network import ConditionedModel
 from ..models.position import grid_coordinates, sinusoidal_embedding
+from ..models.prediction import noise_from_output
+from .schedulers import alpha_bar, training_scheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class VolumeNoisePredictor:
         self.volume_device = torch.device(volume_device)
         self.conditions = Conditions()
         self.evaluations = 0
+        # A v-predicting model's output becomes noise here, the one place: callers only see epsilon.
+        self._training_scheduler = training_scheduler(self.config) if self.config.prediction_type != "epsilon" \
+            else None
 
     def set_conditions(self, conditions: Conditions) -> None:
         self.conditions = conditions
@@ -115,9 +120,12 @@ class VolumeNoisePredictor:
         t = torch.full((batch,), int(timestep), device=self.device, dtype=torch.long)
         region = torch.full((batch,), int(self.conditions.region), device=self.device, dtype=torch.long)
         with torch.no_grad(), autocast(self.device, self.autocast_dtype):
-            eps = self.model(model_input, t, region, control.float() if control is not None else None)
+            output = self.model(model_input, t, region, control.float() if control is not None else None)
         self.evaluations += batch
-        return eps.float()
+        if self._training_scheduler is None:
+            return output.float()
+        abar = alpha_bar(self._training_scheduler, int(timestep))
+        return noise_from_output(output.float(), patches.float(), abar, self.config.prediction_type)
 
     def __call__(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
         """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights."""

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ..errors import InputError
 from ..models.config import ModelConfig, named_config
+from .recipe import Recipe
 
 
 class TrainConfigError(InputError):
@@ -55,6 +56,12 @@ class TrainConfig:
     intensity_scale: float = 0.02       # +-2 % contrast jitter in model units
     intensity_shift: float = 0.02       # +-0.02 brightness jitter in model units (about 1 % of the window)
     condition_dropout: Optional[float] = None  # None: the model config's
+    # Training recipe (training/recipe.py; defaults = the paper's method)
+    loss_weighting: str = "none"        # none | min_snr
+    min_snr_gamma: float = 5.0
+    timestep_sampling: str = "uniform"  # uniform | low_biased
+    low_t_fraction: float = 0.5         # low_biased: share of samples with t < low_t_max
+    low_t_max: int = 250
     val_every: int = 200                # steps between validations (0: only at the end)
     val_samples_per_case: int = 4
     val_timesteps: tuple = (50, 250, 500, 750, 950)
@@ -150,10 +157,17 @@ class TrainConfig:
             problems.append("'ema_decay' must be in [0, 1)")
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout <= 1.0:
             problems.append("'condition_dropout' must be in [0, 1]")
+        problems.extend(self.recipe().problems())
         if self.export.storage_dtype not in ("float32", "float16", "bfloat16"):
             problems.append("'export.storage_dtype' must be float32, float16 or bfloat16")
         if problems:
             raise TrainConfigError("The training config is invalid: " + "; ".join(problems) + ".")
+
+    def recipe(self) -> Recipe:
+        """The loss weighting and time-step distribution of this run."""
+        return Recipe(loss_weighting=self.loss_weighting, min_snr_gamma=float(self.min_snr_gamma),
+                      timestep_sampling=self.timestep_sampling, low_t_fraction=float(self.low_t_fraction),
+                      low_t_max=int(self.low_t_max))
 
     def model_config(self) -> ModelConfig:
         if isinstance(self.model, dict):

@@ -21,6 +21,7 @@ from ..models.position import grid_coordinates
 from .cache import CacheCase, TrainingCache
 from .conditions import ConditionBuilder
 from .multilevel import choose_box, choose_level, sample_box
+from .recipe import Recipe
 
 _HU_LOW = -1024.0
 
@@ -37,6 +38,7 @@ class SampleOptions:
     lesion_focus: float = 0.8
     augment: bool = True
     timesteps: Optional[Sequence[int]] = None  # fixed time steps (validation), cycled by index
+    recipe: Recipe = field(default_factory=Recipe)  # the training time-step distribution
 
 
 class SampleSource:
@@ -133,7 +135,7 @@ class SampleSource:
         if opts.timesteps:
             sample["timestep"] = int(opts.timesteps[int(index) % len(opts.timesteps)])
         else:
-            sample["timestep"] = int(rng.integers(0, self.config.num_train_timesteps))
+            sample["timestep"] = opts.recipe.sample_timestep(rng, self.config.num_train_timesteps)
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         sample["noise"] = torch.randn((1, *box.shape), generator=gen)
         return sample

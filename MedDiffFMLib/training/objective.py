@@ -3,7 +3,9 @@
 ``DiffusionObjective`` trains the base U-Net (pre-training); ``ControlNetObjective`` trains a
 ControlNet against a frozen base (fine-tuning), with a pluggable condition builder.
 The loss is the paper's: L1 between the predicted and the true noise of the forward process
-(cosine DDPM, T = 1000, from :func:`~MedDiffFMLib.sampling.training_scheduler`).
+(cosine DDPM, T = 1000, from :func:`~MedDiffFMLib.sampling.training_scheduler`); a model config may
+predict v instead (``prediction_type``), and a :class:`~.recipe.Recipe` may weight the loss per time
+step (docs/TRAINING.md, "Training recipe").
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from torch import nn
 from ..models.config import ControlNetConfig, ModelConfig
 from ..models.network import ConditionedModel, MedDiffFMControlNet, MedDiffFMUNet
 from ..models.position import sinusoidal_embedding
+from ..models.prediction import noise_from_output, training_target
 from ..sampling.schedulers import training_scheduler
 from .conditions import ConditionBuilder, anatomy_one_hot
+from .recipe import Recipe
 
 
 def build_model_input(x_t: torch.Tensor, coords: torch.Tensor, anatomy: Optional[torch.Tensor],
@@ -38,8 +42,9 @@ class DiffusionObjective:
     kind = "unet"
     builder: Optional[ConditionBuilder] = None
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, recipe: Optional[Recipe] = None) -> None:
         self.config = config
+        self.recipe = recipe or Recipe()
         self.scheduler = training_scheduler(config)
         self._alphas = None
 
@@ -50,14 +55,17 @@ class DiffusionObjective:
         """The sub-module whose weights are optimised, averaged (EMA) and exported."""
         return model.unet
 
+    def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Cumulative signal fraction of each sample's time step, shaped to broadcast over ``like``."""
+        if self._alphas is None or self._alphas.device != like.device:
+            self._alphas = self.scheduler.alphas_cumprod.to(like.device, torch.float32)
+        return self._alphas[t].view(-1, *([1] * (like.ndim - 1)))
+
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self._alphas is None or self._alphas.device != x0.device:
-            self._alphas = self.scheduler.alphas_cumprod.to(x0.device, torch.float32)
-        a = self._alphas[t].view(-1, *([1] * (x0.ndim - 1)))
+        a = self.abar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def per_sample_loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
-        """L1 noise-prediction loss of each sample of ``batch`` (a tensor of shape (B,))."""
+    def _forward(self, model: nn.Module, batch: dict, device: torch.device, autocast):
         x0 = batch["image"].to(device, non_blocking=True)
         noise = batch["noise"].to(device, non_blocking=True)
         t = batch["timestep"].to(device)
@@ -66,8 +74,26 @@ class DiffusionObjective:
         inputs = build_model_input(x_t, batch["coords"].to(device), anatomy, self.config)
         control = batch["control"].to(device) if "control" in batch else None
         with autocast():
-            pred = model(inputs, t, batch["region"].to(device), control)
-        return (pred.float() - noise).abs().flatten(1).mean(dim=1)
+            output = model(inputs, t, batch["region"].to(device), control)
+        return output.float(), x0, noise, x_t, self.abar(t, x0)
+
+    def predicted_noise(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
+        """The noise the model implies for ``batch`` (whatever it predicts), as inference sees it."""
+        output, _, _, x_t, abar = self._forward(model, batch, device, autocast)
+        return noise_from_output(output, x_t, abar, self.config.prediction_type)
+
+    def per_sample_loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
+        """L1 loss of each sample of ``batch`` (a tensor of shape (B,)).
+
+        In training mode: L1 to the model's target (noise or v), weighted by the recipe. In eval mode
+        (validation): the unweighted L1 of the implied noise, so runs of any recipe compare.
+        """
+        output, x0, noise, x_t, abar = self._forward(model, batch, device, autocast)
+        kind = self.config.prediction_type
+        if not model.training:
+            return (noise_from_output(output, x_t, abar, kind) - noise).abs().flatten(1).mean(dim=1)
+        loss = (output - training_target(x0, noise, abar, kind)).abs().flatten(1).mean(dim=1)
+        return loss * self.recipe.loss_weight(abar.flatten(), kind)
 
 
 class ControlNetObjective(DiffusionObjective):
@@ -76,8 +102,8 @@ class ControlNetObjective(DiffusionObjective):
     kind = "controlnet"
 
     def __init__(self, config: ModelConfig, base: MedDiffFMUNet, control: ControlNetConfig,
-                 builder: ConditionBuilder) -> None:
-        super().__init__(config)
+                 builder: ConditionBuilder, recipe: Optional[Recipe] = None) -> None:
+        super().__init__(config, recipe)
         self.base = base
         self.control = control
         self.builder = builder

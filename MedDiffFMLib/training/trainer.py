@@ -118,7 +118,7 @@ class Trainer:
             self.model_config = cfg.model_config()
             if cfg.condition_dropout is not None:
                 self.model_config.condition_dropout = float(cfg.condition_dropout)
-            self.objective = DiffusionObjective(self.model_config)
+            self.objective = DiffusionObjective(self.model_config, cfg.recipe())
         self.model = self.objective.build_model().to(self.device)
         self.trainable = self.objective.trainable(self.model)
         self.trainable.train()
@@ -160,7 +160,7 @@ class Trainer:
                                    base_model=self.base_files.name, base_sha256=self.base_files.fingerprint,
                                    **{k: v for k, v in cfg.controlnet.items() if k in ("embedding_channels",
                                                                                         "conditioning_scale")})
-        return ControlNetObjective(self.model_config, base, control, builder)
+        return ControlNetObjective(self.model_config, base, control, builder, cfg.recipe())
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.config
@@ -193,7 +193,7 @@ class Trainer:
         options = SampleOptions(
             level_weights=tuple(cfg.levels), flip_lr=cfg.flip_lr, intensity_scale=cfg.intensity_scale,
             intensity_shift=cfg.intensity_shift, condition_dropout=self.model_config.condition_dropout,
-            lesion_focus=cfg.lesion_focus,
+            lesion_focus=cfg.lesion_focus, recipe=self.objective.recipe,
         )
         if self.dist.is_main:
             for case in self.cache.cases:

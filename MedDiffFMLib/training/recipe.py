@@ -1,0 +1,66 @@
+"""Training-recipe choices on top of the paper's objective (L1 noise loss, uniform time steps).
+
+Two training-only knobs, each off by default (the paper's method):
+
+* ``loss_weighting = "min_snr"``: Min-SNR-gamma weighting (Hang et al., ICCV 2023) of each sample's
+  loss, ``min(SNR_t, gamma) / SNR_t`` for an epsilon target (``/ (SNR_t + 1)`` for a v target), with
+  ``SNR_t = abar_t / (1 - abar_t)``: it balances the time steps, which otherwise pull the shared
+  weights in conflicting directions.
+* ``timestep_sampling = "low_biased"``: a share ``low_t_fraction`` of the samples draws its time step
+  uniformly from ``[0, low_t_max)`` instead of ``[0, T)``. Denoising starts DiffPIR at the step whose
+  noise matches the CT's (10-60 HU: t of about 2-200 with the paper's windows, see
+  ``tasks/denoise.py``), so these steps get more of a short training's samples while every step
+  is still trained (synthesis and inpainting start at T - 1).
+
+``benchmarks/training_recipe.py`` compares them at a fixed budget; docs/TRAINING.md gives the figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+LOSS_WEIGHTINGS = ("none", "min_snr")
+TIMESTEP_SAMPLINGS = ("uniform", "low_biased")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Loss weighting and time-step distribution of a training run (TrainConfig keys of the same names)."""
+
+    loss_weighting: str = "none"
+    min_snr_gamma: float = 5.0
+    timestep_sampling: str = "uniform"
+    low_t_fraction: float = 0.5
+    low_t_max: int = 250
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty when they are usable)."""
+        found = []
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            found.append(f"'loss_weighting' must be one of {', '.join(LOSS_WEIGHTINGS)}")
+        if self.min_snr_gamma <= 0:
+            found.append("'min_snr_gamma' must be positive")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            found.append(f"'timestep_sampling' must be one of {', '.join(TIMESTEP_SAMPLINGS)}")
+        if not 0.0 <= self.low_t_fraction <= 1.0:
+            found.append("'low_t_fraction' must be in [0, 1]")
+        if int(self.low_t_max) < 1:
+            found.append("'low_t_max' must be at least 1")
+        return found
+
+    def sample_timestep(self, rng: np.random.Generator, num_timesteps: int) -> int:
+        """One training time step in ``[0, num_timesteps)``, drawn from ``rng``."""
+        if self.timestep_sampling == "low_biased" and rng.random() < self.low_t_fraction:
+            return int(rng.integers(0, min(int(self.low_t_max), num_timesteps)))
+        return int(rng.integers(0, num_timesteps))
+
+    def loss_weight(self, abar: torch.Tensor, prediction_type: str = "epsilon") -> torch.Tensor:
+        """Per-sample loss weights for the cumulative signal fractions ``abar`` (shape (B,))."""
+        if self.loss_weighting == "none":
+            return torch.ones_like(abar)
+        snr = abar / (1.0 - abar).clamp_min(1e-12)
+        clipped = snr.clamp(max=float(self.min_snr_gamma))
+        return clipped / (snr + 1.0) if prediction_type == "v" else clipped / snr
