@@ -14,6 +14,7 @@ from ..device import DEVICE_CHOICES
 from ..errors import InputError
 from ..io import read_volume, write_volume
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress
+from ..sampling import SAMPLERS
 from ..tasks.engine import EngineOptions
 
 
@@ -23,6 +24,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
     group.add_argument("--batch-size", type=int, default=None, help="patches per network call (default: 8 GPU, 2 CPU)")
     group.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring patches (default 0.25)")
+    group.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
+                       help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, default_steps: int) -> None:
@@ -43,7 +46,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
-    return EngineOptions(model=args.model, device=args.device, batch_size=args.batch_size, overlap=args.overlap)
+    return EngineOptions(model=args.model, device=args.device, batch_size=args.batch_size, overlap=args.overlap,
+                         sampler=args.sampler)
 
 
 def make_progress(args: argparse.Namespace) -> Optional[ProgressCallback]:

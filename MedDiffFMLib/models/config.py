@@ -12,6 +12,11 @@ from typing import Any
 
 from ..errors import ModelError
 
+# The solver tasks use unless a model or a run says otherwise (benchmarks/sampler_steps.py).
+DEFAULT_SAMPLER = "ddim"
+# What a network may be trained to predict (the schedule turns it into a clean image).
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon",)
+
 REGIONS: tuple[str, ...] = ("head_neck", "chest", "abdomen")
 
 # Paper defaults (W/L in HU) for the per-region intensity windows.
@@ -42,6 +47,10 @@ class ModelConfig:
         anatomy_channels: one-hot anatomy label channels (0 disables anatomy conditioning).
         num_train_timesteps: diffusion steps T.
         schedule: MONAI noise schedule name.
+        prediction_type: what the network predicts (``epsilon``: the noise, as the paper trains).
+        sampler: the reverse-diffusion solver tasks use by default (``ddim`` or ``dpmpp_2m``, see
+            :mod:`MedDiffFMLib.sampling.samplers`); ``--sampler`` overrides it per run. Model folders
+            written before these two fields load with the defaults (epsilon; the default sampler).
         condition_dropout: probability of dropping each condition in training (classifier-free).
     """
 
@@ -61,6 +70,8 @@ class ModelConfig:
     num_train_timesteps: int = 1000
     schedule: str = "cosine"
     condition_dropout: float = 0.1
+    prediction_type: str = "epsilon"
+    sampler: str = DEFAULT_SAMPLER
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -116,6 +127,8 @@ class ModelConfig:
             problems.append("patch_size and spacing_mm need three values (z, y, x)")
         if any(s <= 0 for s in self.spacing_mm):
             problems.append("spacing_mm must be positive")
+        if self.prediction_type not in PREDICTION_TYPES:
+            problems.append(f"prediction_type '{self.prediction_type}' is not supported (use one of {PREDICTION_TYPES})")
         if problems:
             raise ModelError(f"Model config '{self.name}' is invalid: " + "; ".join(problems) + ".")
 

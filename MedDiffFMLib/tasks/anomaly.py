@@ -26,7 +26,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..io import image_from_array
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, add_noise, prepare_timesteps, run_sampler
+from ..sampling import Conditions, run_sampler
 from .engine import Engine, prepare_ct, volume_tensor
 from .masks import body_mask
 from .shared import PassProgress, check_region, check_start_step, check_steps
@@ -105,8 +105,8 @@ def anomaly_map_image(
     report(progress, "preprocessing", 1, 1)
     check_cancel(cancel)
 
-    scheduler = engine.scheduler()
-    timesteps = prepare_timesteps(scheduler, steps, start_step=start)
+    sampler = engine.sampler(options.eta)
+    timesteps = sampler.set_timesteps(steps, start_step=start)
     y = volume_tensor(space.model_array)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     source = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -117,8 +117,8 @@ def anomaly_map_image(
     for index in range(samples):
         seed = None if options.seed is None else int(options.seed) + index
         generator = engine.generator(seed)
-        x = add_noise(scheduler, y, timesteps[0], generator)
-        recon = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta, generator=generator,
+        x = sampler.schedule.add_noise(y, timesteps[0], generator)
+        recon = run_sampler(predictor, sampler, x, generator=generator,
                             progress=PassProgress(progress, index, samples), cancel=cancel, stage="reconstruction")
         check_cancel(cancel)
         healthy = sitk.GetArrayFromImage(space.to_input_grid(recon[0, 0].numpy())).astype(np.float32, copy=False)

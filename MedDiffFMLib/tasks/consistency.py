@@ -20,12 +20,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..sampling import noise_to_signal
+from ..sampling import NoiseSchedule
 
 
-def diffpir_rho(scheduler, t: int, lam: float, sigma_n: float) -> float:
+def diffpir_rho(schedule: NoiseSchedule, t: int, lam: float, sigma_n: float) -> float:
     """rho_t = lambda sigma_n^2 / sigma_t^2 (0 means: trust the measurement fully)."""
-    return float(lam) * float(sigma_n) ** 2 / max(noise_to_signal(scheduler, t) ** 2, 1e-12)
+    return float(lam) * float(sigma_n) ** 2 / max(schedule.noise_to_signal(t) ** 2, 1e-12)
 
 
 class SliceAverageOperator:

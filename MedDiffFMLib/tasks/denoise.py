@@ -9,7 +9,6 @@ x0 <- (y + rho_t x0) / (1 + rho_t) with rho_t = lambda * sigma_n^2 / sigma_t^2.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,7 +17,8 @@ import torch
 
 from ..errors import InputError
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, noise_to_signal, prepare_timesteps, run_sampler, step_for_noise
+from ..sampling import Conditions, SamplingHooks, run_sampler
+from .consistency import diffpir_rho, measurement_sigma
 from .engine import Engine, as_input_type, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
 
@@ -84,33 +84,30 @@ def denoise_image(
     check_cancel(cancel)
 
     noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(space.model_hu)
-    half_width = engine.window(region).width / 2.0
-    sigma_n = max(float(noise_hu) / half_width, 1e-4)
-    scheduler = engine.scheduler()
-    start = step_for_noise(scheduler, sigma_n)
+    sigma_n = measurement_sigma(noise_hu, engine.window(region).width)
+    sampler = engine.sampler(options.eta)
+    schedule = sampler.schedule
+    start = schedule.step_for_noise(sigma_n)
     if noise_hu <= 0 or options.strength == 0 or start == 0:
         # Nothing to remove: the input comes back unchanged (bit-identical).
         report(progress, "sampling", 1, 1)
         unchanged = as_input_type(space.to_input_grid(space.model_array), image)
         return DenoiseResult(unchanged, float(noise_hu), 0, 0, region)
 
-    timesteps = prepare_timesteps(scheduler, options.steps, start_step=start)
+    timesteps = sampler.set_timesteps(options.steps, start_step=start)
     y = volume_tensor(space.model_array)
-    abar_start = float(scheduler.alphas_cumprod[timesteps[0]])
-    x = math.sqrt(abar_start) * y
+    x = schedule.alpha(timesteps[0]) * y
     generator = engine.generator(options.seed)
 
     def data_consistency(x0: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
-        rho = options.lam * sigma_n**2 / max(noise_to_signal(scheduler, t) ** 2, 1e-12)
+        rho = diffpir_rho(schedule, t, options.lam, sigma_n)
         return (y + rho * x0) / (1.0 + rho)
 
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     denoised = run_sampler(
         predictor,
-        scheduler,
+        sampler,
         x,
-        timesteps,
-        eta=options.eta,
         hooks=SamplingHooks(x0_transform=data_consistency),
         generator=generator,
         progress=progress,

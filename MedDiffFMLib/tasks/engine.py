@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..io import validate_volume
 from ..models.loading import LoadedModel, load_pipeline_model
 from ..preprocessing import HUWindow, ModelSpace, check_hu, guess_region
-from ..sampling import Conditions, VolumeNoisePredictor, sampling_scheduler
+from ..sampling import Conditions, NoiseSchedule, Sampler, VolumeNoisePredictor, sampler_for
 
 
 @dataclass
@@ -28,12 +28,14 @@ class EngineOptions:
         device: ``auto|cpu|cuda|mps``.
         batch_size: patches per network call (None: 8 on GPU, 2 on CPU).
         overlap: overlap of neighbouring patches (0.25 hides seams with Gaussian blending).
+        sampler: the reverse-diffusion solver (``ddim``, ``dpmpp_2m``; None: the model config's).
     """
 
     model: Optional[str | Path] = None
     device: str = "auto"
     batch_size: Optional[int] = None
     overlap: float = 0.25
+    sampler: Optional[str] = None
 
 
 class Engine:
@@ -83,8 +85,14 @@ class Engine:
             predictor.set_conditions(conditions)
         return predictor
 
-    def scheduler(self):
-        return sampling_scheduler(self.config)
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The model's noise schedule (alpha, sigma, adding noise, the step of a noise level)."""
+        return NoiseSchedule.from_config(self.config)
+
+    def sampler(self, eta: float = 0.0) -> Sampler:
+        """A fresh sampler: ``EngineOptions.sampler`` or the model's, with DDIM stochasticity ``eta``."""
+        return sampler_for(self.config, self.options.sampler, eta)
 
     @staticmethod
     def generator(seed: Optional[int]) -> torch.Generator:

@@ -37,7 +37,7 @@ from ..errors import InputError, ModelError
 from ..io import Geometry, geometry_of, image_from_array
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, add_noise, prepare_timesteps, run_sampler
+from ..sampling import Conditions, SamplingHooks, run_sampler
 from .conditions import superres_condition
 from .consistency import SliceAverageOperator, diffpir_rho, measurement_sigma, project_block_average
 from .engine import Engine, prepare_ct, volume_tensor
@@ -201,21 +201,22 @@ def super_resolve_image(
     report(progress, "preprocessing", 1, 1)
     check_cancel(cancel)
 
-    scheduler = engine.scheduler()
-    timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+    sampler = engine.sampler(options.eta)
+    schedule = sampler.schedule
+    timesteps = sampler.set_timesteps(steps, start_step=start_step)
     generator = engine.generator(options.seed)
     cond = volume_tensor(condition)
     if start_step is None:
         x = torch.randn(cond.shape, generator=generator, dtype=cond.dtype)
     else:
-        x = add_noise(scheduler, cond, timesteps[0], generator)
+        x = schedule.add_noise(cond, timesteps[0], generator)
 
     def data_consistency(x0: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
-        return operator.prox(x0, y, diffpir_rho(scheduler, t, options.lam, sigma_n))
+        return operator.prox(x0, y, diffpir_rho(schedule, t, options.lam, sigma_n))
 
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region),
                                                     control=superres_condition(condition)))
-    result = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta,
+    result = run_sampler(predictor, sampler, x,
                          hooks=SamplingHooks(x0_transform=data_consistency), generator=generator,
                          progress=progress, cancel=cancel, stage="super-resolution")
     check_cancel(cancel)

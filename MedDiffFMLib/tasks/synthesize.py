@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array, validate_volume
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, prepare_timesteps, run_sampler
+from ..sampling import Conditions, run_sampler
 from .conditions import anatomy_condition
 from .engine import Engine
 from .shared import as_pixel_type, check_region, check_steps, notify
@@ -143,12 +143,12 @@ def synthesize_image(
     report(progress, "preprocessing", 1, 1)
     check_cancel(cancel)
 
-    scheduler = engine.scheduler()
-    timesteps = prepare_timesteps(scheduler, steps)
+    sampler = engine.sampler(options.eta)
+    timesteps = sampler.set_timesteps(steps)
     generator = engine.generator(options.seed)
     x = torch.randn((1, 1, *space.model_array.shape), generator=generator)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region), anatomy=anatomy_tensor))
-    result = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta, generator=generator,
+    result = run_sampler(predictor, sampler, x, generator=generator,
                          progress=progress, cancel=cancel, stage="synthesis")
     check_cancel(cancel)
     report(progress, "postprocessing", 0, 1)

@@ -3,7 +3,7 @@
 ``DiffusionObjective`` trains the base U-Net (pre-training); ``ControlNetObjective`` trains a
 ControlNet against a frozen base (fine-tuning), with a pluggable condition builder.
 The loss is the paper's: L1 between the predicted and the true noise of the forward process
-(cosine DDPM, T = 1000, from :func:`~MedDiffFMLib.sampling.training_scheduler`).
+(cosine DDPM, T = 1000, from :class:`~MedDiffFMLib.sampling.NoiseSchedule`).
 """
 
 from __future__ import annotations
@@ -15,21 +15,16 @@ from torch import nn
 
 from ..models.config import ControlNetConfig, ModelConfig
 from ..models.network import ConditionedModel, MedDiffFMControlNet, MedDiffFMUNet
-from ..models.position import sinusoidal_embedding
-from ..sampling.schedulers import training_scheduler
-from .conditions import ConditionBuilder, anatomy_one_hot
+from ..models.inputs import anatomy_one_hot, network_input
+from ..sampling.schedule import NoiseSchedule
+from .conditions import ConditionBuilder
 
 
 def build_model_input(x_t: torch.Tensor, coords: torch.Tensor, anatomy: Optional[torch.Tensor],
                       config: ModelConfig) -> torch.Tensor:
-    """The U-Net input, channel for channel as :class:`VolumeNoisePredictor` builds it at inference:
-    the noisy image, the sinusoidal embedding of the whole-image coordinates, the anatomy one-hot."""
-    parts = [x_t.float()]
-    if config.position_channels:
-        parts.append(sinusoidal_embedding(coords.to(x_t.device, torch.float32), config.position_frequencies))
-    if config.anatomy_channels:
-        parts.append(anatomy_one_hot(anatomy, config.anatomy_channels, x_t.float()))
-    return torch.cat(parts, dim=1)
+    """The U-Net input of a training batch by the network-input contract (labels (B, z, y, x) -> one-hot)."""
+    one_hot = anatomy_one_hot(anatomy, config.anatomy_channels, x_t.float()) if config.anatomy_channels else None
+    return network_input(x_t, coords, one_hot, config)
 
 
 class DiffusionObjective:
@@ -40,8 +35,7 @@ class DiffusionObjective:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        self.scheduler = training_scheduler(config)
-        self._alphas = None
+        self.schedule = NoiseSchedule.from_config(config)
 
     def build_model(self) -> ConditionedModel:
         return ConditionedModel(MedDiffFMUNet(self.config))
@@ -51,10 +45,7 @@ class DiffusionObjective:
         return model.unet
 
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self._alphas is None or self._alphas.device != x0.device:
-            self._alphas = self.scheduler.alphas_cumprod.to(x0.device, torch.float32)
-        a = self._alphas[t].view(-1, *([1] * (x0.ndim - 1)))
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        return self.schedule.noisy(x0, noise, t)
 
     def per_sample_loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
         """L1 noise-prediction loss of each sample of ``batch`` (a tensor of shape (B,))."""
@@ -67,7 +58,8 @@ class DiffusionObjective:
         control = batch["control"].to(device) if "control" in batch else None
         with autocast():
             pred = model(inputs, t, batch["region"].to(device), control)
-        return (pred.float() - noise).abs().flatten(1).mean(dim=1)
+        target = self.schedule.training_target(x0, noise, t)
+        return (pred.float() - target).abs().flatten(1).mean(dim=1)
 
 
 class ControlNetObjective(DiffusionObjective):
