@@ -17,9 +17,11 @@ from pathlib import Path
 
 from ..errors import MedDiffFMError
 from ..progress import ProgressEvent
-from ..tasks.batch import TASKS, distributed_rank, find_cases, run_batch, shard, task_spec
+from ..tasks.batch import distributed_rank, find_cases, run_batch, shard
 from ..tasks.engine import Engine
-from . import anomaly, common, denoise, inpaint, lesion, superres, synthesize
+from ..tasks.registry import TASKS, task_entry
+from . import common
+from .task_arguments import add_task_options, task_options
 from .task_helpers import TaskProgress
 
 HELP = "run one task over many volumes (one model load; resumable; multi-GPU with torchrun)"
@@ -34,22 +36,6 @@ DESCRIPTION = (
 
 class BatchFailed(MedDiffFMError):
     """Some cases failed (the others were written)."""
-
-
-def _anomaly_options(parser: argparse.ArgumentParser) -> None:
-    anomaly.add_options(parser)
-    parser.add_argument("--healthy", action="store_true", help="also write the healthy reconstruction (<case>_anomaly_healthy)")
-
-
-# task -> (add the task's options, build its options object from the parsed arguments)
-_TASK_ARGUMENTS = {
-    "denoise": (denoise.add_options, denoise.options_from_args),
-    "anomaly": (_anomaly_options, anomaly.options_from_args),
-    "synthesize": (synthesize.add_options, synthesize.options_from_args),
-    "superres": (superres.add_options, superres.options_from_args),
-    "inpaint": (inpaint.add_options, inpaint.options_from_args),
-    "lesion": (inpaint.add_options, lesion.options_from_args),
-}
 
 
 def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
@@ -71,10 +57,13 @@ def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("batch", help=HELP, description=DESCRIPTION)
     tasks = parser.add_subparsers(dest="batch_task", metavar="TASK", required=True)
-    for task, (add_options, _) in _TASK_ARGUMENTS.items():
+    for task, entry in TASKS.items():
         sub = tasks.add_parser(task, help=f"batch {task}", description=f"Run '{task}' on many volumes.")
         _add_batch_arguments(sub, task)
-        add_options(sub)
+        add_task_options(sub, entry)
+        if task == "anomaly":
+            sub.add_argument("--healthy", action="store_true",
+                             help="also write the healthy reconstruction (<case>_anomaly_healthy)")
         common.add_engine_arguments(sub)
         sub.set_defaults(func=run)
 
@@ -96,7 +85,7 @@ class _Overall:
 
 def run(args: argparse.Namespace) -> None:
     task = args.batch_task
-    spec = task_spec(task)
+    spec = task_entry(task)
     out_dir = args.out.expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise MedDiffFMError(f"--out '{out_dir}' is a file; pass a folder.")
@@ -110,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
 
         if torch.cuda.is_available():
             engine_options.device = f"cuda:{local_rank}"
-    options = _TASK_ARGUMENTS[task][1](args)
+    options = task_options(args, spec)
     engine = Engine(engine_options, role=spec.role, expect_task=spec.expect_task)
     extras = ["mask"] + (["healthy"] if getattr(args, "healthy", False) else [])
     result = run_batch(

@@ -28,19 +28,6 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser, default_steps: int) -> None:
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--steps", type=int, default=default_steps, help=f"diffusion steps (default {default_steps})")
-    group.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result; default 0)")
-
-
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
-    parser.add_argument("--region", choices=["head_neck", "chest", "abdomen"], default=None,
-                        help="body region (default: guessed from the image)")
-    parser.add_argument("--allow-non-hu", action="store_true", help="skip the check that the input is CT in HU")
-
-
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", type=Path, default=None, help="also write a before/after PNG picture")
 
