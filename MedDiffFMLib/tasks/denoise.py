@@ -19,8 +19,9 @@ from ..errors import InputError
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..sampling import Conditions, SamplingHooks, run_sampler
 from .consistency import diffpir_rho, measurement_sigma
-from .engine import Engine, as_input_type, prepare_ct, volume_tensor
+from .engine import Engine, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
+from .shared import as_input_type
 
 
 # The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5

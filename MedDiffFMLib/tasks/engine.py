@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from ..device import autocast_dtype, check_fits_in_memory, resolve_device
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..io import validate_volume
 from ..models.loading import LoadedModel, load_pipeline_model
 from ..preprocessing import HUWindow, ModelSpace, check_hu, guess_region
@@ -107,6 +107,13 @@ class Engine:
     def region_index(self, region: Optional[str]) -> int:
         return self.config.region_index(region)
 
+    def require_controlnet(self, task: str, what: str) -> None:
+        """ModelError unless the loaded model is a ControlNet for ``task`` (``what``: the task's name
+        for the user, e.g. "Lesion generation")."""
+        control = self.loaded.files.controlnet_config
+        if control is None or control.task != task:
+            raise ModelError(f"{what} needs a '{task}' ControlNet model (--model); '{self.model_name}' is not one.")
+
 
 def prepare_ct(
     image: sitk.Image, *, region: Optional[str] = None, allow_non_hu: bool = False, name: str = "input"
@@ -128,16 +135,3 @@ def volume_tensor(array) -> torch.Tensor:
     if tensor.ndim != 3:
         raise InputError(f"Expected a 3D volume, got an array of shape {tuple(tensor.shape)}.")
     return tensor[None, None].contiguous()
-
-
-def as_input_type(result: sitk.Image, original: sitk.Image) -> sitk.Image:
-    """Cast a float result to the input's pixel type (rounded and clamped for integer CT), so that
-    an int16 scan stays int16 and unchanged voxels stay bit-identical."""
-    pixel = original.GetPixelID()
-    if pixel in (sitk.sitkFloat32, sitk.sitkFloat64):
-        return sitk.Cast(result, pixel)
-    info = np.iinfo(sitk.GetArrayViewFromImage(original).dtype)
-    array = np.clip(np.rint(sitk.GetArrayFromImage(result)), info.min, info.max).astype(info.dtype)
-    out = sitk.GetImageFromArray(array)
-    out.CopyInformation(result)
-    return out

@@ -85,7 +85,17 @@ _INTEGER_RANGES = {
     sitk.sitkUInt16: np.iinfo(np.uint16),
     sitk.sitkInt32: np.iinfo(np.int32),
     sitk.sitkUInt32: np.iinfo(np.uint32),
+    sitk.sitkInt64: np.iinfo(np.int64),
+    sitk.sitkUInt64: np.iinfo(np.uint64),
 }
+
+
+def as_input_type(result: sitk.Image, original: sitk.Image) -> sitk.Image:
+    """``result`` (float) in ``original``'s pixel type (rounded and clamped for integer CT), so that
+    an int16 scan stays int16 and unchanged voxels stay bit-identical."""
+    out = sitk.GetImageFromArray(as_pixel_type(sitk.GetArrayFromImage(result), original.GetPixelID()))
+    out.CopyInformation(result)
+    return out
 
 
 def as_pixel_type(values: np.ndarray, pixel_id: int) -> np.ndarray:

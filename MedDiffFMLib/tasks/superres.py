@@ -33,7 +33,7 @@ import SimpleITK as sitk
 import torch
 
 from ..device import check_fits_in_memory
-from ..errors import InputError, ModelError
+from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
@@ -169,10 +169,7 @@ def super_resolve_image(
 ) -> SuperResResult:
     """Thin-slice CT from a thick-slice CT (HU); see the module doc for the grid and the method."""
     options = options or SuperResOptions()
-    control = engine.loaded.files.controlnet_config
-    if control is None or control.task != ROLE:
-        raise ModelError(f"Super-resolution needs a '{ROLE}' ControlNet model (--model); "
-                         f"'{engine.model_name}' is not one.")
+    engine.require_controlnet(ROLE, "Super-resolution")
     steps = check_steps(options.steps)
     start_step = check_start_step(engine, options.start_step)
     region = check_region(engine, options.region)
