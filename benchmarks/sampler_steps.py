@@ -250,9 +250,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         tables.append(rows)
 
     if args.save:
-        notes = [f"Synthesis: {args.seeds} seed(s) per region, one model patch each; converged = DDIM @ "
-                 f"{args.reference_steps} from the same noise. Super-resolution: default options but the sampler "
-                 "and steps. Timings on a shared CPU are noisy."]
+        notes = []
+        if "synthesis" not in skip:
+            notes.append(f"Synthesis: {args.seeds} seed(s) per region, one model patch each; converged = DDIM @ "
+                         f"{args.reference_steps} from the same noise.")
+        if "superres" not in skip:
+            notes.append(f"Super-resolution model: {sr_model.describe()}; default options but the sampler and steps.")
+        notes.append("Timings on a shared CPU are noisy.")
         common.save_results("sampler_steps", args, machine, base_model, tables, notes)
     return 0
 
