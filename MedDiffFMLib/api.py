@@ -7,6 +7,8 @@ extent on a finer z grid, and :func:`synthesize`, which has no input image). ``p
 is polled between steps (return True to stop; :class:`CancelledError` is raised).
 
 Pass ``engine=`` (a :class:`~MedDiffFMLib.tasks.Engine`) to reuse a loaded model across calls.
+Every default is the task options type's (:mod:`MedDiffFMLib.tasks.registry`), and every call
+builds its options through the registry, so they are checked by the options' ``validate()``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import SimpleITK as sitk
 from .io import to_image
 from .progress import CancelCheck, ProgressCallback
 from .tasks.anomaly import AnomalyOptions, anomaly_map_image
-from .tasks.denoise import DEFAULT_DENOISE_STEPS, DenoiseOptions, denoise_image
+from .tasks.denoise import DenoiseOptions, denoise_image
+from .tasks.engine import Engine, EngineOptions
 from .tasks.inpaint import InpaintOptions, inpaint_image
 from .tasks.lesion import LesionOptions, generate_lesion_image
-from .tasks.superres import DEFAULT_SUPERRES_STEPS, SuperResOptions, super_resolve_image
+from .tasks.registry import task_entry
+from .tasks.superres import SuperResOptions, super_resolve_image
 from .tasks.synthesize import SynthesisOptions, synthesize_image
-from .tasks.engine import Engine, EngineOptions
 
 ImageLike = Union[sitk.Image, np.ndarray]
 
@@ -37,8 +40,9 @@ def _like_input(result: sitk.Image, original: ImageLike) -> ImageLike:
     return sitk.GetArrayFromImage(result) if isinstance(original, np.ndarray) else result
 
 
-def _engine(engine: Optional[Engine], model, device: str, role: str = "base", expect_task: Optional[str] = None) -> Engine:
-    return engine or Engine(EngineOptions(model=model, device=device), role=role, expect_task=expect_task)
+def _engine(engine: Optional[Engine], model, device: str, task: str) -> Engine:
+    entry = task_entry(task)
+    return engine or Engine(EngineOptions(model=model, device=device), role=entry.role, expect_task=entry.expect_task)
 
 
 def denoise(
@@ -49,22 +53,22 @@ def denoise(
     direction: Optional[Sequence[float]] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    strength: float = 1.0,
-    steps: int = DEFAULT_DENOISE_STEPS,
-    noise_hu: Optional[float] = None,
-    lam: float = 10.0,
-    seed: Optional[int] = 0,
-    region: Optional[str] = None,
-    allow_non_hu: bool = False,
+    strength: float = DenoiseOptions.strength,
+    steps: int = DenoiseOptions.steps,
+    noise_hu: Optional[float] = DenoiseOptions.noise_hu,
+    lam: float = DenoiseOptions.lam,
+    seed: Optional[int] = DenoiseOptions.seed,
+    region: Optional[str] = DenoiseOptions.region,
+    allow_non_hu: bool = DenoiseOptions.allow_non_hu,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
     engine: Optional[Engine] = None,
 ) -> ImageLike:
     """Denoise a CT in HU (zero-shot DiffPIR); see :class:`~MedDiffFMLib.tasks.denoise.DenoiseOptions`."""
     source = _as_image(image, spacing, origin, direction)
-    options = DenoiseOptions(strength=strength, steps=steps, noise_hu=noise_hu, lam=lam, seed=seed, region=region,
-                             allow_non_hu=allow_non_hu)
-    result = denoise_image(source, _engine(engine, model, device), options, progress, cancel)
+    options = task_entry("denoise").options(strength=strength, steps=steps, noise_hu=noise_hu, lam=lam, seed=seed,
+                                            region=region, allow_non_hu=allow_non_hu)
+    result = denoise_image(source, _engine(engine, model, device, "denoise"), options, progress, cancel)
     return _like_input(result.image, image)
 
 
@@ -76,15 +80,15 @@ def anomaly_map(
     direction: Optional[Sequence[float]] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    start_step: Optional[int] = None,
-    steps: int = 20,
-    samples: int = 1,
-    smooth_mm: float = 2.0,
-    threshold: Optional[float] = None,
-    body_only: bool = False,
-    seed: Optional[int] = 0,
-    region: Optional[str] = None,
-    allow_non_hu: bool = False,
+    start_step: Optional[int] = AnomalyOptions.start_step,
+    steps: int = AnomalyOptions.steps,
+    samples: int = AnomalyOptions.samples,
+    smooth_mm: float = AnomalyOptions.smooth_mm,
+    threshold: Optional[float] = AnomalyOptions.threshold,
+    body_only: bool = AnomalyOptions.body_only,
+    seed: Optional[int] = AnomalyOptions.seed,
+    region: Optional[str] = AnomalyOptions.region,
+    allow_non_hu: bool = AnomalyOptions.allow_non_hu,
     details: bool = False,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
@@ -97,10 +101,10 @@ def anomaly_map(
     a dict ``{"map", "mask" (uint8 or None, needs ``threshold``), "healthy", "score"}``.
     """
     source = _as_image(image, spacing, origin, direction)
-    options = AnomalyOptions(start_step=start_step, steps=steps, samples=samples, smooth_mm=smooth_mm,
-                             threshold=threshold, body_only=body_only, seed=seed, region=region,
-                             allow_non_hu=allow_non_hu)
-    result = anomaly_map_image(source, _engine(engine, model, device), options, progress, cancel)
+    options = task_entry("anomaly").options(start_step=start_step, steps=steps, samples=samples, smooth_mm=smooth_mm,
+                                            threshold=threshold, body_only=body_only, seed=seed, region=region,
+                                            allow_non_hu=allow_non_hu)
+    result = anomaly_map_image(source, _engine(engine, model, device, "anomaly"), options, progress, cancel)
     amap = _like_input(result.anomaly_map, image)
     if not details:
         return amap
@@ -123,8 +127,8 @@ def synthesize(
     direction: Optional[Sequence[float]] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    steps: int = 50,
-    seed: Optional[int] = 0,
+    steps: int = SynthesisOptions.steps,
+    seed: Optional[int] = SynthesisOptions.seed,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
     engine: Optional[Engine] = None,
@@ -136,12 +140,13 @@ def synthesize(
     ``origin``/``direction``. Returns a numpy array when ``anatomy`` is one, else an image.
     """
     anatomy_image = None
-    options = SynthesisOptions(region=region, steps=steps, seed=seed)
+    grid = {}
     if anatomy is not None:
         anatomy_image = _as_image(anatomy, spacing, origin, direction)
     else:
-        options.size, options.spacing, options.origin, options.direction = size, spacing, origin, direction
-    result = synthesize_image(_engine(engine, model, device), options, anatomy=anatomy_image, like=like,
+        grid = dict(size=size, spacing=spacing, origin=origin, direction=direction)
+    options = task_entry("synthesize").options(region=region, steps=steps, seed=seed, **grid)
+    result = synthesize_image(_engine(engine, model, device, "synthesize"), options, anatomy=anatomy_image, like=like,
                               progress=progress, cancel=cancel)
     return _like_input(result.image, anatomy) if anatomy is not None else result.image
 
@@ -152,17 +157,17 @@ def super_resolve(
     spacing: Optional[Sequence[float]] = None,
     origin: Optional[Sequence[float]] = None,
     direction: Optional[Sequence[float]] = None,
-    factor_z: Optional[int] = None,
+    factor_z: Optional[int] = SuperResOptions.factor_z,
     z_spacing: Optional[float] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    steps: int = DEFAULT_SUPERRES_STEPS,
-    lam: float = 10.0,
-    noise_hu: Optional[float] = None,
-    seed: Optional[int] = 0,
-    region: Optional[str] = None,
-    keep_origin: bool = False,
-    allow_non_hu: bool = False,
+    steps: int = SuperResOptions.steps,
+    lam: float = SuperResOptions.lam,
+    noise_hu: Optional[float] = SuperResOptions.noise_hu,
+    seed: Optional[int] = SuperResOptions.seed,
+    region: Optional[str] = SuperResOptions.region,
+    keep_origin: bool = SuperResOptions.keep_origin,
+    allow_non_hu: bool = SuperResOptions.allow_non_hu,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
     engine: Optional[Engine] = None,
@@ -175,16 +180,17 @@ def super_resolve(
     it for numpy callers). Every F consecutive output slices average to the input slice.
     """
     source = _as_image(image, spacing, origin, direction)
-    options = SuperResOptions(factor_z=factor_z, spacing=z_spacing, steps=steps, lam=lam, noise_hu=noise_hu,
-                              seed=seed, region=region, keep_origin=keep_origin, allow_non_hu=allow_non_hu)
-    engine = _engine(engine, model, device, role="superres", expect_task="superres")
+    options = task_entry("superres").options(factor_z=factor_z, spacing=z_spacing, steps=steps, lam=lam,
+                                             noise_hu=noise_hu, seed=seed, region=region, keep_origin=keep_origin,
+                                             allow_non_hu=allow_non_hu)
+    engine = _engine(engine, model, device, "superres")
     result = super_resolve_image(source, engine, options, progress, cancel)
     return _like_input(result.image, image)
 
 
-def _regenerate_options(cls, steps, resample, start_step, seed, region, label, allow_non_hu):
-    return cls(steps=steps, resample=resample, start_step=start_step, seed=seed, region=region, label=label,
-               allow_non_hu=allow_non_hu)
+def _regenerate_options(task, steps, resample, start_step, seed, region, label, allow_non_hu):
+    return task_entry(task).options(steps=steps, resample=resample, start_step=start_step, seed=seed, region=region,
+                                    label=label, allow_non_hu=allow_non_hu)
 
 
 def inpaint(
@@ -196,13 +202,13 @@ def inpaint(
     direction: Optional[Sequence[float]] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    steps: int = 50,
-    resample: int = 1,
-    start_step: Optional[int] = None,
-    seed: Optional[int] = 0,
-    region: Optional[str] = None,
-    label: Optional[int] = None,
-    allow_non_hu: bool = False,
+    steps: int = InpaintOptions.steps,
+    resample: int = InpaintOptions.resample,
+    start_step: Optional[int] = InpaintOptions.start_step,
+    seed: Optional[int] = InpaintOptions.seed,
+    region: Optional[str] = InpaintOptions.region,
+    label: Optional[int] = InpaintOptions.label,
+    allow_non_hu: bool = InpaintOptions.allow_non_hu,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
     engine: Optional[Engine] = None,
@@ -214,8 +220,8 @@ def inpaint(
     input, in the input's pixel type; see :mod:`MedDiffFMLib.tasks.inpaint`.
     """
     source = _as_image(image, spacing, origin, direction)
-    options = _regenerate_options(InpaintOptions, steps, resample, start_step, seed, region, label, allow_non_hu)
-    result = inpaint_image(source, mask, _engine(engine, model, device), options, progress, cancel)
+    options = _regenerate_options("inpaint", steps, resample, start_step, seed, region, label, allow_non_hu)
+    result = inpaint_image(source, mask, _engine(engine, model, device, "inpaint"), options, progress, cancel)
     return _like_input(result.image, image)
 
 
@@ -228,13 +234,13 @@ def generate_lesion(
     direction: Optional[Sequence[float]] = None,
     model: Optional[str] = None,
     device: str = "auto",
-    steps: int = 50,
-    resample: int = 1,
-    start_step: Optional[int] = None,
-    seed: Optional[int] = 0,
-    region: Optional[str] = None,
-    label: Optional[int] = None,
-    allow_non_hu: bool = False,
+    steps: int = LesionOptions.steps,
+    resample: int = LesionOptions.resample,
+    start_step: Optional[int] = LesionOptions.start_step,
+    seed: Optional[int] = LesionOptions.seed,
+    region: Optional[str] = LesionOptions.region,
+    label: Optional[int] = LesionOptions.label,
+    allow_non_hu: bool = LesionOptions.allow_non_hu,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
     engine: Optional[Engine] = None,
@@ -243,7 +249,7 @@ def generate_lesion(
     voxel is bit-identical to the input. ``mask`` as in :func:`inpaint`; see
     :mod:`MedDiffFMLib.tasks.lesion`."""
     source = _as_image(image, spacing, origin, direction)
-    options = _regenerate_options(LesionOptions, steps, resample, start_step, seed, region, label, allow_non_hu)
-    engine = _engine(engine, model, device, role="lesion", expect_task="lesion")
+    options = _regenerate_options("lesion", steps, resample, start_step, seed, region, label, allow_non_hu)
+    engine = _engine(engine, model, device, "lesion")
     result = generate_lesion_image(source, mask, engine, options, progress, cancel)
     return _like_input(result.image, image)

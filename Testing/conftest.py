@@ -38,3 +38,22 @@ def shared_ct() -> Path:
     if path is None:
         pytest.skip(_SKIP_REASON)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_parser_for_the_fake_cli(tmp_path_factory):
+    """The fake ``meddifffm`` (Testing/slicer_helpers) rebuilds the real parser from this JSON, written
+    once per session from ``MedDiffFMLib.cli.build_parser()``, so its arguments cannot drift."""
+    import sys
+
+    sys.path.insert(0, str(_REPO / "Testing"))
+    from slicer_helpers.cli_spec import write_spec
+
+    path = write_spec(tmp_path_factory.mktemp("cli") / "meddifffm_parser.json")
+    previous = os.environ.get("FAKE_MEDDIFFFM_PARSER")
+    os.environ["FAKE_MEDDIFFFM_PARSER"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("FAKE_MEDDIFFFM_PARSER", None)
+    else:
+        os.environ["FAKE_MEDDIFFFM_PARSER"] = previous

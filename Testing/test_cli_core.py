@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import requires_shared_data
 from helpers.phantoms import assert_same_grid, ct_phantom
 from MedDiffFMLib.cli import main
 from MedDiffFMLib.models.weights import MANIFEST, sha256_of
 
-SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 
 
 @pytest.fixture(scope="module")
@@ -204,10 +204,10 @@ def test_cancel_writes_nothing(tiny_model, phantom_file, tmp_path, monkeypatch, 
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["phantom.nrrd"]
 
 
-@pytest.mark.skipif(not SHARED_CT.is_dir(), reason="real CT in ../shared/data/ct is not available")
+@requires_shared_data
 @pytest.mark.parametrize("relative", ["abdomen/upper_abdomen_dicom", "chest/cta_aorta_crop.nii.gz"])
-def test_denoise_real_ct_keeps_geometry(relative, tiny_model, tmp_path):
-    source = SHARED_CT / relative
+def test_denoise_real_ct_keeps_geometry(relative, tiny_model, tmp_path, shared_ct):
+    source = shared_ct / relative
     out = tmp_path / "out.nii.gz"
     assert _denoise(source, out, tiny_model, "--noise-hu", "25") == 0
     from MedDiffFMLib.io import read_volume
@@ -215,9 +215,8 @@ def test_denoise_real_ct_keeps_geometry(relative, tiny_model, tmp_path):
     assert_same_grid(read_volume(source), sitk.ReadImage(str(out)), tol=1e-4)
 
 
-def test_non_hu_real_head_is_refused(tiny_model, tmp_path, capsys):
-    head = SHARED_CT / "head" / "head_raw_values_dicom"
-    if not head.is_dir():
-        pytest.skip("real CT in ../shared/data/ct is not available")
+@requires_shared_data
+def test_non_hu_real_head_is_refused(tiny_model, tmp_path, capsys, shared_ct):
+    head = shared_ct / "head" / "head_raw_values_dicom"
     assert _denoise(head, tmp_path / "out.nrrd", tiny_model) == 2
     assert "HU" in capsys.readouterr().err

@@ -58,54 +58,80 @@ def test_device_values():
     assert Device.GPU.cliValue("darwin") == "mps"
 
 
-def test_denoise_arguments():
-    args = Tasks.buildTaskArguments(
-        Task.DENOISE, TaskPaths(input="/t/in.nrrd", output="/t/out.nrrd"),
-        TaskOptions(strength=0.3, steps=20, seed=7, model="tiny", device=Device.CPU), platform="linux")
-    assert args == ["denoise", "/t/in.nrrd", "/t/out.nrrd", "--strength", "0.3",
-                    "--model", "tiny", "--device", "cpu", "--steps", "20", "--seed", "7", "--progress", "json"]
+@pytest.fixture(scope="module")
+def parse():
+    """The library's real ``meddifffm`` parser (global options hoisted as ``main`` does)."""
+    from MedDiffFMLib.cli import _hoist_global_options, build_parser
+
+    parser = build_parser()
+    return lambda argv: parser.parse_args(_hoist_global_options(list(argv)))
 
 
-def test_panel_special_values_leave_the_choice_to_the_library():
-    # steps 0 = model default, seed -1 = random, factorZ 0 = automatic, empty model = default
-    args = Tasks.buildTaskArguments(
-        Task.SUPERRES, TaskPaths(input="i", output="o"),
-        TaskOptions(steps=0, seed=-1, factorZ=0.0, model=""), platform="linux")
-    assert args == ["superres", "i", "o", "--device", "auto", "--progress", "json"]
-    args = Tasks.buildTaskArguments(Task.SUPERRES, TaskPaths(input="i", output="o"),
-                                    TaskOptions(factorZ=3, seed=0), platform="linux")
-    assert args[3:5] == ["--factor-z", "3"] and "--seed" in args and args[args.index("--seed") + 1] == "0"
+EVERY_OPTION = TaskOptions(strength=0.3, steps=20, seed=7, region=Region.HEAD_NECK, threshold=150.0, factorZ=3,
+                           model="tiny", device=Device.GPU)
+EVERY_PATH = TaskPaths(input="i.nrrd", output="o.nrrd", mask="m.nrrd", reference="r.nrrd", anomalyMask="a.nrrd",
+                       healthy="h.nrrd")
 
 
-def test_anomaly_arguments_with_threshold_and_healthy():
-    args = Tasks.buildTaskArguments(
-        Task.ANOMALY, TaskPaths(input="i", output="o", anomalyMask="m", healthy="h"),
-        TaskOptions(threshold=150.0), platform="linux")
-    assert args[:3] == ["anomaly", "i", "o"]
-    assert args[args.index("--threshold") + 1] == "150"
-    assert args[args.index("--mask-out") + 1] == "m"
-    assert args[args.index("--healthy-out") + 1] == "h"
-    assert "--strength" not in args
-    plain = Tasks.buildTaskArguments(Task.ANOMALY, TaskPaths(input="i", output="o"), TaskOptions(), platform="linux")
-    assert "--threshold" not in plain and "--mask-out" not in plain
+def _check_task_options(args, task):
+    shown = Tasks.taskSpec(task).options
+    assert args.steps == 20 and args.seed == 7 and args.model == "tiny" and args.device == "cuda"
+    assert args.progress == "json"
+    if Tasks.STRENGTH in shown:
+        assert args.strength == 0.3
+    if Tasks.REGION in shown:
+        assert args.region == "head_neck"
+    if Tasks.FACTOR_Z in shown:
+        assert args.factor_z == 3
+    if Tasks.THRESHOLD in shown:
+        assert args.threshold == 150.0
 
 
-def test_synthesize_mask_and_batch_arguments():
-    args = Tasks.buildTaskArguments(Task.SYNTHESIZE, TaskPaths(output="o", reference="r"),
-                                    TaskOptions(region=Region.HEAD_NECK), platform="linux")
-    assert args[:4] == ["synthesize", "o", "--region", "head_neck"] and args[args.index("--like") + 1] == "r"
-    assert Tasks.buildTaskArguments(Task.INPAINT, TaskPaths(input="i", mask="m", output="o"),
-                                    TaskOptions(), platform="linux")[:4] == ["inpaint", "i", "m", "o"]
-    assert Tasks.buildTaskArguments(Task.LESION, TaskPaths(input="i", mask="m", output="o"),
-                                    TaskOptions(), platform="linux")[:4] == ["lesion", "i", "m", "o"]
+@pytest.mark.parametrize("task", list(Task))
+def test_every_task_command_is_accepted_by_the_real_parser(task, parse):
+    args = parse(Tasks.buildTaskArguments(task, EVERY_PATH, EVERY_OPTION, platform="linux"))
+    assert args.command == task.value
+    for name in Tasks.taskSpec(task).paths:
+        assert str(getattr(args, name)) == getattr(EVERY_PATH, name)
+    _check_task_options(args, task)
+    if task is Task.ANOMALY:
+        assert str(args.mask_out) == "a.nrrd" and str(args.healthy_out) == "h.nrrd"
+    if task is Task.SYNTHESIZE:
+        assert str(args.like) == "r.nrrd"
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_every_batch_command_is_accepted_by_the_real_parser(task, parse):
+    argv = Tasks.buildBatchArguments(task, "in", "out", EVERY_OPTION, platform="linux", masksDir="m")
+    args = parse(argv)
+    assert args.command == "batch" and args.batch_task == task.value
+    assert args.inputs == "in" and str(args.out) == "out"
+    assert (str(args.masks) == "m") if Tasks.needsMask(task) else "--masks" not in argv
+    _check_task_options(args, task)
+
+
+def test_options_left_to_the_library_take_its_defaults(parse):
+    from MedDiffFMLib.tasks.registry import TASKS
+
+    # steps 0 = the task's default, seed -1 = random, factorZ 0 = automatic, empty model = default
+    argv = Tasks.buildTaskArguments(Task.SUPERRES, TaskPaths(input="i", output="o"),
+                                    TaskOptions(steps=0, seed=-1, factorZ=0.0, model=""), platform="linux")
+    assert not {"--steps", "--seed", "--factor-z", "--model"} & set(argv)
+    args = parse(argv)
+    assert args.steps == TASKS["superres"].default_steps and args.factor_z is None and args.model is None
+    for task in (Task.DENOISE, Task.ANOMALY):
+        args = parse(Tasks.buildTaskArguments(task, TaskPaths(input="i", output="o"), TaskOptions(), platform="linux"))
+        defaults = TASKS[task.value].defaults
+        assert args.steps == defaults["steps"]
+        assert getattr(args, "strength", defaults.get("strength")) == defaults.get("strength")
+        assert getattr(args, "threshold", None) is None and getattr(args, "mask_out", None) is None
+
+
+def test_missing_paths_and_masks_are_refused():
     with pytest.raises(ValueError):
         Tasks.buildTaskArguments(Task.INPAINT, TaskPaths(input="i", output="o"), TaskOptions())
-    batch = Tasks.buildBatchArguments(Task.DENOISE, "in", "out", TaskOptions(strength=0.2), platform="linux")
-    assert batch[:6] == ["batch", "denoise", "--inputs", "in", "--out", "out"] and "--strength" in batch
     with pytest.raises(ValueError, match="masks"):
         Tasks.buildBatchArguments(Task.INPAINT, "in", "out", TaskOptions())
-    withMasks = Tasks.buildBatchArguments(Task.LESION, "in", "out", TaskOptions(), platform="linux", masksDir="m")
-    assert withMasks[:8] == ["batch", "lesion", "--inputs", "in", "--out", "out", "--masks", "m"]
 
 
 def test_option_validation_messages():
@@ -172,7 +198,8 @@ def test_info_parsing_and_model_card():
 
 def test_time_estimate_counts_the_network_evaluations_of_the_model():
     starter = ModelInfo(name="starter", config={"channels": [16, 32, 64], "patch_size": [32, 32, 32],
-                                               "spacing_mm": [3.0, 3.0, 3.0]})
+                                               "spacing_mm": [3.0, 3.0, 3.0]},
+                        taskSteps={"denoise": 5, "synthesize": 50})
     default = ModelInfo(name="default", config={"channels": [32, 64, 128], "patch_size": [64, 64, 64],
                                                "spacing_mm": [2.0, 2.0, 2.0]})
     dims, spacing = (256, 256, 128), (1.0, 1.0, 1.0)
@@ -183,7 +210,7 @@ def test_time_estimate_counts_the_network_evaluations_of_the_model():
     assert estimateSeconds(dims, spacing, 10, "cpu", starter) > small
     assert estimateSeconds(dims, spacing, 5, "cuda", starter) < small
     assert estimateSeconds(dims, spacing, 5, "cpu", default) > 5 * small
-    # No steps given: the task's default.
+    # No steps given: the task's default (the library's export fills taskSteps).
     assert estimateSeconds(dims, spacing, None, "cpu", starter, task="denoise") == small
     assert estimateSeconds(dims, spacing, None, "cpu", starter, task="synthesize") > 9 * (small - 2)
     # Synthesis without a reference volume samples one patch.
@@ -232,15 +259,16 @@ def test_failed_installation_is_reported():
         checker.ensure(confirm=lambda text: True)
 
 
-def test_time_estimate_uses_the_library_default_steps():
-    from MedDiffFMModuleLib.Models import DEFAULT_TASK_STEPS
-    from MedDiffFMLib.tasks.anomaly import AnomalyOptions
-    from MedDiffFMLib.tasks.denoise import DenoiseOptions
-    from MedDiffFMLib.tasks.inpaint import InpaintOptions
-    from MedDiffFMLib.tasks.lesion import LesionOptions
-    from MedDiffFMLib.tasks.superres import SuperResOptions
-    from MedDiffFMLib.tasks.synthesize import SynthesisOptions
+def test_time_estimate_uses_the_library_default_steps_from_its_export():
+    from MedDiffFMLib.tasks.registry import TASKS, export_tasks
 
-    library = {"denoise": DenoiseOptions, "anomaly": AnomalyOptions, "synthesize": SynthesisOptions,
-               "superres": SuperResOptions, "inpaint": InpaintOptions, "lesion": LesionOptions}
-    assert DEFAULT_TASK_STEPS == {task: options().steps for task, options in library.items()}
+    starter = {"channels": [16, 32, 64], "patch_size": [32, 32, 32], "spacing_mm": [3.0, 3.0, 3.0]}
+    info = parseInfoOutput(json.dumps({"version": "x", "devices": ["cpu"], "tasks": export_tasks(),
+                                       "models": [{"name": "starter", "config": starter}]}))
+    model = info.model("starter")
+    dims, spacing = (128, 128, 64), (1.0, 1.0, 1.0)
+    for task, entry in TASKS.items():
+        assert info.defaultSteps(task) == entry.default_steps
+        assert estimateSeconds(dims, spacing, None, "cpu", model, task) == \
+            estimateSeconds(dims, spacing, entry.default_steps, "cpu", model, task)
+    assert info.tasks["inpaint"]["needs_mask"] and info.tasks["superres"]["role"] == "superres"

@@ -164,5 +164,5 @@ def test_batch_missing_mask_is_a_case_failure_and_cancel_stops(tmp_path, tiny_en
         run_batch("anomaly", find_cases(tmp_path / "in"), out, tiny_engines["base"], AnomalyOptions(steps=3),
                   case_progress=lambda case: recorder, cancel=recorder.cancel)
     assert not list(out.iterdir())
-    with pytest.raises(InputError, match="Unknown batch task"):
+    with pytest.raises(InputError, match="Unknown task"):
         run_batch("segment", [], out, tiny_engines["base"])

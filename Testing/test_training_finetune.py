@@ -12,7 +12,7 @@ from test_training_data import make_cache
 from MedDiffFMLib.cli import main
 from MedDiffFMLib.models.loading import load_pipeline_model
 from MedDiffFMLib.models.weights import build_module, verify_model_folder
-from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor, prepare_timesteps, run_sampler, sampling_scheduler
+from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor, run_sampler, sampler_for
 from MedDiffFMLib.training import TrainConfig, Trainer
 
 
@@ -54,8 +54,9 @@ def test_finetune_exports_a_controlnet_that_loads_and_samples(setup, tmp_path, t
     predictor = VolumeNoisePredictor(loaded.model, device=torch.device("cpu"), patch_size=cfg.patch_size)
     control = torch.zeros(shape[1:]) if task == "lesion" else torch.rand(shape[1:]) * 2 - 1
     predictor.set_conditions(Conditions(region=0, control=control))
-    scheduler = sampling_scheduler(cfg)
-    out = run_sampler(predictor, scheduler, torch.randn(shape), prepare_timesteps(scheduler, 2))
+    sampler = sampler_for(cfg)
+    sampler.set_timesteps(2)
+    out = run_sampler(predictor, sampler, torch.randn(shape))
     assert out.shape == shape and torch.isfinite(out).all()
 
 

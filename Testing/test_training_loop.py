@@ -14,7 +14,7 @@ from test_training_data import make_cache
 from MedDiffFMLib.cli import main
 from MedDiffFMLib.models.loading import load_pipeline_model
 from MedDiffFMLib.models.weights import verify_model_folder
-from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor, prepare_timesteps, run_sampler, sampling_scheduler
+from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor, run_sampler, sampler_for
 from MedDiffFMLib.training import TrainConfig, Trainer
 
 
@@ -96,10 +96,10 @@ def test_export_load_and_sample(cache, tmp_path):
     predictor = VolumeNoisePredictor(loaded.model, device=torch.device("cpu"), patch_size=config_.patch_size,
                                      batch_size=2)
     predictor.set_conditions(Conditions(region=config_.region_index("chest")))
-    scheduler = sampling_scheduler(config_)
-    timesteps = prepare_timesteps(scheduler, 3)
+    sampler = sampler_for(config_)
+    sampler.set_timesteps(3)
     x = torch.randn((1, 1, 20, 18, 16), generator=torch.Generator().manual_seed(0))
-    out = run_sampler(predictor, scheduler, x, timesteps, generator=torch.Generator().manual_seed(1))
+    out = run_sampler(predictor, sampler, x, generator=torch.Generator().manual_seed(1))
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 

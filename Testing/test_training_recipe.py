@@ -14,7 +14,7 @@ from test_training_data import make_cache
 from MedDiffFMLib.errors import ModelError
 from MedDiffFMLib.models.config import ModelConfig, named_config
 from MedDiffFMLib.models.prediction import noise_from_output, training_target
-from MedDiffFMLib.sampling import training_scheduler
+from MedDiffFMLib.sampling import NoiseSchedule
 from MedDiffFMLib.training import TrainConfig, Trainer
 from MedDiffFMLib.training.config import TrainConfigError
 from MedDiffFMLib.training.objective import DiffusionObjective
@@ -38,7 +38,7 @@ def test_low_biased_sampling_favours_the_small_steps_and_still_covers_all():
 
 
 def test_min_snr_weights():
-    abar = training_scheduler(named_config("tiny")).alphas_cumprod[[5, 300, 900]].float()
+    abar = NoiseSchedule.from_config(named_config("tiny")).alphas_cumprod[[5, 300, 900]].float()
     snr = abar / (1 - abar)
     eps = Recipe(loss_weighting="min_snr", min_snr_gamma=5.0).loss_weight(abar, "epsilon")
     torch.testing.assert_close(eps, torch.minimum(snr, torch.tensor(5.0)) / snr)
@@ -61,9 +61,9 @@ def test_a_v_model_and_an_eps_model_imply_the_same_noise():
     assert training_target(x0, eps, abar, "epsilon") is eps
 
 
-def test_prediction_type_is_recorded_only_when_not_the_default():
+def test_prediction_type_is_recorded_and_round_trips():
     config = named_config("tiny")
-    assert config.prediction_type == "epsilon" and "prediction_type" not in config.to_dict()
+    assert config.prediction_type == "epsilon" and config.to_dict()["prediction_type"] == "epsilon"
     data = config.to_dict()
     v = ModelConfig.from_dict({**data, "prediction_type": "v"})
     assert json.loads(v.to_json())["prediction_type"] == "v"
@@ -123,7 +123,7 @@ class _Fake(torch.nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.alphas = training_scheduler(config).alphas_cumprod
+        self.alphas = NoiseSchedule.from_config(config).alphas_cumprod
 
     def forward(self, inputs, t, region, control=None):
         x_t = inputs[:, :1]

@@ -95,8 +95,8 @@ def _denoise_on_grid(loaded, noisy_hu: np.ndarray, region: Optional[str], sigma_
 
     from MedDiffFMLib.device import autocast_dtype
     from MedDiffFMLib.preprocessing.window import HUWindow
-    from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor, sampling_scheduler
-    from MedDiffFMLib.sampling.diffpir import diffpir_denoise
+    from MedDiffFMLib.sampling import Conditions, VolumeNoisePredictor, sampler_for
+    from MedDiffFMLib.sampling.diffpir import diffpir_denoise, measurement_sigma
 
     config = loaded.config
     window = HUWindow(*config.window_for(region))
@@ -107,9 +107,9 @@ def _denoise_on_grid(loaded, noisy_hu: np.ndarray, region: Optional[str], sigma_
                                      coordinate_offset=(0, 0, 0))
     predictor.set_conditions(Conditions(region=config.region_index(region or None)))
     y = torch.as_tensor(y_model)[None, None]
-    sigma_n = max(sigma_hu / (window.width / 2.0), 1e-4)
+    sigma_n = measurement_sigma(sigma_hu, window.width)
     generator = torch.Generator().manual_seed(0)
-    denoised, timesteps = diffpir_denoise(predictor, sampling_scheduler(config), y, sigma_n, steps, generator=generator)
+    denoised, timesteps = diffpir_denoise(predictor, sampler_for(config), y, sigma_n, steps, generator=generator)
     if denoised is None:
         return noisy_hu.astype(np.float32), 0
     # The library's way back: input + the change (HU); voxels outside the window keep the input.

@@ -1,6 +1,7 @@
-"""Models known to the library (``meddifffm info --json``) and a rough run-time estimate.
+"""Models and tasks known to the library (``meddifffm info --json``) and a rough run-time estimate.
 
-Pure Python: unit-tested without Slicer.
+The tasks' defaults (steps...) come from that export (the library's task registry); nothing here
+mirrors a library constant. Pure Python: unit-tested without Slicer.
 """
 
 import dataclasses
@@ -19,6 +20,8 @@ class ModelInfo:
     cardSummary: str = ""
     config: Dict = dataclasses.field(default_factory=dict)
     error: str = ""
+    taskSteps: Dict[str, int] = dataclasses.field(default_factory=dict)
+    """Default sampler steps per task (from the library's task registry, see :func:`parseInfoOutput`)."""
 
     @classmethod
     def fromJson(cls, payload: Dict) -> "ModelInfo":
@@ -55,6 +58,14 @@ class LibraryInfo:
     torch: str = ""
     devices: List[str] = dataclasses.field(default_factory=list)
     models: List[ModelInfo] = dataclasses.field(default_factory=list)
+    tasks: Dict[str, Dict] = dataclasses.field(default_factory=dict)
+    """The library's task registry: task -> {"role", "needs_mask", "default_steps", "defaults", ...}."""
+    samplers: List[str] = dataclasses.field(default_factory=list)
+
+    def defaultSteps(self, task: str) -> Optional[int]:
+        """The library's default steps of ``task`` (None when the library did not say)."""
+        steps = (self.tasks.get(task) or {}).get("default_steps")
+        return int(steps) if steps else None
 
     def model(self, name: Optional[str]) -> Optional[ModelInfo]:
         """The model called ``name`` (or at that path); the first one when ``name`` is empty."""
@@ -91,17 +102,23 @@ def parseInfoOutput(stdout: str) -> LibraryInfo:
         offset += len(line)
     if payload is None:
         raise ValueError(_("'meddifffm info --json' printed no model list."))
+    tasks = {str(k): dict(v) for k, v in (payload.get("tasks") or {}).items() if isinstance(v, dict)}
+    taskSteps = {name: int(task["default_steps"]) for name, task in tasks.items() if task.get("default_steps")}
+    models = [ModelInfo.fromJson(m) for m in payload.get("models") or [] if isinstance(m, dict)]
+    for model in models:
+        model.taskSteps = dict(taskSteps)
     return LibraryInfo(
         version=str(payload.get("version") or ""),
         torch=str(payload.get("torch") or ""),
         devices=[str(d) for d in payload.get("devices") or []],
-        models=[ModelInfo.fromJson(m) for m in payload.get("models") or [] if isinstance(m, dict)],
+        models=models,
+        tasks=tasks,
+        samplers=[str(s) for s in payload.get("samplers") or []],
     )
 
 
-# Default sampler steps of each CLI subcommand (kept in step with MedDiffFMLib's task options).
-DEFAULT_TASK_STEPS = {"denoise": 5, "anomaly": 20, "synthesize": 50, "superres": 25, "inpaint": 50, "lesion": 50}
-DEFAULT_STEPS = 50
+# Steps assumed for the estimate only when the library's export gave none (an old library).
+FALLBACK_STEPS = 50
 
 # Network FLOPs per patch voxel ~= FLOP_FACTOR * sum over levels of channels^2 / 8^level: fits the
 # FlopCounterMode counts of benchmarks/speed.py (cpu_starter 0.34, default 1.42 MFLOP/voxel) within 5 %.
@@ -128,7 +145,8 @@ def estimateSeconds(
     task: str = "denoise",
 ) -> float:
     """A rough run time in seconds for a volume of ``dims`` voxels (x, y, z) at ``spacing`` mm
-    (``None``: one model patch, as synthesis without a reference volume).
+    (``None``: one model patch, as synthesis without a reference volume). ``steps`` None: the
+    library's default for ``task`` (from ``model.taskSteps``).
 
     Counts the network evaluations the library will make on the model's grid (patches per step with
     its overlap, times the task's steps) and multiplies by the model's FLOPs per patch over a
@@ -136,7 +154,7 @@ def estimateSeconds(
     """
     config = (model.config if model else {}) or {}
     if not steps:
-        steps = int(config.get("default_steps") or DEFAULT_TASK_STEPS.get(task, DEFAULT_STEPS))
+        steps = int(config.get("default_steps") or (model.taskSteps.get(task) if model else None) or FALLBACK_STEPS)
     patch = [int(p) for p in config.get("patch_size") or (64, 64, 64)]  # z, y, x
     modelSpacing = [float(v) for v in config.get("spacing_mm") or (2.0, 2.0, 2.0)]  # z, y, x
     channels = [int(c) for c in config.get("channels") or (32, 64, 128)]

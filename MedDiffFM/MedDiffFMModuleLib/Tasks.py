@@ -1,6 +1,10 @@
 """The six MedDiff-FM tasks: which options each one shows, how outputs are named, and the
 ``meddifffm`` command-line arguments built from the panel or console options.
 
+The library's defaults (steps, strength...) are not repeated here: an option left at ``None`` is
+not passed, so the library's task registry decides (``meddifffm info --json`` exports it, see
+``Models.py``). The tests parse every argument list built here with the library's real parser.
+
 Pure Python (no ``slicer``, ``qt`` or ``vtk``): unit-tested without Slicer.
 """
 
@@ -89,6 +93,8 @@ class TaskSpec:
 
     task: Task
     options: Tuple[str, ...]
+    paths: Tuple[str, ...] = ("input", "output")
+    """The subcommand's path arguments, in order (fields of :class:`TaskPaths`)."""
     inputRequired: bool = True
     """False for synthesis, where the input volume is an optional reference geometry."""
     outputSuffix: str = ""
@@ -106,7 +112,7 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
         description=_("Reconstructs a pseudo-healthy volume and maps where the input differs from it "
                       "(in HU). With a threshold, voxels above it become a segment.")),
     Task.SYNTHESIZE: TaskSpec(
-        Task.SYNTHESIZE, (REGION, STEPS, SEED), inputRequired=False, outputSuffix="synthesized",
+        Task.SYNTHESIZE, (REGION, STEPS, SEED), paths=("output",), inputRequired=False, outputSuffix="synthesized",
         description=_("Generates a synthetic CT of the chosen body region, on the grid of the "
                       "reference volume when one is selected.")),
     Task.SUPERRES: TaskSpec(
@@ -114,10 +120,10 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
         description=_("Generates thin slices from a thick-slice volume: the z factor is the number of thin "
                       "slices per thick slice (0 = chosen from the voxel spacing).")),
     Task.INPAINT: TaskSpec(
-        Task.INPAINT, (MASK, STEPS, SEED), outputSuffix="with generated tissue",
+        Task.INPAINT, (MASK, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated tissue",
         description=_("Replaces the region of the selected segment with plausible healthy tissue.")),
     Task.LESION: TaskSpec(
-        Task.LESION, (MASK, STEPS, SEED), outputSuffix="with generated lesion",
+        Task.LESION, (MASK, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated lesion",
         description=_("Generates a lesion inside the region of the selected segment.")),
 }
 
@@ -160,7 +166,7 @@ class TaskOptions:
     """Options of one run. ``None`` (or the "default"/"random"/"auto" special values of the panel:
     steps 0, seed -1, factorZ 0) leaves the choice to the library."""
 
-    strength: float = 1.0
+    strength: Optional[float] = None
     steps: Optional[int] = None
     seed: Optional[int] = None
     region: Region = Region.CHEST
@@ -177,7 +183,7 @@ class TaskOptions:
         factorZ = self.factorZ if self.factorZ else None
         model = self.model or None
         return dataclasses.replace(
-            self, strength=float(self.strength), steps=steps, seed=seed, factorZ=factorZ, model=model,
+            self, strength=None if self.strength is None else float(self.strength), steps=steps, seed=seed, factorZ=factorZ, model=model,
             region=Region(self.region), device=Device(self.device),
             threshold=None if self.threshold is None else float(self.threshold))
 
@@ -185,7 +191,7 @@ class TaskOptions:
         """Raise ``ValueError`` with a clear message for an option out of range."""
         options = self.normalized()
         shown = taskSpec(task).options
-        if STRENGTH in shown and not 0.0 <= options.strength <= 1.0:
+        if STRENGTH in shown and options.strength is not None and not 0.0 <= options.strength <= 1.0:
             raise ValueError(_("The strength must be between 0 and 1 (got {value}).").format(value=options.strength))
         if options.steps is not None and options.steps < 1:
             raise ValueError(_("The number of steps must be at least 1 (got {value}).").format(value=options.steps))
@@ -208,7 +214,7 @@ def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
     options = options.normalized()
     shown = taskSpec(task).options
     args: List[str] = []
-    if STRENGTH in shown:
+    if STRENGTH in shown and options.strength is not None:
         args += ["--strength", _number(options.strength)]
     if REGION in shown:
         args += ["--region", options.region.value]
@@ -253,18 +259,7 @@ def buildTaskArguments(task: Task, paths: TaskPaths, options: TaskOptions,
     ``["denoise", IN, OUT, "--strength", "0.5", "--device", "auto", "--progress", "json"]``."""
     task = Task(task)
     options = options.normalized()
-    if task is Task.DENOISE:
-        args = ["denoise", paths.input, paths.output]
-    elif task is Task.ANOMALY:
-        args = ["anomaly", paths.input, paths.output]
-    elif task is Task.SYNTHESIZE:
-        args = ["synthesize", paths.output]
-    elif task is Task.SUPERRES:
-        args = ["superres", paths.input, paths.output]
-    elif task is Task.INPAINT:
-        args = ["inpaint", paths.input, paths.mask, paths.output]
-    else:
-        args = ["lesion", paths.input, paths.mask, paths.output]
+    args = [task.value] + [getattr(paths, name) for name in taskSpec(task).paths]
     if any(a is None for a in args):
         raise ValueError(f"Missing file path for task {task.value}: {paths}")
     args += taskOptionArguments(task, options)

@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..preview import write_preview
-from ..tasks.anomaly import AnomalyOptions, anomaly_map_image
+from ..tasks.anomaly import anomaly_map_image
 from ..tasks.engine import Engine
+from ..tasks.registry import task_entry
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments
+from .task_arguments import add_task_options, task_options
+from .task_helpers import TaskProgress
+
+ENTRY = task_entry("anomaly")
 
 HELP = "map anomalies: |input - healthy reconstruction| in HU (zero-shot, foundation model)"
 DESCRIPTION = (
@@ -20,35 +24,13 @@ DESCRIPTION = (
 )
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The anomaly options (shared with ``meddifffm batch anomaly``)."""
-    group = parser.add_argument_group("anomaly map")
-    group.add_argument("--threshold", type=float, default=None,
-                       help="HU of absolute difference at or above which a voxel is anomalous (for --mask-out)")
-    group.add_argument("--start-step", type=int, default=None,
-                       help="diffusion step the image is noised to (default: 950 of 1000, the paper's)")
-    group.add_argument("--samples", type=int, default=1, help="reconstructions to average (seeds seed, seed+1, ...)")
-    group.add_argument("--smooth-mm", type=float, default=2.0,
-                       help="Gaussian smoothing of the map: standard deviation in mm (0 = none; default 2)")
-    group.add_argument("--body-only", action="store_true",
-                       help="zero the map outside the body (the large connected region above -500 HU, holes filled)")
-    common.add_sampling_arguments(parser, default_steps=20)
-    add_ct_input_arguments(parser)
-
-
-def options_from_args(args: argparse.Namespace) -> AnomalyOptions:
-    return AnomalyOptions(start_step=args.start_step, steps=args.steps, samples=args.samples,
-                          smooth_mm=args.smooth_mm, threshold=args.threshold, body_only=args.body_only,
-                          seed=args.seed, region=args.region, allow_non_hu=args.allow_non_hu)
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser("anomaly", help=HELP, description=DESCRIPTION)
     parser.add_argument("input", type=Path, help="CT volume (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("output", type=Path, help="where to write the anomaly map (float32, HU of absolute difference)")
     parser.add_argument("--mask-out", type=Path, default=None, help="also write the binary mask map >= --threshold")
     parser.add_argument("--healthy-out", type=Path, default=None, help="also write the healthy reconstruction (HU)")
-    add_options(parser)
+    add_task_options(parser, ENTRY)
     parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
     common.add_output_arguments(parser)
     common.add_engine_arguments(parser)
@@ -60,12 +42,12 @@ def run(args: argparse.Namespace) -> None:
 
     if args.mask_out is not None and args.threshold is None:
         raise InputError("--mask-out needs --threshold (HU of absolute difference, e.g. 100).")
-    options = options_from_args(args)
+    options = task_options(args, ENTRY)
     common.check_before_work(args, [("output", args.output, common.VOLUME), ("--mask-out", args.mask_out, common.VOLUME),
                                     ("--healthy-out", args.healthy_out, common.VOLUME)], [args.input], [options],
-                             role="base")
+                             role=ENTRY.role)
     image = common.read_input(args.input, args.series)
-    engine = Engine(common.engine_options(args), role="base")
+    engine = Engine(common.engine_options(args), role=ENTRY.role)
     progress = TaskProgress(args)
     result = anomaly_map_image(image, engine, options, progress=progress, cancel=args.cancel)
     outputs = [common.write_output(result.anomaly_map, args.output, [args.input])]

@@ -18,10 +18,11 @@ from pathlib import Path
 from ..errors import InputError, MedDiffFMError
 from ..io.output_plan import FOLDER, VOLUME, plan_outputs
 from ..progress import ProgressEvent
-from ..tasks.batch import (TASKS, case_outputs, distributed_rank, drop_own_outputs, find_cases, output_path,
-                           run_batch, shard, task_spec)
+from ..tasks.batch import case_outputs, distributed_rank, drop_own_outputs, find_cases, output_path, run_batch, shard
 from ..tasks.engine import Engine
-from . import anomaly, common, denoise, inpaint, lesion, superres, synthesize
+from ..tasks.registry import TASKS, task_entry
+from . import common
+from .task_arguments import add_task_options, task_options
 from .task_helpers import TaskProgress
 
 HELP = "run one task over many volumes (one model load; resumable; multi-GPU with torchrun)"
@@ -36,22 +37,6 @@ DESCRIPTION = (
 
 class BatchFailed(MedDiffFMError):
     """Some cases failed (the others were written)."""
-
-
-def _anomaly_options(parser: argparse.ArgumentParser) -> None:
-    anomaly.add_options(parser)
-    parser.add_argument("--healthy", action="store_true", help="also write the healthy reconstruction (<case>_anomaly_healthy)")
-
-
-# task -> (add the task's options, build its options object from the parsed arguments)
-_TASK_ARGUMENTS = {
-    "denoise": (denoise.add_options, denoise.options_from_args),
-    "anomaly": (_anomaly_options, anomaly.options_from_args),
-    "synthesize": (synthesize.add_options, synthesize.options_from_args),
-    "superres": (superres.add_options, superres.options_from_args),
-    "inpaint": (inpaint.add_options, inpaint.options_from_args),
-    "lesion": (inpaint.add_options, lesion.options_from_args),
-}
 
 
 def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
@@ -73,10 +58,13 @@ def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("batch", help=HELP, description=DESCRIPTION)
     tasks = parser.add_subparsers(dest="batch_task", metavar="TASK", required=True)
-    for task, (add_options, _) in _TASK_ARGUMENTS.items():
+    for task, entry in TASKS.items():
         sub = tasks.add_parser(task, help=f"batch {task}", description=f"Run '{task}' on many volumes.")
         _add_batch_arguments(sub, task)
-        add_options(sub)
+        add_task_options(sub, entry)
+        if task == "anomaly":
+            sub.add_argument("--healthy", action="store_true",
+                             help="also write the healthy reconstruction (<case>_anomaly_healthy)")
         common.add_engine_arguments(sub)
         sub.set_defaults(func=run)
 
@@ -99,7 +87,7 @@ class _Overall:
 def _plan(args: argparse.Namespace, task: str, options, extras) -> list:
     """The batch's output plan, before any input is read or model loaded: the options, the output
     folder, the cases (never its own outputs) and every output path they will get."""
-    spec = task_spec(task)
+    spec = task_entry(task)
     masks = getattr(args, "masks", None)
     out_dir = args.out.expanduser()
     common.check_before_work(args, [("output folder (--out)", out_dir, FOLDER)], [masks], [options])
@@ -123,9 +111,9 @@ def _plan(args: argparse.Namespace, task: str, options, extras) -> list:
 
 def run(args: argparse.Namespace) -> None:
     task = args.batch_task
-    spec = task_spec(task)
+    spec = task_entry(task)
     out_dir = args.out.expanduser()
-    options = _TASK_ARGUMENTS[task][1](args)
+    options = task_options(args, spec)
     extras = ["mask"] + (["healthy"] if getattr(args, "healthy", False) else [])
     cases = _plan(args, task, options, extras)
     out_dir.mkdir(parents=True, exist_ok=True)

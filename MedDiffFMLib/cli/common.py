@@ -15,6 +15,7 @@ from ..io import read_volume, write_volume
 from ..io.dicom_tilt import NOTE_KEY
 from ..io.output_plan import PICTURE, VOLUME, plan_outputs  # noqa: F401  (VOLUME: for the subcommands)
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress
+from ..sampling import SAMPLERS
 from ..tasks.engine import EngineOptions
 
 
@@ -24,19 +25,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
     group.add_argument("--batch-size", type=int, default=None, help="patches per network call (default: 8 GPU, 2 CPU)")
     group.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring patches (default 0.25)")
-
-
-def add_sampling_arguments(parser: argparse.ArgumentParser, default_steps: int) -> None:
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--steps", type=int, default=default_steps, help=f"diffusion steps (default {default_steps})")
-    group.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result; default 0)")
-
-
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
-    parser.add_argument("--region", choices=["head_neck", "chest", "abdomen"], default=None,
-                        help="body region (default: guessed from the image)")
-    parser.add_argument("--allow-non-hu", action="store_true", help="skip the check that the input is CT in HU")
+    group.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
+                       help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +34,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
-    return EngineOptions(model=args.model, device=args.device, batch_size=args.batch_size, overlap=args.overlap)
+    return EngineOptions(model=args.model, device=args.device, batch_size=args.batch_size, overlap=args.overlap,
+                         sampler=args.sampler)
 
 
 def make_progress(args: argparse.Namespace) -> Optional[ProgressCallback]:

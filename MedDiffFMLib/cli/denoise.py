@@ -6,34 +6,23 @@ import argparse
 from pathlib import Path
 
 from ..preview import write_preview
-from ..tasks.denoise import DEFAULT_DENOISE_STEPS, DenoiseOptions, denoise_image
+from ..tasks.denoise import denoise_image
 from ..tasks.engine import Engine
+from ..tasks.registry import task_entry
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments
+from .task_arguments import add_task_options, task_options
+from .task_helpers import TaskProgress
+
+ENTRY = task_entry("denoise")
 
 HELP = "remove noise from a CT (zero-shot DiffPIR with the foundation model)"
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The denoising options (shared with ``meddifffm batch denoise``)."""
-    parser.add_argument("--strength", type=float, default=1.0,
-                        help="0..1: fraction of the noise to remove (1 = all, 0.5 = halfway; default 1)")
-    parser.add_argument("--noise-hu", type=float, default=None, help="noise std of the input in HU (default: estimated)")
-    parser.add_argument("--lambda", dest="lam", type=float, default=10.0, help="DiffPIR lambda (default 10)")
-    common.add_sampling_arguments(parser, default_steps=DEFAULT_DENOISE_STEPS)
-    add_ct_input_arguments(parser)
-
-
-def options_from_args(args: argparse.Namespace) -> DenoiseOptions:
-    return DenoiseOptions(strength=args.strength, steps=args.steps, noise_hu=args.noise_hu, lam=args.lam,
-                          seed=args.seed, region=args.region, allow_non_hu=args.allow_non_hu)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("denoise", help=HELP, description=HELP)
     parser.add_argument("input", type=Path, help="CT volume (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("output", type=Path, help="where to write the denoised CT")
-    add_options(parser)
+    add_task_options(parser, ENTRY)
     parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
     common.add_output_arguments(parser)
     common.add_engine_arguments(parser)
@@ -41,10 +30,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    options = options_from_args(args)
-    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options], role="base")
+    options = task_options(args, ENTRY)
+    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options], role=ENTRY.role)
     image = common.read_input(args.input, args.series)
-    engine = Engine(common.engine_options(args), role="base")
+    engine = Engine(common.engine_options(args), role=ENTRY.role)
     result = denoise_image(image, engine, options, progress=TaskProgress(args),
                            cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input])]

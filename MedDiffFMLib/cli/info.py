@@ -11,8 +11,10 @@ from ..device import available_devices
 from ..errors import ModelChecksumError, ModelConfigError, ModelError
 from ..models.registry import iter_model_folders, search_dirs
 from ..models.weights import verify_model_folder
+from ..sampling import SAMPLERS
+from ..tasks.registry import export_tasks
 
-HELP = "show versions, devices and installed models (with checksum status)"
+HELP = "show versions, devices, installed models (with checksum status) and the tasks with their defaults"
 
 
 def register(subparsers) -> None:
@@ -52,6 +54,8 @@ def collect() -> dict:
         "devices": available_devices(),
         "model_dirs": [str(d) for d in search_dirs()],
         "models": models,
+        "samplers": sorted(SAMPLERS),
+        "tasks": export_tasks(),
     }
 
 
@@ -76,3 +80,6 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {model['name']} [{kind}] {model['path']} — {status}")
         if model.get("card_summary"):
             print(f"      {model['card_summary'][:160]}")
+        if model.get("config"):
+            print(f"      sampler {model['config'].get('sampler')}, prediction {model['config'].get('prediction_type')}")
+    print("Tasks (default steps): " + ", ".join(f"{name} ({task['default_steps']})" for name, task in info["tasks"].items()))

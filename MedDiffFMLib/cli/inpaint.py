@@ -7,9 +7,11 @@ from pathlib import Path
 
 from ..preview import write_preview
 from ..tasks.engine import Engine
-from ..tasks.inpaint import InpaintOptions, inpaint_image
+from ..tasks.inpaint import inpaint_image
+from ..tasks.registry import TaskEntry, task_entry
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments, add_regenerate_arguments
+from .task_arguments import add_task_options, task_options
+from .task_helpers import TaskProgress
 
 HELP = "inpaint: regenerate the voxels inside a mask as healthy tissue (RePaint, base model)"
 DESCRIPTION = (
@@ -19,24 +21,13 @@ DESCRIPTION = (
 )
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``inpaint`` and ``lesion`` (and their batch forms)."""
-    add_regenerate_arguments(parser)
-    common.add_sampling_arguments(parser, default_steps=50)
-    add_ct_input_arguments(parser)
-
-
-def options_from_args(args: argparse.Namespace, cls=InpaintOptions):
-    return cls(steps=args.steps, resample=args.resample, start_step=args.start_step, seed=args.seed,
-               region=args.region, label=args.label, allow_non_hu=args.allow_non_hu)
-
-
 def register_masked(subparsers, name: str, help_text: str, description: str, run) -> None:
+    """The subcommand of a masked task (inpaint, lesion): IN MASK OUT plus the registry's options."""
     parser = subparsers.add_parser(name, help=help_text, description=description)
     parser.add_argument("input", type=Path, help="CT volume (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("mask", type=Path, help="mask / label volume (non-zero = region; any grid)")
     parser.add_argument("output", type=Path, help="where to write the result (input's pixel type)")
-    add_options(parser)
+    add_task_options(parser, task_entry(name))
     parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
     common.add_output_arguments(parser)
     common.add_engine_arguments(parser)
@@ -47,14 +38,14 @@ def register(subparsers) -> None:
     register_masked(subparsers, "inpaint", HELP, DESCRIPTION, run)
 
 
-def run_masked(args: argparse.Namespace, task, options, role: str, title: str) -> None:
+def run_masked(args: argparse.Namespace, task, entry: TaskEntry, title: str) -> None:
     """Check paths, read the CT and the mask, load the model, run ``task`` and write the result."""
-    expect = None if role == "base" else role
+    options = task_options(args, entry)
     common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input, args.mask], [options],
-                             role=role, expect_task=expect)
+                             role=entry.role, expect_task=entry.expect_task)
     image = common.read_input(args.input, args.series)
     mask = common.read_input(args.mask, name="mask")
-    engine = Engine(common.engine_options(args), role=role, expect_task=expect)
+    engine = Engine(common.engine_options(args), role=entry.role, expect_task=entry.expect_task)
     result = task(image, mask, engine, options, progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input, args.mask])]
     if args.preview:
@@ -64,4 +55,4 @@ def run_masked(args: argparse.Namespace, task, options, role: str, title: str) -
 
 
 def run(args: argparse.Namespace) -> None:
-    run_masked(args, inpaint_image, options_from_args(args), "base", "inpainted")
+    run_masked(args, inpaint_image, task_entry("inpaint"), "inpainted")

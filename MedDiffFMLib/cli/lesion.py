@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..tasks.lesion import ROLE, LesionOptions, generate_lesion_image
-from .inpaint import options_from_args as _regenerate_options
+from ..tasks.lesion import generate_lesion_image
+from ..tasks.registry import task_entry
 from .inpaint import register_masked, run_masked
 
 HELP = "generate a lesion inside a mask (lesion ControlNet + RePaint)"
@@ -16,13 +16,9 @@ DESCRIPTION = (
 )
 
 
-def options_from_args(args: argparse.Namespace) -> LesionOptions:
-    return _regenerate_options(args, LesionOptions)
-
-
 def register(subparsers) -> None:
     register_masked(subparsers, "lesion", HELP, DESCRIPTION, run)
 
 
 def run(args: argparse.Namespace) -> None:
-    run_masked(args, generate_lesion_image, options_from_args(args), ROLE, "lesion generated")
+    run_masked(args, generate_lesion_image, task_entry("lesion"), "lesion generated")

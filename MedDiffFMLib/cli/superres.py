@@ -7,9 +7,13 @@ from pathlib import Path
 
 from ..preview import write_preview
 from ..tasks.engine import Engine
-from ..tasks.superres import DEFAULT_SUPERRES_STEPS, ROLE, SuperResOptions, super_resolve_image
+from ..tasks.registry import task_entry
+from ..tasks.superres import super_resolve_image
 from . import common
-from .task_helpers import TaskProgress, add_ct_input_arguments
+from .task_arguments import add_task_options, task_options
+from .task_helpers import TaskProgress
+
+ENTRY = task_entry("superres")
 
 HELP = "super-resolve thick slices to thin ones (z only; superres ControlNet + data consistency)"
 DESCRIPTION = (
@@ -20,33 +24,11 @@ DESCRIPTION = (
 )
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The super-resolution options (shared with ``meddifffm batch superres``)."""
-    group = parser.add_argument_group("super-resolution")
-    target = group.add_mutually_exclusive_group()
-    target.add_argument("--factor-z", type=int, default=None, help="thin slices per thick slice (integer >= 2)")
-    target.add_argument("--spacing", type=float, default=None,
-                        help="target z spacing in mm (the input z spacing must be a multiple of it)")
-    group.add_argument("--lambda", dest="lam", type=float, default=10.0, help="DiffPIR lambda (default 10)")
-    group.add_argument("--noise-hu", type=float, default=None, help="noise std of the input in HU (default: estimated)")
-    group.add_argument("--start-step", type=int, default=None,
-                       help="start from the interpolated input noised to this step (default: pure noise)")
-    group.add_argument("--keep-origin", action="store_true", help="keep the input origin (see the description)")
-    common.add_sampling_arguments(parser, default_steps=DEFAULT_SUPERRES_STEPS)
-    add_ct_input_arguments(parser)
-
-
-def options_from_args(args: argparse.Namespace) -> SuperResOptions:
-    return SuperResOptions(factor_z=args.factor_z, spacing=args.spacing, steps=args.steps, start_step=args.start_step,
-                           lam=args.lam, noise_hu=args.noise_hu, seed=args.seed, region=args.region,
-                           keep_origin=args.keep_origin, allow_non_hu=args.allow_non_hu)
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser("superres", help=HELP, description=DESCRIPTION)
     parser.add_argument("input", type=Path, help="thick-slice CT (NIfTI, NRRD, MHA or a DICOM folder)")
     parser.add_argument("output", type=Path, help="where to write the thin-slice CT (float32 HU)")
-    add_options(parser)
+    add_task_options(parser, ENTRY)
     parser.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when a folder holds several series")
     common.add_output_arguments(parser)
     common.add_engine_arguments(parser)
@@ -54,11 +36,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    options = options_from_args(args)
+    options = task_options(args, ENTRY)
     common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options],
-                             role=ROLE, expect_task=ROLE)
+                             role=ENTRY.role, expect_task=ENTRY.expect_task)
     image = common.read_input(args.input, args.series)
-    engine = Engine(common.engine_options(args), role=ROLE, expect_task=ROLE)
+    engine = Engine(common.engine_options(args), role=ENTRY.role, expect_task=ENTRY.expect_task)
     result = super_resolve_image(image, engine, options, progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.input])]
     if args.preview:

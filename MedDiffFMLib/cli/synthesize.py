@@ -7,9 +7,13 @@ from pathlib import Path
 
 from ..preview import write_preview
 from ..tasks.engine import Engine
-from ..tasks.synthesize import SynthesisOptions, synthesize_image
+from ..tasks.registry import task_entry
+from ..tasks.synthesize import synthesize_image
 from . import common
-from .task_helpers import TaskProgress, add_region_argument
+from .task_arguments import add_task_options, task_options
+from .task_helpers import TaskProgress
+
+ENTRY = task_entry("synthesize")
 
 HELP = "synthesise a CT from noise for a body region (optionally shaped by an anatomy label map)"
 DESCRIPTION = (
@@ -19,21 +23,10 @@ DESCRIPTION = (
 )
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The synthesis options (shared with ``meddifffm batch synthesize``, whose inputs are label maps)."""
-    add_region_argument(parser, required=True)
-    common.add_sampling_arguments(parser, default_steps=50)
-
-
-def options_from_args(args: argparse.Namespace) -> SynthesisOptions:
-    return SynthesisOptions(region=args.region, steps=args.steps, seed=args.seed,
-                            size=getattr(args, "size", None), spacing=getattr(args, "spacing", None))
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser("synthesize", help=HELP, description=DESCRIPTION)
     parser.add_argument("output", type=Path, help="where to write the synthetic CT (int16 HU)")
-    add_options(parser)
+    add_task_options(parser, ENTRY)
     grid = parser.add_argument_group("output grid (one of)")
     grid.add_argument("--anatomy", type=Path, default=None, help="anatomy label map: condition and output grid")
     grid.add_argument("--like", type=Path, default=None, help="reference image whose grid the output takes")
@@ -46,12 +39,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    options = options_from_args(args)
+    options = task_options(args, ENTRY)
     common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.anatomy, args.like], [options],
-                             role="base")
+                             role=ENTRY.role)
     anatomy = common.read_input(args.anatomy, name="anatomy label map") if args.anatomy is not None else None
     like = common.read_input(args.like, name="reference image") if args.like is not None else None
-    engine = Engine(common.engine_options(args), role="base")
+    engine = Engine(common.engine_options(args), role=ENTRY.role)
     result = synthesize_image(engine, options, anatomy=anatomy, like=like,
                               progress=TaskProgress(args), cancel=args.cancel)
     outputs = [common.write_output(result.image, args.output, [args.anatomy, args.like])]

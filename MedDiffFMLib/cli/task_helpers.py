@@ -1,5 +1,6 @@
 """Plumbing shared by the task subcommands (anomaly, synthesize, superres, inpaint, lesion, batch):
-progress with notes (and a case name in batch runs) and the option groups several tasks share."""
+progress with notes (and a case name in batch runs) and output path checks. The task options
+themselves come from the registry (:mod:`.task_arguments`)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,3 @@ class TaskProgress:
             close()
 
 
-def add_region_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--region", choices=["head_neck", "chest", "abdomen"], default=None, required=required,
-                        help="body region" + ("" if required else " (default: guessed from the image)"))
-
-
-def add_ct_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """--region and --allow-non-hu (the options of a task that reads a CT); --series is added by
-    :func:`common.add_input_arguments` for single-volume commands."""
-    add_region_argument(parser)
-    parser.add_argument("--allow-non-hu", action="store_true", help="skip the check that the input is CT in HU")
-
-
-def add_regenerate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the RePaint tasks (inpaint, lesion)."""
-    group = parser.add_argument_group("RePaint")
-    group.add_argument("--resample", type=int, default=1,
-                       help="RePaint repeats per step (1 = none; more blends the region better, costs more)")
-    group.add_argument("--start-step", type=int, default=None,
-                       help="diffusion step to start from (default: the last one, i.e. pure noise in the mask; "
-                            "smaller keeps more of the original content)")
-    group.add_argument("--label", type=int, default=None,
-                       help="use only voxels with this label value in the mask (default: every non-zero voxel)")

@@ -12,6 +12,9 @@ from typing import Any
 
 from ..errors import ModelError
 
+# The solver tasks use unless a model or a run says otherwise (benchmarks/sampler_steps.py).
+DEFAULT_SAMPLER = "ddim"
+
 REGIONS: tuple[str, ...] = ("head_neck", "chest", "abdomen")
 
 # What the network may predict (models/prediction.py turns each into the noise inference uses).
@@ -45,9 +48,12 @@ class ModelConfig:
         anatomy_channels: one-hot anatomy label channels (0 disables anatomy conditioning).
         num_train_timesteps: diffusion steps T.
         schedule: MONAI noise schedule name.
-        condition_dropout: probability of dropping each condition in training (classifier-free).
         prediction_type: what the network outputs, ``epsilon`` (the paper's noise) or ``v``
             (see :mod:`~MedDiffFMLib.models.prediction`); inference converts it to noise.
+        sampler: the reverse-diffusion solver tasks use by default (``ddim`` or ``dpmpp_2m``, see
+            :mod:`MedDiffFMLib.sampling.samplers`); ``--sampler`` overrides it per run. Model folders
+            written before these two fields load with the defaults (epsilon; the default sampler).
+        condition_dropout: probability of dropping each condition in training (classifier-free).
     """
 
     name: str = "custom"
@@ -67,6 +73,7 @@ class ModelConfig:
     schedule: str = "cosine"
     condition_dropout: float = 0.1
     prediction_type: str = "epsilon"
+    sampler: str = DEFAULT_SAMPLER
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -130,10 +137,6 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["windows"] = {k: list(v) for k, v in self.windows.items()}
-        if data["prediction_type"] == "epsilon":
-            # Left out at its default, so configs, checkpoints and model folders written before the
-            # field existed still compare equal (resume) and older readers still load them.
-            del data["prediction_type"]
         return data
 
     def to_json(self) -> str:

@@ -1,29 +1,24 @@
-"""Sampling: schedulers, whole-volume patch prediction and the shared diffusion loop."""
+"""Sampling: the noise schedule, the samplers (DDIM, DPM-Solver++), whole-volume patch prediction
+and the shared diffusion loop."""
 
+from .base import Sampler
+from .ddim import DDIMSampler
+from .dpm_solver import DPMSolverPP2MSampler
 from .predictor import Conditions, VolumeNoisePredictor
 from .sampler import SamplingHooks, run_sampler
-from .schedulers import (
-    add_noise,
-    alpha_bar,
-    ddim_step,
-    noise_to_signal,
-    prepare_timesteps,
-    sampling_scheduler,
-    step_for_noise,
-    training_scheduler,
-)
+from .samplers import SAMPLERS, make_sampler, sampler_for
+from .schedule import NoiseSchedule
 
 __all__ = [
     "Conditions",
-    "VolumeNoisePredictor",
+    "DDIMSampler",
+    "DPMSolverPP2MSampler",
+    "NoiseSchedule",
+    "SAMPLERS",
+    "Sampler",
     "SamplingHooks",
+    "VolumeNoisePredictor",
+    "make_sampler",
     "run_sampler",
-    "add_noise",
-    "alpha_bar",
-    "ddim_step",
-    "noise_to_signal",
-    "prepare_timesteps",
-    "sampling_scheduler",
-    "step_for_noise",
-    "training_scheduler",
+    "sampler_for",
 ]

@@ -17,10 +17,10 @@ from monai.inferers import sliding_window_inference
 
 from ..device import autocast
 from ..errors import ResourceError
+from ..models.inputs import network_input
 from ..models.network import ConditionedModel
-from ..models.position import grid_coordinates, sinusoidal_embedding
-from ..models.prediction import noise_from_output
-from .schedulers import alpha_bar, training_scheduler
+from ..models.position import grid_coordinates
+from .schedule import NoiseSchedule
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class Conditions:
 
 
 class VolumeNoisePredictor:
-    """Predicts the noise of a whole (1, 1, z, y, x) volume at one time step.
+    """Predicts the noise of a whole (1, 1, z, y, x) volume at one time step; each patch's network
+    input is built by :func:`~MedDiffFMLib.models.inputs.network_input`, as in training.
 
     Args:
         model: the network (base U-Net, optionally with ControlNet).
@@ -77,8 +78,7 @@ class VolumeNoisePredictor:
         self.conditions = Conditions()
         self.evaluations = 0
         # A v-predicting model's output becomes noise here, the one place: callers only see epsilon.
-        self._training_scheduler = training_scheduler(self.config) if self.config.prediction_type != "epsilon" \
-            else None
+        self._schedule = NoiseSchedule.from_config(self.config) if self.config.prediction_type != "epsilon" else None
 
     def set_conditions(self, conditions: Conditions) -> None:
         self.conditions = conditions
@@ -89,43 +89,35 @@ class VolumeNoisePredictor:
             return None
         return torch.cat([p.to(self.volume_device, torch.float32) for p in parts])[None]
 
-    def _patch_positions(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
-        embeds = []
+    def _patch_coordinates(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
+        coords = []
         for window in windows:
             spatial = window[2:]
             starts = [s.start - o for s, o in zip(spatial, self.coordinate_offset)]
             stops = [s.stop - 1 - o for s, o in zip(spatial, self.coordinate_offset)]
             shape = [s.stop - s.start for s in spatial]
-            embeds.append(grid_coordinates(starts, stops, shape, full_shape, device=self.device))
-        coords = torch.stack(embeds)
-        return sinusoidal_embedding(coords, self.config.position_frequencies)
+            coords.append(grid_coordinates(starts, stops, shape, full_shape, device=self.device))
+        return torch.stack(coords)
 
     def _predict_patches(
         self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
     ) -> torch.Tensor:
         batch = patches.shape[0]
-        inputs = [patches.float()]
-        if self.config.position_channels:
-            inputs.append(self._patch_positions(windows, full_shape))
+        coords = self._patch_coordinates(windows, full_shape) if self.config.position_channels else None
         anatomy_channels = self.config.anatomy_channels
-        control = None
+        anatomy = control = None
         if condition is not None:
-            if anatomy_channels:
-                inputs.append(condition[:, :anatomy_channels].float())
+            anatomy = condition[:, :anatomy_channels] if anatomy_channels else None
             control = condition[:, anatomy_channels:] if condition.shape[1] > anatomy_channels else None
-        elif anatomy_channels:
-            # No anatomy given: the all-zero channels the model saw under condition dropout.
-            inputs.append(torch.zeros((batch, anatomy_channels, *patches.shape[2:]), device=patches.device))
-        model_input = torch.cat(inputs, dim=1)
+        model_input = network_input(patches, coords, anatomy, self.config)
         t = torch.full((batch,), int(timestep), device=self.device, dtype=torch.long)
         region = torch.full((batch,), int(self.conditions.region), device=self.device, dtype=torch.long)
         with torch.no_grad(), autocast(self.device, self.autocast_dtype):
             output = self.model(model_input, t, region, control.float() if control is not None else None)
         self.evaluations += batch
-        if self._training_scheduler is None:
+        if self._schedule is None:
             return output.float()
-        abar = alpha_bar(self._training_scheduler, int(timestep))
-        return noise_from_output(output.float(), patches.float(), abar, self.config.prediction_type)
+        return self._schedule.noise_from_output(output.float(), patches.float(), int(timestep))
 
     def __call__(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
         """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights."""

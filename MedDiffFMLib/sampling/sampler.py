@@ -1,4 +1,5 @@
-"""The one diffusion sampling loop every task shares.
+"""The one diffusion sampling loop every task shares: it calls the network and hands its output to
+the sampler object (:mod:`.base`: DDIM, DPM-Solver++ ...), with progress and cancel between steps.
 
 Tasks customise it through two hooks instead of copying it:
 
@@ -12,15 +13,14 @@ generated region with its surroundings.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
+from .base import Sampler
 from .predictor import VolumeNoisePredictor
-from .schedulers import alpha_bar, ddim_step
 
 X0Transform = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 AfterStep = Callable[[torch.Tensor, int], torch.Tensor]
@@ -36,11 +36,9 @@ class SamplingHooks:
 
 def run_sampler(
     predictor: VolumeNoisePredictor,
-    scheduler,
+    sampler: Sampler,
     x: torch.Tensor,
-    timesteps: Sequence[int],
     *,
-    eta: float = 0.0,
     hooks: Optional[SamplingHooks] = None,
     resample_repeats: int = 1,
     generator: Optional[torch.Generator] = None,
@@ -48,14 +46,19 @@ def run_sampler(
     cancel: Optional[CancelCheck] = None,
     stage: str = "sampling",
 ) -> torch.Tensor:
-    """Run the reverse diffusion from ``x`` (the sample at ``timesteps[0]``) down to a clean image.
+    """Run the reverse diffusion from ``x`` (the sample at ``sampler.timesteps[0]``, planned by
+    :meth:`Sampler.set_timesteps`) down to a clean image.
 
-    ``timesteps`` come from :func:`prepare_timesteps` (any decreasing list works). Returns the final sample
-    (1, 1, z, y, x) in model units. Raises :class:`CancelledError` between steps when ``cancel()``.
+    Returns the final sample (1, 1, z, y, x) in model units. Raises :class:`CancelledError` between
+    steps when ``cancel()``.
     """
     hooks = hooks or SamplingHooks()
+    schedule = sampler.schedule
     repeats = max(1, int(resample_repeats))
-    steps = list(timesteps)
+    steps: Sequence[int] = list(sampler.timesteps)
+    if not steps:
+        raise ValueError("The sampler has no timesteps: call set_timesteps first.")
+    sampler.reset()
     total = sum(repeats if i < len(steps) - 1 else 1 for i in range(len(steps)))
     done = 0
     report(progress, stage, 0, total)
@@ -63,32 +66,19 @@ def run_sampler(
         rounds = repeats if index < len(steps) - 1 else 1
         for round_ in range(rounds):
             check_cancel(cancel)
-            eps = predictor(x, t)
+            output = predictor(x, t)
             if hooks.x0_transform is not None:
-                eps = _eps_after_x0_change(scheduler, x, eps, t, hooks.x0_transform)
+                # The changed x0 expressed as the equivalent network output, so every sampler applies it.
+                x0 = hooks.x0_transform(schedule.clip(schedule.predict_x0(x, output, t)), t, x)
+                output = schedule.output_for_x0(x, x0, t)
             t_prev = steps[index + 1] if index + 1 < len(steps) else -1
-            x_prev = ddim_step(scheduler, eps, t, t_prev, x, eta=eta, generator=generator)
+            x_prev = sampler.step(output, t, t_prev, x, generator)
             if hooks.after_step is not None:
                 x_prev = hooks.after_step(x_prev, t_prev)
             done += 1
             report(progress, stage, done, total)
             if round_ < rounds - 1:
-                x = _renoise(scheduler, x_prev, t_prev, t, generator)
+                x = schedule.renoise(x_prev, t_prev, t, generator)
             else:
                 x = x_prev
     return x
-
-
-def _eps_after_x0_change(scheduler, x_t: torch.Tensor, eps: torch.Tensor, t: int, transform: X0Transform) -> torch.Tensor:
-    # Express the changed x0 as the equivalent noise so that MONAI's DDIM step applies it unchanged.
-    a = alpha_bar(scheduler, t)
-    x0 = (x_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
-    x0 = transform(x0.clamp(-1, 1), t, x_t)
-    return (x_t - math.sqrt(a) * x0) / math.sqrt(max(1 - a, 1e-12))
-
-
-def _renoise(scheduler, x_prev: torch.Tensor, t_prev: int, t: int, generator) -> torch.Tensor:
-    # q(x_t | x_t_prev): go back up one step with fresh noise (RePaint's resampling).
-    ratio = alpha_bar(scheduler, t) / alpha_bar(scheduler, t_prev)
-    noise = torch.randn(x_prev.shape, generator=generator, dtype=x_prev.dtype, device=x_prev.device)
-    return math.sqrt(ratio) * x_prev + math.sqrt(max(1 - ratio, 0.0)) * noise

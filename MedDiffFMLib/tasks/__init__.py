@@ -4,7 +4,8 @@ One module per task (denoise, anomaly, synthesize, superres, inpaint, lesion) pl
 steps they are built from: :mod:`.repaint` (known-region hook, RePaint regeneration),
 :mod:`.consistency` (DiffPIR data-consistency operators), :mod:`.masks` (user masks, model-grid
 masks, body mask), :mod:`.conditions` (condition volumes, shared with fine-tuning) and
-:mod:`.batch` (many volumes, one model load).
+:mod:`.batch` (many volumes, one model load) and :mod:`.registry` (every task's options, runner,
+model role and command-line options, read by the CLI, the API and the Slicer module).
 """
 
 from .anomaly import AnomalyOptions, AnomalyResult, anomaly_map_image
@@ -13,6 +14,7 @@ from .denoise import DenoiseOptions, DenoiseResult, denoise_image
 from .engine import Engine, EngineOptions, prepare_ct
 from .inpaint import InpaintOptions, inpaint_image
 from .lesion import LesionOptions, generate_lesion_image
+from .registry import TASKS, TaskEntry, export_tasks, task_entry
 from .repaint import RegenerateResult
 from .superres import SuperResOptions, SuperResResult, super_resolve_image
 from .synthesize import SynthesisOptions, SynthesisResult, synthesize_image
@@ -32,6 +34,10 @@ __all__ = [
     "SuperResResult",
     "SynthesisOptions",
     "SynthesisResult",
+    "TASKS",
+    "TaskEntry",
+    "export_tasks",
+    "task_entry",
     "anomaly_map_image",
     "denoise_image",
     "find_cases",

@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from ..io import image_from_array
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, add_noise, run_sampler
+from ..sampling import Conditions, run_sampler
 from . import option_checks as checks
 from .engine import Engine, prepare_ct, volume_tensor
 from .masks import body_mask
@@ -114,8 +114,8 @@ def anomaly_map_image(
     report(progress, "preprocessing", 1, 1)
     check_cancel(cancel)
 
-    scheduler = engine.scheduler()
-    timesteps = sampling_timesteps(scheduler, steps, start, progress)
+    sampler = engine.sampler(options.eta)
+    timesteps = sampling_timesteps(sampler, steps, start, progress)
     y = volume_tensor(space.model_array)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     source = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -126,8 +126,8 @@ def anomaly_map_image(
     for index in range(samples):
         seed = None if options.seed is None else int(options.seed) + index
         generator = engine.generator(seed)
-        x = add_noise(scheduler, y, timesteps[0], generator)
-        recon = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta, generator=generator,
+        x = sampler.schedule.add_noise(y, timesteps[0], generator)
+        recon = run_sampler(predictor, sampler, x, generator=generator,
                             progress=PassProgress(progress, index, samples), cancel=cancel, stage="reconstruction")
         check_cancel(cancel)
         healthy = sitk.GetArrayFromImage(space.to_input_grid(recon[0, 0].numpy())).astype(np.float32, copy=False)

@@ -25,85 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import SimpleITK as sitk
 
 from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume, write_volume
 from ..io.dicom_tilt import NOTE_KEY
 from ..io.formats import file_extension, strip_extension
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from .anomaly import AnomalyOptions, anomaly_map_image
-from .denoise import DenoiseOptions, denoise_image
 from .engine import Engine
-from .inpaint import InpaintOptions, inpaint_image
-from .lesion import LesionOptions, generate_lesion_image
+from .registry import TaskEntry, task_entry
 from .shared import notify
-from .superres import SuperResOptions, super_resolve_image
-from .synthesize import SynthesisOptions, synthesize_image
 
-Outputs = Dict[str, sitk.Image]  # "" -> the main output, other keys -> extra outputs
 FORMATS = ("nii.gz", "nii", "nrrd", "mha")
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How the batch runs one task: which model role it loads and how one case becomes outputs."""
-
-    name: str
-    role: str
-    expect_task: Optional[str]
-    needs_mask: bool
-    options_type: type
-    run: Callable[..., Outputs]
-    input_name: str = "CT volume"
-
-
-def _denoise(engine, image, mask, options, progress, cancel) -> Outputs:
-    return {"": denoise_image(image, engine, options, progress, cancel).image}
-
-
-def _anomaly(engine, image, mask, options, progress, cancel) -> Outputs:
-    result = anomaly_map_image(image, engine, options, progress, cancel)
-    outputs = {"": result.anomaly_map, "healthy": result.healthy}
-    if result.mask is not None:
-        outputs["mask"] = result.mask
-    return outputs
-
-
-def _synthesize(engine, image, mask, options, progress, cancel) -> Outputs:
-    return {"": synthesize_image(engine, options, anatomy=image, progress=progress, cancel=cancel).image}
-
-
-def _superres(engine, image, mask, options, progress, cancel) -> Outputs:
-    return {"": super_resolve_image(image, engine, options, progress, cancel).image}
-
-
-def _inpaint(engine, image, mask, options, progress, cancel) -> Outputs:
-    return {"": inpaint_image(image, mask, engine, options, progress, cancel).image}
-
-
-def _lesion(engine, image, mask, options, progress, cancel) -> Outputs:
-    return {"": generate_lesion_image(image, mask, engine, options, progress, cancel).image}
-
-
-TASKS: Dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec("denoise", "base", None, False, DenoiseOptions, _denoise),
-        TaskSpec("anomaly", "base", None, False, AnomalyOptions, _anomaly),
-        TaskSpec("synthesize", "base", None, False, SynthesisOptions, _synthesize, "anatomy label map"),
-        TaskSpec("superres", "superres", "superres", False, SuperResOptions, _superres),
-        TaskSpec("inpaint", "base", None, True, InpaintOptions, _inpaint),
-        TaskSpec("lesion", "lesion", "lesion", True, LesionOptions, _lesion),
-    )
-}
-
-
-def task_spec(task: str) -> TaskSpec:
-    try:
-        return TASKS[task]
-    except KeyError:
-        raise InputError(f"Unknown batch task '{task}'. Choose one of: {', '.join(TASKS)}.") from None
 
 
 @dataclass(frozen=True)
@@ -272,8 +204,8 @@ def run_batch(
     callback for one case's own stages. Returns a :class:`BatchResult`; raises only on cancel or
     on unusable batch settings (output folder, mask folder, format).
     """
-    spec = task_spec(task)
-    options = options if options is not None else spec.options_type()
+    spec = task_entry(task)
+    options = options if options is not None else spec.options()
     out_dir = Path(out_dir).expanduser()
     if not out_dir.is_dir():
         raise InputError(f"The output folder '{out_dir}' does not exist. Create it first.")
@@ -310,7 +242,7 @@ def run_batch(
     return result
 
 
-def _run_case(spec: TaskSpec, case: Case, target: Path, engine: Engine, options, masks, extras, series,
+def _run_case(spec: TaskEntry, case: Case, target: Path, engine: Engine, options, masks, extras, series,
               progress, cancel) -> List[Path]:
     image = read_volume(case.path, series_uid=series)
     if image.HasMetaDataKey(NOTE_KEY):  # e.g. a DICOM gantry tilt resampled

@@ -14,16 +14,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..models.inputs import anatomy_one_hot
+
 
 def anatomy_condition(labels: np.ndarray, channels: int) -> torch.Tensor:
-    """(C, z, y, x) float one-hot channels of an integer label map (z, y, x)."""
-    labels = np.asarray(labels).astype(np.int64, copy=False)
-    out = torch.zeros((int(channels), *labels.shape), dtype=torch.float32)
-    index = torch.as_tensor(labels)
-    valid = (index >= 1) & (index <= channels)
-    if valid.any():
-        out.scatter_(0, (index.clamp(1, channels) - 1)[None], valid[None].float())
-    return out
+    """(C, z, y, x) float one-hot channels of an integer label map (z, y, x), by the network-input
+    contract's :func:`~MedDiffFMLib.models.inputs.anatomy_one_hot`."""
+    labels = torch.as_tensor(np.asarray(labels).astype(np.int64, copy=False))
+    return anatomy_one_hot(labels[None], channels, torch.zeros((1, 1, *labels.shape)))[0]
 
 
 def lesion_condition(mask: np.ndarray) -> torch.Tensor:

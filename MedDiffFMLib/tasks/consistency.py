@@ -14,18 +14,12 @@ exact projection x0 + A^T (A A^T)^-1 (y - A x0) onto {x : A x = y}.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..sampling import noise_to_signal
-
-
-def diffpir_rho(scheduler, t: int, lam: float, sigma_n: float) -> float:
-    """rho_t = lambda sigma_n^2 / sigma_t^2 (0 means: trust the measurement fully)."""
-    return float(lam) * float(sigma_n) ** 2 / max(noise_to_signal(scheduler, t) ** 2, 1e-12)
+from ..sampling.diffpir import diffpir_rho, measurement_sigma  # noqa: F401 (the tasks' DiffPIR names)
 
 
 class SliceAverageOperator:
@@ -125,7 +119,3 @@ def project_block_average(thin: np.ndarray, thick: np.ndarray, factor: int) -> f
                                         - thick[k]).max()))
     return error
 
-
-def measurement_sigma(noise_hu: float, window_width: float, floor: float = 1e-4) -> float:
-    """A noise std in HU expressed in model units ([-1, 1] over the window)."""
-    return max(float(noise_hu) / (window_width / 2.0), floor) if math.isfinite(noise_hu) else floor

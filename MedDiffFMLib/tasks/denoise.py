@@ -9,12 +9,12 @@ from typing import Optional
 import SimpleITK as sitk
 
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, step_for_noise
-from ..sampling.diffpir import DEFAULT_DENOISE_STEPS, diffpir_denoise
+from ..sampling import Conditions
+from ..sampling.diffpir import DEFAULT_DENOISE_STEPS, diffpir_denoise, measurement_sigma
 from . import option_checks as checks
-from .engine import Engine, as_input_type, prepare_ct, volume_tensor
+from .engine import Engine, prepare_ct, volume_tensor
 from .noise_estimate import estimate_noise_hu
-from .shared import note_capped_steps
+from .shared import as_input_type, note_capped_steps
 
 
 @dataclass
@@ -78,10 +78,10 @@ def denoise_image(
     check_cancel(cancel)
 
     noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(space.model_hu)
-    half_width = engine.window(region).width / 2.0
-    sigma_n = max(float(noise_hu) / half_width, 1e-4)
-    scheduler = engine.scheduler()
-    start = step_for_noise(scheduler, sigma_n)
+    sigma_n = measurement_sigma(noise_hu, engine.window(region).width)
+    sampler = engine.sampler(options.eta)
+    schedule = sampler.schedule
+    start = schedule.step_for_noise(sigma_n)
     if noise_hu <= 0 or options.strength == 0 or start == 0:
         # Nothing to remove: the input comes back unchanged (bit-identical).
         report(progress, "sampling", 1, 1)
@@ -90,9 +90,9 @@ def denoise_image(
 
     y = volume_tensor(space.model_array)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
-    denoised, timesteps = diffpir_denoise(predictor, scheduler, y, sigma_n, options.steps, lam=options.lam,
-                                          eta=options.eta, generator=engine.generator(options.seed),
-                                          progress=progress, cancel=cancel)
+    denoised, timesteps = diffpir_denoise(predictor, sampler, y, sigma_n, options.steps, lam=options.lam,
+                                          generator=engine.generator(options.seed), progress=progress,
+                                          cancel=cancel)
     assert denoised is not None  # start > 0 was checked above
     note_capped_steps(options.steps, timesteps, progress)
     result = y + options.strength * (denoised - y)

@@ -12,11 +12,11 @@ import SimpleITK as sitk
 import torch
 
 from ..device import autocast_dtype, check_fits_in_memory, resolve_device
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..io import validate_volume
 from ..models.loading import LoadedModel, load_pipeline_model
 from ..preprocessing import HUWindow, ModelSpace, check_hu, guess_region
-from ..sampling import Conditions, VolumeNoisePredictor, sampling_scheduler
+from ..sampling import Conditions, NoiseSchedule, Sampler, VolumeNoisePredictor, sampler_for
 
 
 @dataclass
@@ -28,12 +28,14 @@ class EngineOptions:
         device: ``auto|cpu|cuda|mps``.
         batch_size: patches per network call (None: 8 on GPU, 2 on CPU).
         overlap: overlap of neighbouring patches (0.25 hides seams with Gaussian blending).
+        sampler: the reverse-diffusion solver (``ddim``, ``dpmpp_2m``; None: the model config's).
     """
 
     model: Optional[str | Path] = None
     device: str = "auto"
     batch_size: Optional[int] = None
     overlap: float = 0.25
+    sampler: Optional[str] = None
 
     def validate(self) -> None:
         """Raise InputError (one paragraph) on a value out of range; loads nothing."""
@@ -94,8 +96,14 @@ class Engine:
             predictor.set_conditions(conditions)
         return predictor
 
-    def scheduler(self):
-        return sampling_scheduler(self.config)
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The model's noise schedule (alpha, sigma, adding noise, the step of a noise level)."""
+        return NoiseSchedule.from_config(self.config)
+
+    def sampler(self, eta: float = 0.0) -> Sampler:
+        """A fresh sampler: ``EngineOptions.sampler`` or the model's, with DDIM stochasticity ``eta``."""
+        return sampler_for(self.config, self.options.sampler, eta)
 
     @staticmethod
     def generator(seed: Optional[int]) -> torch.Generator:
@@ -109,6 +117,13 @@ class Engine:
 
     def region_index(self, region: Optional[str]) -> int:
         return self.config.region_index(region)
+
+    def require_controlnet(self, task: str, what: str) -> None:
+        """ModelError unless the loaded model is a ControlNet for ``task`` (``what``: the task's name
+        for the user, e.g. "Lesion generation")."""
+        control = self.loaded.files.controlnet_config
+        if control is None or control.task != task:
+            raise ModelError(f"{what} needs a '{task}' ControlNet model (--model); '{self.model_name}' is not one.")
 
 
 def prepare_ct(
@@ -131,16 +146,3 @@ def volume_tensor(array) -> torch.Tensor:
     if tensor.ndim != 3:
         raise InputError(f"Expected a 3D volume, got an array of shape {tuple(tensor.shape)}.")
     return tensor[None, None].contiguous()
-
-
-def as_input_type(result: sitk.Image, original: sitk.Image) -> sitk.Image:
-    """Cast a float result to the input's pixel type (rounded and clamped for integer CT), so that
-    an int16 scan stays int16 and unchanged voxels stay bit-identical."""
-    pixel = original.GetPixelID()
-    if pixel in (sitk.sitkFloat32, sitk.sitkFloat64):
-        return sitk.Cast(result, pixel)
-    info = np.iinfo(sitk.GetArrayViewFromImage(original).dtype)
-    array = np.clip(np.rint(sitk.GetArrayFromImage(result)), info.min, info.max).astype(info.dtype)
-    out = sitk.GetImageFromArray(array)
-    out.CopyInformation(result)
-    return out

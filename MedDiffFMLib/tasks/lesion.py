@@ -11,7 +11,6 @@ from typing import Optional, Union
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import ModelError
 from ..progress import CancelCheck, ProgressCallback
 from .conditions import lesion_condition
 from .engine import Engine
@@ -39,9 +38,6 @@ def generate_lesion_image(
 ) -> RegenerateResult:
     """Generate a lesion inside ``mask`` of a CT (HU) with a lesion ControlNet engine
     (``Engine(role="lesion", expect_task="lesion")``)."""
-    control = engine.loaded.files.controlnet_config
-    if control is None or control.task != ROLE:
-        raise ModelError(f"Lesion generation needs a '{ROLE}' ControlNet model (--model); "
-                         f"'{engine.model_name}' is not one.")
+    engine.require_controlnet(ROLE, "Lesion generation")
     return regenerate_region(image, mask, engine, options or LesionOptions(), condition=_lesion_control,
                              stage="lesion", progress=progress, cancel=cancel)

@@ -21,7 +21,7 @@ import torch
 
 from ..io import image_from_array
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, add_noise, run_sampler
+from ..sampling import Conditions, NoiseSchedule, SamplingHooks, run_sampler
 from .engine import Engine, prepare_ct, volume_tensor
 from .masks import covering_mask, mask_for_image, region_of_interest
 from . import option_checks as checks
@@ -30,22 +30,22 @@ from .shared import as_pixel_type, check_region, check_start_step, sampling_time
 ConditionBuilder = Callable[[object, np.ndarray], Optional[torch.Tensor]]
 
 
-def known_region_hook(scheduler, known_x0: torch.Tensor, keep: torch.Tensor, generator: Optional[torch.Generator]):
+def known_region_hook(schedule: NoiseSchedule, known_x0: torch.Tensor, keep: torch.Tensor, generator: Optional[torch.Generator]):
     """``after_step`` hook: the known region (``keep`` True) becomes ``known_x0`` noised to the next
     step (exactly ``known_x0`` after the last step)."""
 
     def after_step(x_prev: torch.Tensor, t_prev: int) -> torch.Tensor:
-        known = known_x0 if t_prev < 0 else add_noise(scheduler, known_x0, t_prev, generator)
+        known = known_x0 if t_prev < 0 else schedule.add_noise(known_x0, t_prev, generator)
         return torch.where(keep, known, x_prev)
 
     return after_step
 
 
-def start_sample(scheduler, x0: torch.Tensor, t: int, full: bool, generator: Optional[torch.Generator]) -> torch.Tensor:
+def start_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: int, full: bool, generator: Optional[torch.Generator]) -> torch.Tensor:
     """The first sample: pure noise (``full``: from the last step) or ``x0`` noised to step ``t``."""
     if full:
         return torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    return add_noise(scheduler, x0, t, generator)
+    return schedule.add_noise(x0, t, generator)
 
 
 @dataclass
@@ -111,9 +111,10 @@ def regenerate_region(
     report(progress, "preprocessing", 1, 1)
     check_cancel(cancel)
 
-    scheduler = engine.scheduler()
+    sampler = engine.sampler(options.eta)
+    schedule = sampler.schedule
     full = start_step is None
-    timesteps = sampling_timesteps(scheduler, steps, start_step, progress)
+    timesteps = sampling_timesteps(sampler, steps, start_step, progress)
     # Only a box around the mask (plus one patch of context per side) is sampled; the rest of the
     # volume is known and comes back unchanged, so a small lesion on a whole CT stays fast.
     patch = engine.config.patch_size
@@ -124,18 +125,16 @@ def regenerate_region(
     if control is not None:
         control = control[(slice(None),) + box[2:]].contiguous()
     generator = engine.generator(options.seed)
-    x = start_sample(scheduler, y, timesteps[0], full, generator)
+    x = start_sample(schedule, y, timesteps[0], full, generator)
     # The known region starts on the trajectory too (pure noise would hide it at the first step).
-    x = torch.where(keep, add_noise(scheduler, y, timesteps[0], generator), x)
+    x = torch.where(keep, schedule.add_noise(y, timesteps[0], generator), x)
     conditions = Conditions(region=engine.region_index(region), control=control)
     predictor = engine.predictor(space, conditions, crop_start=[b.start for b in box[2:]])
     sampled = run_sampler(
         predictor,
-        scheduler,
+        sampler,
         x,
-        timesteps,
-        eta=options.eta,
-        hooks=SamplingHooks(after_step=known_region_hook(scheduler, y, keep, generator)),
+        hooks=SamplingHooks(after_step=known_region_hook(schedule, y, keep, generator)),
         resample_repeats=options.resample,
         generator=generator,
         progress=progress,

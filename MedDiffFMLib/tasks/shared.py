@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..progress import ProgressCallback, ProgressEvent
+from ..sampling import Sampler
 from .engine import Engine
 
 LOG = logging.getLogger("MedDiffFMLib.tasks")
@@ -42,12 +43,11 @@ def check_region(engine: Engine, region: Optional[str], required: bool = False) 
     return region
 
 
-def sampling_timesteps(scheduler, steps: int, start_step: Optional[int], progress: Optional[ProgressCallback]) -> list:
-    """The sampler's time steps (see ``prepare_timesteps``), with a note when ``steps`` had to be capped
-    because the start step leaves fewer distinct steps."""
-    from ..sampling import prepare_timesteps
-
-    timesteps = prepare_timesteps(scheduler, steps, start_step=start_step)
+def sampling_timesteps(sampler: Sampler, steps: int, start_step: Optional[int],
+                       progress: Optional[ProgressCallback]) -> list[int]:
+    """Plan the sampler's time steps (:meth:`Sampler.set_timesteps`), with a note when ``steps`` had to be
+    capped because the start step leaves fewer distinct steps."""
+    timesteps = list(sampler.set_timesteps(steps, start_step=start_step))
     note_capped_steps(steps, timesteps, progress)
     return timesteps
 
@@ -98,7 +98,17 @@ _INTEGER_RANGES = {
     sitk.sitkUInt16: np.iinfo(np.uint16),
     sitk.sitkInt32: np.iinfo(np.int32),
     sitk.sitkUInt32: np.iinfo(np.uint32),
+    sitk.sitkInt64: np.iinfo(np.int64),
+    sitk.sitkUInt64: np.iinfo(np.uint64),
 }
+
+
+def as_input_type(result: sitk.Image, original: sitk.Image) -> sitk.Image:
+    """``result`` (float) in ``original``'s pixel type (rounded and clamped for integer CT), so that
+    an int16 scan stays int16 and unchanged voxels stay bit-identical."""
+    out = sitk.GetImageFromArray(as_pixel_type(sitk.GetArrayFromImage(result), original.GetPixelID()))
+    out.CopyInformation(result)
+    return out
 
 
 def as_pixel_type(values: np.ndarray, pixel_id: int) -> np.ndarray:

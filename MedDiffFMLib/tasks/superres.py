@@ -33,11 +33,11 @@ import SimpleITK as sitk
 import torch
 
 from ..device import check_fits_in_memory
-from ..errors import InputError, ModelError
+from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, add_noise, run_sampler
+from ..sampling import Conditions, SamplingHooks, run_sampler
 from .conditions import superres_condition
 from .consistency import SliceAverageOperator, diffpir_rho, measurement_sigma, project_block_average
 from .engine import Engine, prepare_ct, volume_tensor
@@ -50,8 +50,11 @@ DEFAULT_THIN_MM = 1.0
 
 
 # With the shipped models, 25 steps scored as well as 50 (3 cases: 29.12 vs 29.07 dB, SSIM 0.888 vs
-# 0.887; benchmarks/results/superres_quality_starter*.md) at half the network evaluations.
-DEFAULT_SUPERRES_STEPS = 25
+# 0.887; benchmarks/results/superres_quality_starter*.md) and 10 DDIM steps as well as 25 (cta_aorta_crop,
+# 96 mm: 29.18 vs 29.12 dB, SSIM 0.898 vs 0.897; DPM-Solver++ 2M at 10 or 5 steps: 29.02 / 29.04 dB,
+# no better; benchmarks/results/sampler_steps_superres_quick.md): DiffPIR's data step, not the solver,
+# carries the thick slices, so 10 DDIM steps it is, at 0.4x the network evaluations of 25.
+DEFAULT_SUPERRES_STEPS = 10
 
 
 @dataclass
@@ -185,10 +188,7 @@ def super_resolve_image(
 ) -> SuperResResult:
     """Thin-slice CT from a thick-slice CT (HU); see the module doc for the grid and the method."""
     options = options or SuperResOptions()
-    control = engine.loaded.files.controlnet_config
-    if control is None or control.task != ROLE:
-        raise ModelError(f"Super-resolution needs a '{ROLE}' ControlNet model (--model); "
-                         f"'{engine.model_name}' is not one.")
+    engine.require_controlnet(ROLE, "Super-resolution")
     options.validate()
     steps = int(options.steps)
     start_step = check_start_step(engine, options.start_step)
@@ -218,21 +218,22 @@ def super_resolve_image(
     report(progress, "preprocessing", 1, 1)
     check_cancel(cancel)
 
-    scheduler = engine.scheduler()
-    timesteps = sampling_timesteps(scheduler, steps, start_step, progress)
+    sampler = engine.sampler(options.eta)
+    schedule = sampler.schedule
+    timesteps = sampling_timesteps(sampler, steps, start_step, progress)
     generator = engine.generator(options.seed)
     cond = volume_tensor(condition)
     if start_step is None:
         x = torch.randn(cond.shape, generator=generator, dtype=cond.dtype)
     else:
-        x = add_noise(scheduler, cond, timesteps[0], generator)
+        x = schedule.add_noise(cond, timesteps[0], generator)
 
     def data_consistency(x0: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
-        return operator.prox(x0, y, diffpir_rho(scheduler, t, options.lam, sigma_n))
+        return operator.prox(x0, y, diffpir_rho(schedule, t, options.lam, sigma_n))
 
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region),
                                                     control=superres_condition(condition)))
-    result = run_sampler(predictor, scheduler, x, timesteps, eta=options.eta,
+    result = run_sampler(predictor, sampler, x,
                          hooks=SamplingHooks(x0_transform=data_consistency), generator=generator,
                          progress=progress, cancel=cancel, stage="super-resolution")
     check_cancel(cancel)

@@ -18,23 +18,8 @@ from abc import ABC, abstractmethod
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
-
-def anatomy_one_hot(labels: Optional[torch.Tensor], channels: int, like: torch.Tensor) -> torch.Tensor:
-    """(B, channels, z, y, x) float one-hot of label ids 1..channels from (B, z, y, x) ``labels``.
-
-    Ids above ``channels`` and 0 (background) give no channel; ``labels=None`` gives zeros.
-    """
-    batch, spatial = like.shape[0], like.shape[2:]
-    out = torch.zeros((batch, channels, *spatial), device=like.device, dtype=like.dtype)
-    if labels is None or channels <= 0:
-        return out
-    labels = labels.to(like.device).long()
-    valid = (labels >= 1) & (labels <= channels)
-    index = (labels.clamp(1, channels) - 1).unsqueeze(1)
-    out.scatter_(1, index, valid.unsqueeze(1).to(out.dtype))
-    return out
+from ..models.inputs import anatomy_one_hot  # noqa: F401  (re-exported: the one-hot of the network-input contract)
 
 
 def thick_slices(volume: np.ndarray, factor: int, phase: int = 0) -> np.ndarray:

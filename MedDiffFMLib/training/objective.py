@@ -3,7 +3,7 @@
 ``DiffusionObjective`` trains the base U-Net (pre-training); ``ControlNetObjective`` trains a
 ControlNet against a frozen base (fine-tuning), with a pluggable condition builder.
 The loss is the paper's: L1 between the predicted and the true noise of the forward process
-(cosine DDPM, T = 1000, from :func:`~MedDiffFMLib.sampling.training_scheduler`); a model config may
+(cosine DDPM, T = 1000, from :class:`~MedDiffFMLib.sampling.NoiseSchedule`); a model config may
 predict v instead (``prediction_type``), and a :class:`~.recipe.Recipe` may weight the loss per time
 step (docs/TRAINING.md, "Training recipe").
 """
@@ -17,23 +17,17 @@ from torch import nn
 
 from ..models.config import ControlNetConfig, ModelConfig
 from ..models.network import ConditionedModel, MedDiffFMControlNet, MedDiffFMUNet
-from ..models.position import sinusoidal_embedding
-from ..models.prediction import noise_from_output, training_target
-from ..sampling.schedulers import training_scheduler
-from .conditions import ConditionBuilder, anatomy_one_hot
+from ..models.inputs import anatomy_one_hot, network_input
+from ..sampling.schedule import NoiseSchedule
+from .conditions import ConditionBuilder
 from .recipe import Recipe
 
 
 def build_model_input(x_t: torch.Tensor, coords: torch.Tensor, anatomy: Optional[torch.Tensor],
                       config: ModelConfig) -> torch.Tensor:
-    """The U-Net input, channel for channel as :class:`VolumeNoisePredictor` builds it at inference:
-    the noisy image, the sinusoidal embedding of the whole-image coordinates, the anatomy one-hot."""
-    parts = [x_t.float()]
-    if config.position_channels:
-        parts.append(sinusoidal_embedding(coords.to(x_t.device, torch.float32), config.position_frequencies))
-    if config.anatomy_channels:
-        parts.append(anatomy_one_hot(anatomy, config.anatomy_channels, x_t.float()))
-    return torch.cat(parts, dim=1)
+    """The U-Net input of a training batch by the network-input contract (labels (B, z, y, x) -> one-hot)."""
+    one_hot = anatomy_one_hot(anatomy, config.anatomy_channels, x_t.float()) if config.anatomy_channels else None
+    return network_input(x_t, coords, one_hot, config)
 
 
 class DiffusionObjective:
@@ -45,8 +39,7 @@ class DiffusionObjective:
     def __init__(self, config: ModelConfig, recipe: Optional[Recipe] = None) -> None:
         self.config = config
         self.recipe = recipe or Recipe()
-        self.scheduler = training_scheduler(config)
-        self._alphas = None
+        self.schedule = NoiseSchedule.from_config(config)
 
     def build_model(self) -> ConditionedModel:
         return ConditionedModel(MedDiffFMUNet(self.config))
@@ -55,15 +48,8 @@ class DiffusionObjective:
         """The sub-module whose weights are optimised, averaged (EMA) and exported."""
         return model.unet
 
-    def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Cumulative signal fraction of each sample's time step, shaped to broadcast over ``like``."""
-        if self._alphas is None or self._alphas.device != like.device:
-            self._alphas = self.scheduler.alphas_cumprod.to(like.device, torch.float32)
-        return self._alphas[t].view(-1, *([1] * (like.ndim - 1)))
-
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = self.abar(t, x0)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        return self.schedule.noisy(x0, noise, t)
 
     def _forward(self, model: nn.Module, batch: dict, device: torch.device, autocast):
         x0 = batch["image"].to(device, non_blocking=True)
@@ -75,12 +61,12 @@ class DiffusionObjective:
         control = batch["control"].to(device) if "control" in batch else None
         with autocast():
             output = model(inputs, t, batch["region"].to(device), control)
-        return output.float(), x0, noise, x_t, self.abar(t, x0)
+        return output.float(), x0, noise, x_t, t
 
     def predicted_noise(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
         """The noise the model implies for ``batch`` (whatever it predicts), as inference sees it."""
-        output, _, _, x_t, abar = self._forward(model, batch, device, autocast)
-        return noise_from_output(output, x_t, abar, self.config.prediction_type)
+        output, _, _, x_t, t = self._forward(model, batch, device, autocast)
+        return self.schedule.noise_from_output(output, x_t, t)
 
     def per_sample_loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
         """L1 loss of each sample of ``batch`` (a tensor of shape (B,)).
@@ -88,12 +74,11 @@ class DiffusionObjective:
         In training mode: L1 to the model's target (noise or v), weighted by the recipe. In eval mode
         (validation): the unweighted L1 of the implied noise, so runs of any recipe compare.
         """
-        output, x0, noise, x_t, abar = self._forward(model, batch, device, autocast)
-        kind = self.config.prediction_type
+        output, x0, noise, x_t, t = self._forward(model, batch, device, autocast)
         if not model.training:
-            return (noise_from_output(output, x_t, abar, kind) - noise).abs().flatten(1).mean(dim=1)
-        loss = (output - training_target(x0, noise, abar, kind)).abs().flatten(1).mean(dim=1)
-        return loss * self.recipe.loss_weight(abar.flatten(), kind)
+            return (self.schedule.noise_from_output(output, x_t, t) - noise).abs().flatten(1).mean(dim=1)
+        loss = (output - self.schedule.training_target(x0, noise, t)).abs().flatten(1).mean(dim=1)
+        return loss * self.recipe.loss_weight(self.schedule.abar_of(t, x0).flatten(), self.config.prediction_type)
 
 
 class ControlNetObjective(DiffusionObjective):

@@ -2,6 +2,10 @@
 """A stand-in for the ``meddifffm`` command with the same arguments and ``--progress json``
 protocol, fast and model-free, for testing the Slicer module.
 
+Its parser is the real one: rebuilt from ``FAKE_MEDDIFFFM_PARSER`` (the JSON the test session
+writes from ``MedDiffFMLib.cli.build_parser()``, see ``cli_spec.py``), else ``build_parser()``
+itself; so an argument the real command rejects fails here too, and every default is the real one.
+
 What it writes (geometry always that of the input unless stated):
   denoise IN OUT            a float32 copy of IN
   anomaly IN OUT            |IN - mean(IN)|; --threshold T --mask-out M: M = OUT > T; --healthy-out H: copy of IN
@@ -18,9 +22,9 @@ Environment:
   FAKE_MEDDIFFFM_FAIL=user|crash   fail with a user error (exit 2) or an unexpected exception (exit 1)
   FAKE_MEDDIFFFM_CHILD_PIDFILE=p   start a long-lived child process and write its pid to p
   FAKE_MEDDIFFFM_ANOMALY=local     anomaly map = |IN - local mean| (small structures light up; for screenshots)
+  FAKE_MEDDIFFFM_PARSER=spec.json  the real parser as JSON (default: import MedDiffFMLib and build it)
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -78,39 +82,43 @@ def sameGrid(a, b, tol=1e-4):
             and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
 
 
+def real_parser():
+    spec = os.environ.get("FAKE_MEDDIFFFM_PARSER")
+    if spec:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from cli_spec import rebuild
+
+        with open(spec, encoding="utf-8") as f:
+            return rebuild(json.load(f))
+    from MedDiffFMLib.cli import build_parser
+
+    return build_parser()
+
+
+def real_tasks():
+    """The library's task registry export (as ``info --json`` prints it)."""
+    spec = os.environ.get("FAKE_MEDDIFFFM_PARSER")
+    if spec:
+        with open(spec, encoding="utf-8") as f:
+            return json.load(f).get("tasks", {})
+    from MedDiffFMLib.tasks.registry import export_tasks
+
+    return export_tasks()
+
+
 def main(argv):
     record = os.environ.get("FAKE_MEDDIFFFM_RECORD")
     if record:
         with open(record, "a", encoding="utf-8") as f:
             f.write(json.dumps({"argv": argv}) + "\n")
 
-    parser = argparse.ArgumentParser(prog="meddifffm")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model")
-    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    common.add_argument("--steps", type=int)
-    common.add_argument("--seed", type=int)
-    common.add_argument("--progress", default="bar", choices=["json", "bar", "none"])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("denoise", parents=[common]); p.add_argument("input"); p.add_argument("output")
-    p.add_argument("--strength", type=float, default=0.5)
-    p = sub.add_parser("anomaly", parents=[common]); p.add_argument("input"); p.add_argument("output")
-    p.add_argument("--threshold", type=float); p.add_argument("--mask-out"); p.add_argument("--healthy-out")
-    p = sub.add_parser("synthesize", parents=[common]); p.add_argument("output")
-    p.add_argument("--region", required=True, choices=["chest", "abdomen", "head_neck"]); p.add_argument("--like")
-    p.add_argument("--anatomy")
-    p = sub.add_parser("superres", parents=[common]); p.add_argument("input"); p.add_argument("output")
-    p.add_argument("--factor-z", type=int)
-    for name in ("inpaint", "lesion"):
-        p = sub.add_parser(name, parents=[common]); p.add_argument("input"); p.add_argument("mask"); p.add_argument("output")
-    p = sub.add_parser("batch", parents=[common]); p.add_argument("task")
-    p.add_argument("--inputs", required=True); p.add_argument("--out", required=True); p.add_argument("--masks")
-    p.add_argument("--strength", type=float); p.add_argument("--threshold", type=float)
-    p.add_argument("--factor-z", type=int); p.add_argument("--region")
-    p = sub.add_parser("info", parents=[common]); p.add_argument("--json", action="store_true")
-    p = sub.add_parser("import-weights", parents=[common]); p.add_argument("path")
-    p = sub.add_parser("init-model", parents=[common]); p.add_argument("--config", default="tiny"); p.add_argument("out")
-    args = parser.parse_args(argv)
+    from MedDiffFMLib.cli import _hoist_global_options  # cheap: the package root imports no torch
+
+    parser = real_parser()
+    args = parser.parse_args(_hoist_global_options(list(argv)))
+    for key, value in vars(args).items():  # the real parser gives Path objects
+        if isinstance(value, os.PathLike):
+            setattr(args, key, os.fspath(value))
     PROGRESS["mode"] = args.progress
 
     # Noise a real library may print: must reach the log, never the progress bar.
@@ -134,7 +142,7 @@ def main(argv):
     outputs = []
     if args.command == "info":
         print(json.dumps({
-            "version": "0.0-fake", "torch": "fake", "devices": ["cpu"],
+            "version": "0.0-fake", "torch": "fake", "devices": ["cpu"], "tasks": real_tasks(),
             "models": [
                 {"name": "meddifffm-tiny", "path": "/models/tiny", "kind": "unet", "sha256_ok": True,
                  "card_summary": "Tiny random model for tests.", "config": {"default_steps": 10}},
@@ -151,10 +159,11 @@ def main(argv):
         emit({"stage": "done", "step": 1, "total": 1, "outputs": []})
         return 0
     if args.command == "init-model":
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "config.json"), "w", encoding="utf-8") as f:
+        out = args.output
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
             json.dump({"config": args.config}, f)
-        emit({"stage": "done", "step": 1, "total": 1, "outputs": [args.out]})
+        emit({"stage": "done", "step": 1, "total": 1, "outputs": [out]})
         return 0
 
     steps()
@@ -216,12 +225,11 @@ def main(argv):
         write(like(array, image), args.output)
         outputs = [args.output]
     elif args.command == "batch":
-        if args.task in ("inpaint", "lesion") and not args.masks:
-            fail("batch inpaint/lesion needs --masks")
-        os.makedirs(args.out, exist_ok=True)
+        out = args.out
+        os.makedirs(out, exist_ok=True)
         for name in sorted(os.listdir(args.inputs)):
             image = read(os.path.join(args.inputs, name))
-            target = os.path.join(args.out, name)
+            target = os.path.join(out, name)
             write(like(sitk.GetArrayFromImage(image), image), target)
             outputs.append(target)
     emit({"stage": "done", "step": 1, "total": 1, "outputs": outputs})

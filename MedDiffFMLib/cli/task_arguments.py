@@ -1,0 +1,44 @@
+"""A task's command-line options, built from the task registry: the single commands and ``batch``
+declare nothing of their own, and every default is the task options type's."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from ..tasks.registry import TaskEntry
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_task_options(parser: argparse.ArgumentParser, entry: TaskEntry) -> None:
+    """Add ``entry``'s options to ``parser``, with the options type's defaults."""
+    defaults = entry.defaults
+    group = parser.add_argument_group(f"{entry.name} options")
+    exclusive: dict[str, Any] = {}
+    for argument in entry.arguments:
+        target = group
+        if argument.exclusive:
+            target = exclusive.setdefault(argument.exclusive, group.add_mutually_exclusive_group())
+        default = defaults[argument.field]
+        help_text = argument.help
+        if argument.kind != "flag" and default is not None and "default" not in help_text:
+            help_text += f" (default {default})"
+        kwargs: dict[str, Any] = {"dest": argument.field, "help": help_text}
+        if argument.kind == "flag":
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=_TYPES[argument.kind], default=default)
+            if argument.choices:
+                kwargs["choices"] = list(argument.choices)
+            if argument.required:
+                kwargs["required"] = True
+        target.add_argument(argument.flag, **kwargs)
+
+
+def task_options(args: argparse.Namespace, entry: TaskEntry) -> Any:
+    """The options object of ``entry`` from parsed arguments: every options field the command line
+    set (its own options and any extra the command adds, e.g. synthesis's ``--size``), checked."""
+    fields = {f.name for f in dataclasses.fields(entry.options_type)}
+    return entry.options(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
