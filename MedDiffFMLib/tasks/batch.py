@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import SimpleITK as sitk
 
 from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume, write_volume
 from ..io.formats import file_extension, strip_extension
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from .engine import Engine
-from .registry import Outputs, TaskEntry, task_entry
+from .registry import TaskEntry, task_entry
 from .shared import notify
 
 FORMATS = ("nii.gz", "nii", "nrrd", "mha")
