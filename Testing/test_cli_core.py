@@ -220,3 +220,18 @@ def test_non_hu_real_head_is_refused(tiny_model, tmp_path, capsys, shared_ct):
     head = shared_ct / "head" / "head_raw_values_dicom"
     assert _denoise(head, tmp_path / "out.nrrd", tiny_model) == 2
     assert "HU" in capsys.readouterr().err
+
+
+def test_every_subcommand_prints_its_help():
+    """--help of every command and batch task renders (an empty mutually exclusive group used to
+    crash argparse's usage line)."""
+    from MedDiffFMLib.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        assert command.format_help(), name
+        if name == "batch":
+            tasks = next(a for a in command._actions if a.__class__.__name__ == "_SubParsersAction")
+            for task in tasks.choices.values():
+                assert task.format_help()

@@ -20,7 +20,9 @@ def add_task_options(parser: argparse.ArgumentParser, entry: TaskEntry) -> None:
     for argument in entry.arguments:
         target = group
         if argument.exclusive:
-            target = exclusive.setdefault(argument.exclusive, group.add_mutually_exclusive_group())
+            if argument.exclusive not in exclusive:  # (setdefault would add an empty group per member)
+                exclusive[argument.exclusive] = group.add_mutually_exclusive_group()
+            target = exclusive[argument.exclusive]
         default = defaults[argument.field]
         help_text = argument.help
         if argument.kind != "flag" and default is not None and "default" not in help_text:
