@@ -30,7 +30,7 @@ extras). VTK renders headless through EGL with Mesa: Debian packages ``libegl1``
 ``libegl-mesa0``, ``libgl1-mesa-dri``, ``libgbm1`` (installed on the project's machines; no X
 server or xvfb needed). The runs take about 10 minutes on a 2-core CPU.
 
-Usage: python scripts/screenshots.py [--out DIR] [--seed S]
+Usage: python scripts/screenshots.py [--out DIR] [--seed S] [--pictures panel,overlay,before-after,thumbnail]
 """
 
 import argparse
@@ -102,6 +102,7 @@ class OffscreenSliceView:
         self.managers = slicer.vtkMRMLDisplayableManagerGroup()
         self.managers.Initialize(factory, self.renderer)
         self.managers.SetMRMLDisplayableNode(self.sliceNode)
+        self.sliceNode.SetRulerType(slicer.vtkMRMLAbstractViewNode.RulerTypeThin)
 
         # The blended layers (what Slicer's light-box renderer manager shows), as a background image.
         self.mapper = vtk.vtkImageMapper()
@@ -218,7 +219,10 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(ROOT, "Resources", "Screenshots"))
     parser.add_argument("--icons", default=os.path.join(ROOT, "MedDiffFM", "Resources", "Icons"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pictures", default="panel,overlay,before-after,thumbnail",
+                        help="which pictures to make (panel and overlay come from the same run)")
     args = parser.parse_args(argv)
+    pictures = set(args.pictures.split(","))
     os.makedirs(args.out, exist_ok=True)
 
     context = makeScene()
@@ -227,16 +231,21 @@ def main(argv=None):
         **{name: types.SimpleNamespace(logic=(lambda logic=logic: logic)) for name, logic in context.logics.items()})
     ct = loadSampleCt(context)
 
-    thumbnail = OffscreenSliceView(context, "Thumbnail", size=(200, 200), managers=())
-    thumbnail.show(ct)
-    thumbnail.save(os.path.join(args.icons, BundledData.THUMBNAIL))
+    if "thumbnail" in pictures:
+        thumbnail = OffscreenSliceView(context, "Thumbnail", size=(200, 200), managers=())
+        thumbnail.show(ct)
+        thumbnail.save(os.path.join(args.icons, BundledData.THUMBNAIL))
 
-    result = runPanel(context, ct, args.out, args.seed)
-    view = OffscreenSliceView(context, "Red")
-    view.show(ct, result.outputVolume)
-    view.save(os.path.join(args.out, "anomaly-overlay.png"))
+    if pictures & {"panel", "overlay"}:
+        # The view exists before the run, as in Slicer: its displayable managers see the module add
+        # the colour legend.
+        view = OffscreenSliceView(context, "Red")
+        result = runPanel(context, ct, args.out, args.seed)
+        view.show(ct, result.outputVolume)
+        view.save(os.path.join(args.out, "anomaly-overlay.png"))
 
-    writeBeforeAfter(args.out, args.seed)
+    if "before-after" in pictures:
+        writeBeforeAfter(args.out, args.seed)
     return 0
 
 

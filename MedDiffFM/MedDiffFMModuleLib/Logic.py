@@ -307,9 +307,6 @@ class Logic:
             result = TaskResult(outputVolume=volume)
             if task is Task.ANOMALY:
                 SceneIO.showAsColorOverlay(scene, volume, request.options.normalized().threshold)
-                legend = SceneIO.addColorLegend(volume, _("Anomaly (HU)"))
-                if legend is not None and isNew:
-                    added.append(legend)
                 if job.paths.anomalyMask and os.path.isfile(job.paths.anomalyMask):
                     segmentation = SceneIO.addSegmentationFromMask(
                         scene, job.paths.anomalyMask, inputVolume, anomalySegmentationName(inputVolume.GetName()),
@@ -325,6 +322,11 @@ class Logic:
                     SceneIO.copyWindowLevel(healthy, inputVolume)
                     result.healthyVolume = healthy
                 SceneIO.showInSliceViews(scene, self.applicationLogic, inputVolume, volume)
+                # After the views show the map: the legend's displayable manager shows it only for
+                # a volume that is in the view when the legend node is added.
+                legend = SceneIO.addColorLegend(volume, _("Anomaly (HU)"))
+                if legend is not None and isNew:
+                    added.append(legend)
             else:
                 SceneIO.copyWindowLevel(volume, inputVolume)
                 SceneIO.showInSliceViews(scene, self.applicationLogic, volume, None)
