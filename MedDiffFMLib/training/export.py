@@ -92,6 +92,15 @@ def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+# Every exported card says it (issue 15: outputs are synthetic or altered images).
+INTENDED_USE = (
+    "Every output of this model is a synthetic or altered image: denoised, reconstructed, super-resolved, "
+    "inpainted, generated or with a generated lesion. It is for research and development, not for diagnosis, "
+    "treatment decisions or any clinical use, and has no regulatory clearance. Results written by the Slicer "
+    "module carry names that say so (for example \"CT with generated lesion\")."
+)
+
+
 def model_card(run: RunReport, result: TrainResult, name: str) -> str:
     cfg = run.config
     mc = run.model_config
@@ -115,6 +124,7 @@ def model_card(run: RunReport, result: TrainResult, name: str) -> str:
     lines.append("")
     if cfg.export.summary:
         lines += [cfg.export.summary.strip(), ""]
+    lines += ["## Intended use: research only", "", INTENDED_USE, ""]
     lines += ["## Training data", ""]
     if cfg.data_description:
         lines += [cfg.data_description.strip(), ""]
