@@ -171,3 +171,22 @@ def test_cli_saves_and_resumes_a_compact_state(cache, tmp_path, capsys):
                  "--no-export"]) == 0
     assert "step 3/3" in capsys.readouterr().err
     assert main(["train", str(cfg), "--progress", "none", "--resume", "--resume-compact", str(tmp_path / "state")]) == 2
+
+
+@pytest.mark.parametrize("where", ["export_in_cache", "run_dir_is_config", "compact_in_cache", "export_is_file"])
+def test_cli_train_plans_its_outputs_before_any_work(cache, tmp_path, capsys, where):
+    """Training's outputs (run folder, model export, compact state) go through the output plan: none
+    may be an input or inside one, nor a file; refused with exit 2 and nothing written."""
+    from helpers.safety import assert_refused
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": "tiny", "cache": str(cache), "run_dir": str(tmp_path / "run"), "max_steps": 1,
+                               "batch_size": 2, "warmup_steps": 1, "val_every": 0, "device": "cpu",
+                               "tensorboard": False, "export": {"storage_dtype": "float16", "name": "tiny-plan"}}))
+    (tmp_path / "afile").write_text("x")
+    extra = {"export_in_cache": ["--export-dir", str(cache / "model")],
+             "run_dir_is_config": ["--run-dir", str(cfg)],
+             "compact_in_cache": ["--save-compact", str(cache / "state")],
+             "export_is_file": ["--export-dir", str(tmp_path / "afile")]}[where]
+    message = assert_refused(["train", cfg, "--progress", "none", *extra], capsys, tmp_path, [cfg, cache])
+    assert "Nothing was written" in message

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, mode: str, extra: dict | None = None) -> None:
         config.cache = str((cwd / args.cache).resolve())
     if args.export_dir:
         config.export.dir = str((cwd / args.export_dir).resolve())
+    _check_outputs(args, config, cwd)
     if args.export_only:
         path = export_only(config, mode)
         finish(args, [path], f"Exported the latest checkpoint of {config.run_dir} to {path}.")
@@ -73,3 +74,21 @@ def run(args: argparse.Namespace, mode: str, extra: dict | None = None) -> None:
            f"{result.val_loss if result.val_loss is None else round(result.val_loss, 4)}. Checkpoint: "
            f"{result.checkpoint}" + (f"; model: {result.export}" if result.export else "")
            + (f"; compact state: {compact}" if compact else "") + ".")
+
+
+def _check_outputs(args: argparse.Namespace, config, cwd: Path) -> None:
+    """The run's output plan before any work (issue 13): the run folder, the model export folder and
+    the compact state may not be (or lie inside) an input (config, cache, base model, resumed state),
+    nor a file, and their folders must be writable."""
+    from ..io.output_plan import FOLDER, plan_outputs
+
+    outputs = [("run folder (run_dir)", Path(config.run_dir), FOLDER)]
+    if config.export.dir and not getattr(args, "no_export", False):
+        outputs.append(("model export folder (export.dir)", Path(config.export.dir), FOLDER))
+    if getattr(args, "save_compact", None):
+        outputs.append(("compact state (--save-compact)", (cwd / args.save_compact).resolve(), FOLDER))
+    base = Path(config.base_model) if config.base_model and Path(config.base_model).exists() else None
+    inputs = [Path(args.config), Path(config.cache), base,
+              *(Path(p) for p in (getattr(args, "resume_compact", None), getattr(args, "compact_ema_model", None)) if p)]
+    plan_outputs(outputs, inputs)
+
