@@ -11,10 +11,10 @@ from helpers.models import single_torch_thread, tiny_engines, tiny_models  # noq
 from helpers.phantoms import assert_same_grid
 from helpers.task_tools import Recorder, task_ct
 from helpers.volumes import ct_like_array, make_image
-from MedDiffFMLib.tasks.consistency import measurement_sigma
+from MedDiffFMLib.sampling.diffpir import measurement_sigma
 from MedDiffFMLib.tasks.denoise import DenoiseOptions, denoise_image
-from MedDiffFMLib.tasks.engine import Engine, EngineOptions
-from MedDiffFMLib.tasks.noise_estimate import estimate_noise_hu
+from MedDiffFMLib.engine import Engine, EngineOptions
+from MedDiffFMLib.preprocessing.noise_estimate import estimate_noise_hu
 
 
 def _noisy(noise_hu: float, seed: int = 0) -> sitk.Image:
