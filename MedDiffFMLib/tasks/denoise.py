@@ -76,7 +76,9 @@ def denoise_image(
     with preprocessing(progress, cancel):
         space = engine.model_space(image, region)
 
-    noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(space.model_hu)
+    # The noise of the model-grid measurement, from the unclipped HU: on the window-clipped HU the
+    # tissue beyond the window's edge (fat below -120 HU for the abdomen) is flat and the estimate collapses.
+    noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(space.input_hu_on_model_grid())
     sigma_n = measurement_sigma(noise_hu, engine.window(region).width)
     sampler = engine.sampler(options.eta)
     schedule = sampler.schedule
