@@ -22,7 +22,7 @@ from .io import to_image
 from .progress import CancelCheck, ProgressCallback
 from .tasks.anomaly import AnomalyOptions, anomaly_map_image
 from .tasks.denoise import DenoiseOptions, denoise_image
-from .tasks.engine import Engine, EngineOptions
+from .engine import Engine, EngineOptions
 from .tasks.inpaint import InpaintOptions, inpaint_image
 from .tasks.lesion import LesionOptions, generate_lesion_image
 from .tasks.registry import task_entry

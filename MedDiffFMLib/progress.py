@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional, TextIO
 
 from .errors import CancelledError
+
+LOG = logging.getLogger("MedDiffFMLib.tasks")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,20 @@ def check_cancel(cancel: Optional[CancelCheck]) -> None:
     """Raise :class:`CancelledError` when the user asked to stop."""
     if cancel is not None and cancel():
         raise CancelledError()
+
+
+def notify(progress: Optional[ProgressCallback], message: str) -> None:
+    """Tell the user something they should know (e.g. "the mask was resampled").
+
+    The message is logged; a progress object with a ``note(message)`` method also gets it (the
+    command line prints it, or emits ``{"stage": "note", "message": ...}`` with ``--progress json``).
+    """
+    note = getattr(progress, "note", None)
+    if callable(note):
+        LOG.info(message)  # the user sees it through the progress display
+        note(message)
+    else:
+        LOG.warning(message)
 
 
 class JsonProgress:

@@ -12,7 +12,7 @@ from helpers.task_tools import box_mask, task_ct
 from MedDiffFMLib.errors import InputError
 from MedDiffFMLib.tasks.anomaly import AnomalyOptions
 from MedDiffFMLib.tasks.denoise import DenoiseOptions
-from MedDiffFMLib.tasks.engine import EngineOptions
+from MedDiffFMLib.engine import EngineOptions
 from MedDiffFMLib.tasks.inpaint import InpaintOptions
 from MedDiffFMLib.tasks.lesion import LesionOptions
 from MedDiffFMLib.tasks.superres import SuperResOptions

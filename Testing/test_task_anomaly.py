@@ -12,7 +12,7 @@ from helpers.task_tools import Recorder, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError
 from MedDiffFMLib.tasks.anomaly import AnomalyOptions, anomaly_map_image
-from MedDiffFMLib.tasks.masks import body_mask
+from MedDiffFMLib.preprocessing.model_masks import body_mask
 
 
 def _run(engine, image, recorder=None, **options):

@@ -11,10 +11,10 @@ from helpers.models import single_torch_thread, tiny_engines, tiny_models  # noq
 from helpers.phantoms import assert_same_grid
 from helpers.task_tools import Recorder, task_ct
 from helpers.volumes import ct_like_array, make_image
-from MedDiffFMLib.tasks.consistency import measurement_sigma
+from MedDiffFMLib.sampling.diffpir import measurement_sigma
 from MedDiffFMLib.tasks.denoise import DenoiseOptions, denoise_image
-from MedDiffFMLib.tasks.engine import Engine, EngineOptions
-from MedDiffFMLib.tasks.noise_estimate import estimate_noise_hu
+from MedDiffFMLib.engine import Engine, EngineOptions
+from MedDiffFMLib.preprocessing.noise_estimate import estimate_noise_hu
 
 
 def _noisy(noise_hu: float, seed: int = 0) -> sitk.Image:
@@ -35,7 +35,7 @@ def test_start_step_follows_the_noise_estimate(tiny_engines):
         image = _noisy(noise)
         result = denoise_image(image, engine, DenoiseOptions(steps=2, region="chest"))
         space = engine.model_space(image, "chest")
-        assert result.noise_hu == estimate_noise_hu(space.model_hu)
+        assert result.noise_hu == estimate_noise_hu(space.input_hu_on_model_grid())
         expected = engine.schedule.step_for_noise(measurement_sigma(result.noise_hu, engine.window("chest").width))
         assert result.start_step == expected > 0
         starts.append(result.start_step)
@@ -85,3 +85,30 @@ def test_strength_zero_returns_the_input_bit_identical(tiny_engines):
     assert result.image.GetPixelID() == image.GetPixelID()
     assert np.array_equal(sitk.GetArrayFromImage(result.image), sitk.GetArrayFromImage(image))
     assert result.steps == 0
+
+
+def _fat_phantom(noise_hu: float, fat_hu: float = -110.0) -> sitk.Image:
+    """An abdomen-like phantom on the tiny model's 4 mm grid: a body that is mostly fat (``fat_hu``,
+    just above the abdomen window's -120 HU edge) around a soft-tissue core, white noise of ``noise_hu``."""
+    values = np.full((16, 24, 24), -1000.0)
+    values[:, 2:22, 2:22] = fat_hu
+    values[:, 8:16, 8:16] = 40.0
+    body = values > -500
+    values[body] += np.random.default_rng(0).normal(0.0, noise_hu, int(body.sum()))
+    return make_image(values.astype(np.float32), (4.0, 4.0, 4.0))
+
+
+def test_noise_estimate_ignores_the_window_clipping(active_engine):
+    """Regression: the estimate once ran on HU clipped to the region window, where fat below the
+    abdomen window's -120 HU is flat, so it fell to a third of the true noise (0 for fat at -130 HU)
+    and denoising barely started. It now runs on the unclipped HU on the model grid."""
+    engine = active_engine
+    image = _fat_phantom(20.0)
+    space = engine.model_space(image, "abdomen")
+    assert estimate_noise_hu(space.model_hu) < 10.0  # the clipped HU hide the noise (the old bug)
+    result = denoise_image(image, engine, DenoiseOptions(steps=2, region="abdomen"))
+    assert 16.0 < result.noise_hu < 24.0
+    expected = engine.schedule.step_for_noise(measurement_sigma(result.noise_hu, engine.window("abdomen").width))
+    assert result.start_step == expected > 0 and result.steps > 0
+    change = np.abs(sitk.GetArrayFromImage(result.image) - sitk.GetArrayFromImage(image))
+    assert change.max() > 1.0  # denoising did something

@@ -12,9 +12,9 @@ from helpers.phantoms import assert_same_grid
 from helpers.task_tools import Recorder, box_mask, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError, ModelError
-from MedDiffFMLib.tasks.conditions import lesion_condition
+from MedDiffFMLib.models.conditions import lesion_condition
 from MedDiffFMLib.tasks.lesion import LesionOptions, generate_lesion_image
-from MedDiffFMLib.tasks.masks import covering_mask, shape_mask
+from MedDiffFMLib.preprocessing.model_masks import covering_mask, shape_mask
 
 
 def _run(engine, image, mask, recorder=None, **options):

@@ -16,7 +16,7 @@ from helpers.phantoms import assert_same_grid
 from MedDiffFMLib.io import read_volume
 from MedDiffFMLib.tasks.anomaly import AnomalyOptions, anomaly_map_image
 from MedDiffFMLib.tasks.inpaint import InpaintOptions, inpaint_image
-from MedDiffFMLib.tasks.masks import body_mask, mask_for_image
+from MedDiffFMLib.preprocessing.model_masks import body_mask, mask_for_image
 from MedDiffFMLib.tasks.superres import SuperResOptions, super_resolve_image
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedDiffFMLib.tasks.masks import region_of_interest
+from MedDiffFMLib.preprocessing.model_masks import region_of_interest
 
 
 @pytest.mark.parametrize("centre", [(5, 30, 30), (0, 0, 0), (39, 59, 59)])
@@ -31,7 +31,7 @@ def test_small_lesion_on_a_large_volume_samples_only_around_it(monkeypatch):
 
     from helpers.phantoms import ct_phantom
     from MedDiffFMLib.models import ConditionedModel, MedDiffFMUNet, named_config
-    from MedDiffFMLib.tasks import engine as engine_module
+    from MedDiffFMLib import engine as engine_module
     from MedDiffFMLib.tasks.inpaint import InpaintOptions, inpaint_image
 
     image = ct_phantom(shape=(40, 64, 64), spacing=(4.0, 4.0, 4.0))

@@ -11,8 +11,8 @@ from helpers.models import single_torch_thread, tiny_engines, tiny_models  # noq
 from helpers.task_tools import Recorder, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError, ModelError
-from MedDiffFMLib.tasks.conditions import degrade_z
-from MedDiffFMLib.tasks.consistency import SliceAverageOperator, project_block_average
+from MedDiffFMLib.models.conditions import degrade_z
+from MedDiffFMLib.sampling.consistency import SliceAverageOperator, project_block_average
 from MedDiffFMLib.tasks.superres import SuperResOptions, output_geometry, resolve_factor, super_resolve_image
 
 

@@ -12,8 +12,8 @@ from helpers.phantoms import assert_same_grid
 from helpers.task_tools import Recorder, box_mask, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError
-from MedDiffFMLib.tasks.conditions import anatomy_condition
-from MedDiffFMLib.tasks.engine import Engine, EngineOptions
+from MedDiffFMLib.models.conditions import anatomy_condition
+from MedDiffFMLib.engine import Engine, EngineOptions
 from MedDiffFMLib.tasks.synthesize import SynthesisOptions, synthesize_image
 
 

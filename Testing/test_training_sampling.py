@@ -104,7 +104,7 @@ def test_training_input_matches_inference_input(cache):
 
 
 def test_anatomy_one_hot_follows_the_task_contract():
-    from MedDiffFMLib.tasks.conditions import anatomy_condition
+    from MedDiffFMLib.models.conditions import anatomy_condition
 
     labels = np.random.default_rng(0).integers(0, 7, (5, 6, 7))
     ours = anatomy_one_hot(torch.as_tensor(labels)[None], 4, torch.zeros((1, 1, 5, 6, 7)))[0]
@@ -153,7 +153,7 @@ def test_lesion_crops_are_centred_on_lesions(cache):
 
 
 def test_superres_condition_is_thick_slices(cache):
-    from MedDiffFMLib.tasks.conditions import degrade_z
+    from MedDiffFMLib.models.conditions import degrade_z
 
     volume = np.random.default_rng(0).normal(size=(16, 4, 4)).astype(np.float32)
     np.testing.assert_allclose(thick_slices(volume, 4, 0), degrade_z(volume, 4))

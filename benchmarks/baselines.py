@@ -26,11 +26,11 @@ def gaussian(noisy: np.ndarray, spacing_xyz, sigma_mm: float = GAUSSIAN_SIGMA_MM
 
 def estimated_sigma(noisy: np.ndarray) -> float:
     """Blind noise std (HU) for NLM and BM4D: the estimator MedDiffFM itself uses (MAD of neighbour
-    differences in soft tissue, :func:`MedDiffFMLib.tasks.noise_estimate.estimate_noise_hu`). It is
+    differences in soft tissue, :func:`MedDiffFMLib.preprocessing.noise_estimate.estimate_noise_hu`). It is
     closer to the truth on CT than skimage's wavelet estimate, which misses most of the spatially
     correlated FBP noise (e.g. 24 vs 33 HU); skimage's estimate is the fallback when there is too
     little soft tissue."""
-    from MedDiffFMLib.tasks.noise_estimate import estimate_noise_hu
+    from MedDiffFMLib.preprocessing.noise_estimate import estimate_noise_hu
 
     sigma = estimate_noise_hu(noisy)
     if sigma > 0:

@@ -368,7 +368,7 @@ def training_status(model: Optional[BenchModel], case: str) -> str:
 
 def make_engine(model: BenchModel, device: str, role: str = "base", **options):
     """An :class:`~MedDiffFMLib.tasks.Engine` for ``model`` (loaded once, reused over cases)."""
-    from MedDiffFMLib.tasks.engine import Engine, EngineOptions
+    from MedDiffFMLib.engine import Engine, EngineOptions
 
     return Engine(EngineOptions(model=model.ref, device=device, **options), role=role,
                   expect_task=None if role == "base" else role)

@@ -367,7 +367,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("note", "note")])
     results: dict[str, list[dict]] = {m: [] for m in methods}
     from MedDiffFMLib.preprocessing import guess_region
-    from MedDiffFMLib.tasks.noise_estimate import estimate_noise_hu
+    from MedDiffFMLib.preprocessing.noise_estimate import estimate_noise_hu
 
     for name in cases:
         (case, sim_s) = common.timed(lambda: NoisyCase(name, crop_mm, args.noise_hu, args.seed, args.i0, args.views))

@@ -139,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     sr_model = common.resolve_bench_model(argparse.Namespace(model=None, config=None), role="superres")
     common.print_header("Sampler steps against quality (DDIM vs DPM-Solver++ 2M)", machine, base_model)
     tables = []
-    from MedDiffFMLib.tasks.engine import Engine, EngineOptions
+    from MedDiffFMLib.engine import Engine, EngineOptions
 
     synth_settings = parse_settings(args.synth_settings, SYNTH_SETTINGS)
     sr_settings = parse_settings(args.superres_settings, SUPERRES_SETTINGS)

@@ -157,7 +157,7 @@ class NaivePredictor:
 def engine_variant(engine, kind: str, model: Optional[torch.nn.Module] = None, **option_changes):
     """A copy of ``engine`` sharing its loaded weights: ``kind`` 'fast' (the library as is, but
     recording its predictors), 'naive' (NaivePredictor) ; ``model`` replaces the network."""
-    from MedDiffFMLib.tasks.engine import Engine
+    from MedDiffFMLib.engine import Engine
 
     class Recording(Engine):
         def predictor(self, space, conditions=None, *args, **kwargs):

@@ -19,7 +19,7 @@ from ..errors import InputError, MedDiffFMError
 from ..io.output_plan import FOLDER, VOLUME, plan_outputs
 from ..progress import ProgressEvent
 from ..tasks.batch import case_outputs, distributed_rank, drop_own_outputs, find_cases, output_path, run_batch, shard
-from ..tasks.engine import Engine
+from ..engine import Engine
 from ..tasks.registry import TASKS, task_entry
 from . import common
 from .task_arguments import add_task_options, task_options

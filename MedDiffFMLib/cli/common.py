@@ -16,7 +16,7 @@ from ..io.dicom_tilt import NOTE_KEY
 from ..io.output_plan import PICTURE, VOLUME, plan_outputs  # noqa: F401  (VOLUME: for the subcommands)
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress
 from ..sampling import SAMPLERS
-from ..tasks.engine import EngineOptions
+from ..engine import EngineOptions
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

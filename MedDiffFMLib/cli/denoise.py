@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..preview import write_preview
 from ..tasks.denoise import denoise_image
-from ..tasks.engine import Engine
+from ..engine import Engine
 from ..tasks.registry import task_entry
 from . import common
 from .task_arguments import add_task_options, task_options

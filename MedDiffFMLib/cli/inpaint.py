@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..preview import write_preview
-from ..tasks.engine import Engine
+from ..engine import Engine
 from ..tasks.inpaint import inpaint_image
 from ..tasks.registry import TaskEntry, task_entry
 from . import common

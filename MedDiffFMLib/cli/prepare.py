@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     from ..io.output_plan import FOLDER, plan_outputs
     from ..models.config import named_config
     from ..progress import JsonProgress
-    from ..tasks.option_checks import check_number
+    from ..option_checks import check_number
     from ..training import load_manifest, prepare_cache
     from .common import finish
 

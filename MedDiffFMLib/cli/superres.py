@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..preview import write_preview
-from ..tasks.engine import Engine
+from ..engine import Engine
 from ..tasks.registry import task_entry
 from ..tasks.superres import super_resolve_image
 from . import common

@@ -96,6 +96,16 @@ class ModelSpace:
         hu = np.full(shape, window.low, dtype=np.float32)
         return cls(window, reference_geometry, model_geometry, padding, hu, window.hu_to_model(hu))
 
+    def input_hu_on_model_grid(self) -> np.ndarray:
+        """The input's HU *not* clipped to the window, resampled (linear) onto the model grid, unpadded,
+        float32 ``(z, y, x)``: what a noise estimate needs, since the window would flatten the tissue
+        beyond its edges (abdomen window: fat clipped at -120 HU has no noise left)."""
+        if self._input is None:
+            raise ValueError("This model space has no input image (ModelSpace.for_grid).")
+        resampled = resample_like(sitk.Cast(self._input, sitk.sitkFloat32), self.model_geometry, "linear",
+                                  self.window.low, extrapolate=True)
+        return sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False)
+
     @property
     def _crop(self) -> Tuple[slice, ...]:
         return tuple(slice(a, a + n) for (a, _), n in zip(self.padding, self.model_geometry.shape))

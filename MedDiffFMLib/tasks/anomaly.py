@@ -9,7 +9,8 @@ changes most. The map is
 with G_sigma a Gaussian of ``smooth_mm`` mm (standard deviation, per axis in voxels = mm / spacing;
 0 turns smoothing off), averaged over ``samples`` reconstructions with seeds seed, seed + 1, ...
 Voxels outside the model's HU window are taken from the input by the reconstruction, so their
-difference is 0. ``body_only`` zeroes the map outside the body (:func:`~.masks.body_mask`);
+difference is 0. ``body_only`` zeroes the map outside the body
+(:func:`~MedDiffFMLib.preprocessing.model_masks.body_mask`);
 ``threshold`` (HU) gives a binary mask map >= threshold. ``score`` is the 99th percentile of the
 map (inside the body with ``body_only``): an image-level anomaly score.
 """
@@ -23,13 +24,14 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .. import option_checks as checks
+from ..engine import Engine
 from ..io import image_from_array
-from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, run_sampler
-from . import option_checks as checks
-from .engine import Engine, prepare_ct, volume_tensor
-from .masks import body_mask
-from .shared import PassProgress, check_region, check_start_step, sampling_timesteps
+from ..preprocessing.model_masks import body_mask
+from ..progress import CancelCheck, ProgressCallback, check_cancel
+from ..sampling import Conditions
+from .shared import PassProgress, check_start_step
+from .skeleton import plan_sampling, postprocessing, prepare_task_ct, preprocessing, volume_tensor
 
 PAPER_START_STEP = 950  # of T = 1000
 
@@ -107,15 +109,12 @@ def anomaly_map_image(
     options.validate()
     steps, samples = int(options.steps), int(options.samples)
     start = _start_step(engine, options.start_step)
-    region = check_region(engine, options.region)
-    image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
-    report(progress, "preprocessing", 0, 1)
-    space = engine.model_space(image, region)
-    report(progress, "preprocessing", 1, 1)
-    check_cancel(cancel)
+    image, region = prepare_task_ct(engine, image, options.region, options.allow_non_hu)
+    with preprocessing(progress, cancel):
+        space = engine.model_space(image, region)
 
-    sampler = engine.sampler(options.eta)
-    timesteps = sampling_timesteps(sampler, steps, start, progress)
+    plan = plan_sampling(engine, steps=steps, start_step=start, eta=options.eta, seed=options.seed, progress=progress)
+    timesteps = plan.timesteps
     y = volume_tensor(space.model_array)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     source = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -124,11 +123,10 @@ def anomaly_map_image(
     total_map: Optional[np.ndarray] = None
     total_healthy: Optional[np.ndarray] = None
     for index in range(samples):
-        seed = None if options.seed is None else int(options.seed) + index
-        generator = engine.generator(seed)
-        x = sampler.schedule.add_noise(y, timesteps[0], generator)
-        recon = run_sampler(predictor, sampler, x, generator=generator,
-                            progress=PassProgress(progress, index, samples), cancel=cancel, stage="reconstruction")
+        if index > 0:  # sample k draws from seed + k
+            plan = plan.reseeded(None if options.seed is None else int(options.seed) + index)
+        recon = plan.run(predictor, plan.noised(y), stage="reconstruction",
+                         progress=PassProgress(progress, index, samples), cancel=cancel)
         check_cancel(cancel)
         healthy = sitk.GetArrayFromImage(space.to_input_grid(recon[0, 0].numpy())).astype(np.float32, copy=False)
         difference = np.subtract(source, healthy, dtype=np.float32)
@@ -142,25 +140,24 @@ def anomaly_map_image(
             total_healthy += healthy
         del smoothed, healthy
 
-    report(progress, "postprocessing", 0, 1)
-    assert total_map is not None and total_healthy is not None
-    if samples > 1:
-        total_map /= samples
-        total_healthy /= samples
-    amap, healthy = total_map, total_healthy
-    inside = body_mask(source, spacing_zyx) if options.body_only else None
-    if inside is not None:
-        amap[~inside] = 0.0
-    values = amap[inside] if inside is not None and inside.any() else amap.ravel()
-    score = float(np.percentile(values, 99)) if values.size else 0.0
-    geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
-    mask = None
-    if options.threshold is not None:
-        binary = amap >= float(options.threshold)
+    with postprocessing(progress, cancel):
+        assert total_map is not None and total_healthy is not None
+        if samples > 1:
+            total_map /= samples
+            total_healthy /= samples
+        amap, healthy = total_map, total_healthy
+        inside = body_mask(source, spacing_zyx) if options.body_only else None
         if inside is not None:
-            binary &= inside
-        mask = image_from_array(binary.astype(np.uint8), *geometry)
-    report(progress, "postprocessing", 1, 1)
+            amap[~inside] = 0.0
+        values = amap[inside] if inside is not None and inside.any() else amap.ravel()
+        score = float(np.percentile(values, 99)) if values.size else 0.0
+        geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+        mask = None
+        if options.threshold is not None:
+            binary = amap >= float(options.threshold)
+            if inside is not None:
+                binary &= inside
+            mask = image_from_array(binary.astype(np.uint8), *geometry)
     return AnomalyResult(image_from_array(amap, *geometry), mask, image_from_array(healthy, *geometry), score,
                          int(timesteps[0]), len(timesteps), region)
 

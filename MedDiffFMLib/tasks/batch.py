@@ -30,10 +30,9 @@ from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume, write_volume
 from ..io.dicom_tilt import NOTE_KEY
 from ..io.formats import file_extension, strip_extension
-from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from .engine import Engine
+from ..engine import Engine
+from ..progress import CancelCheck, ProgressCallback, check_cancel, notify, report
 from .registry import TaskEntry, task_entry
-from .shared import notify
 
 FORMATS = ("nii.gz", "nii", "nrrd", "mha")
 

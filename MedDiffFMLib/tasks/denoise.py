@@ -8,13 +8,14 @@ from typing import Optional
 
 import SimpleITK as sitk
 
-from ..progress import CancelCheck, ProgressCallback, check_cancel, report
+from .. import option_checks as checks
+from ..engine import Engine
+from ..preprocessing.noise_estimate import estimate_noise_hu
+from ..progress import CancelCheck, ProgressCallback, report
 from ..sampling import Conditions
 from ..sampling.diffpir import DEFAULT_DENOISE_STEPS, diffpir_denoise, measurement_sigma
-from . import option_checks as checks
-from .engine import Engine, prepare_ct, volume_tensor
-from .noise_estimate import estimate_noise_hu
 from .shared import as_input_type, note_capped_steps
+from .skeleton import postprocessing, prepare_task_ct, preprocessing, volume_tensor
 
 
 @dataclass
@@ -71,13 +72,13 @@ def denoise_image(
     """Denoise a CT (HU) and return it on the input's exact grid, full HU range kept."""
     options = options or DenoiseOptions()
     options.validate()
-    image, region = prepare_ct(image, region=options.region, allow_non_hu=options.allow_non_hu)
-    report(progress, "preprocessing", 0, 1)
-    space = engine.model_space(image, region)
-    report(progress, "preprocessing", 1, 1)
-    check_cancel(cancel)
+    image, region = prepare_task_ct(engine, image, options.region, options.allow_non_hu)
+    with preprocessing(progress, cancel):
+        space = engine.model_space(image, region)
 
-    noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(space.model_hu)
+    # The noise of the model-grid measurement, from the unclipped HU: on the window-clipped HU the
+    # tissue beyond the window's edge (fat below -120 HU for the abdomen) is flat and the estimate collapses.
+    noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(space.input_hu_on_model_grid())
     sigma_n = measurement_sigma(noise_hu, engine.window(region).width)
     sampler = engine.sampler(options.eta)
     schedule = sampler.schedule
@@ -96,8 +97,6 @@ def denoise_image(
     assert denoised is not None  # start > 0 was checked above
     note_capped_steps(options.steps, timesteps, progress)
     result = y + options.strength * (denoised - y)
-    check_cancel(cancel)
-    report(progress, "postprocessing", 0, 1)
-    output = as_input_type(space.to_input_grid(result[0, 0].numpy()), image)
-    report(progress, "postprocessing", 1, 1)
+    with postprocessing(progress, cancel):
+        output = as_input_type(space.to_input_grid(result[0, 0].numpy()), image)
     return DenoiseResult(output, float(noise_hu), int(timesteps[0]), len(timesteps), region)

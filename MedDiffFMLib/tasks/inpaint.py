@@ -14,8 +14,8 @@ from typing import Optional, Union
 import numpy as np
 import SimpleITK as sitk
 
+from ..engine import Engine
 from ..progress import CancelCheck, ProgressCallback
-from .engine import Engine
 from .repaint import RegenerateOptions, RegenerateResult, regenerate_region
 
 

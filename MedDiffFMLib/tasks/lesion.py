@@ -1,5 +1,5 @@
 """Lesion generation: the lesion ControlNet (role "lesion") draws a lesion in the shape of a mask,
-conditioned on that mask on the model grid (:func:`~.conditions.lesion_condition`); RePaint
+conditioned on that mask on the model grid (:func:`~MedDiffFMLib.models.conditions.lesion_condition`); RePaint
 (:mod:`.repaint`) keeps the rest of the image, and every voxel outside the mask is bit-identical
 to the input.
 """
@@ -11,10 +11,10 @@ from typing import Optional, Union
 import numpy as np
 import SimpleITK as sitk
 
+from ..engine import Engine
+from ..models.conditions import lesion_condition
+from ..preprocessing.model_masks import shape_mask
 from ..progress import CancelCheck, ProgressCallback
-from .conditions import lesion_condition
-from .engine import Engine
-from .masks import shape_mask
 from .repaint import RegenerateOptions, RegenerateResult, regenerate_region
 
 ROLE = "lesion"

@@ -19,13 +19,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .. import option_checks as checks
+from ..engine import Engine
 from ..io import image_from_array
-from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, NoiseSchedule, SamplingHooks, run_sampler
-from .engine import Engine, prepare_ct, volume_tensor
-from .masks import covering_mask, mask_for_image, region_of_interest
-from . import option_checks as checks
-from .shared import as_pixel_type, check_region, check_start_step, sampling_timesteps
+from ..preprocessing.model_masks import covering_mask, mask_for_image, region_of_interest
+from ..progress import CancelCheck, ProgressCallback
+from ..sampling import Conditions, NoiseSchedule, SamplingHooks
+from .shared import as_pixel_type, check_start_step
+from .skeleton import SamplingPlan, plan_sampling, postprocessing, prepare_task_ct, preprocessing, volume_tensor
 
 ConditionBuilder = Callable[[object, np.ndarray], Optional[torch.Tensor]]
 
@@ -41,11 +42,11 @@ def known_region_hook(schedule: NoiseSchedule, known_x0: torch.Tensor, keep: tor
     return after_step
 
 
-def start_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: int, full: bool, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """The first sample: pure noise (``full``: from the last step) or ``x0`` noised to step ``t``."""
-    if full:
-        return torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    return schedule.add_noise(x0, t, generator)
+def start_sample(plan: SamplingPlan, x0: torch.Tensor, keep: torch.Tensor, full: bool) -> torch.Tensor:
+    """The first sample: pure noise (``full``: from the last step) or ``x0`` noised to the start step,
+    with the known region (``keep``) on the trajectory too (pure noise would hide it at the first step)."""
+    x = plan.noise(x0.shape) if full else plan.noised(x0)
+    return torch.where(keep, plan.noised(x0), x)
 
 
 @dataclass
@@ -101,20 +102,15 @@ def regenerate_region(
     options.validate()
     steps = int(options.steps)
     start_step = check_start_step(engine, options.start_step)
-    region = check_region(engine, options.region)
-    image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
+    image, region = prepare_task_ct(engine, image, options.region, options.allow_non_hu)
     inside, resampled = mask_for_image(mask, image, name="mask", label=options.label, progress=progress)
-    report(progress, "preprocessing", 0, 1)
-    space = engine.model_space(image, region)
-    generate = covering_mask(space, inside)
-    control = condition(space, inside) if condition is not None else None
-    report(progress, "preprocessing", 1, 1)
-    check_cancel(cancel)
+    with preprocessing(progress, cancel):
+        space = engine.model_space(image, region)
+        generate = covering_mask(space, inside)
+        control = condition(space, inside) if condition is not None else None
 
-    sampler = engine.sampler(options.eta)
-    schedule = sampler.schedule
-    full = start_step is None
-    timesteps = sampling_timesteps(sampler, steps, start_step, progress)
+    plan = plan_sampling(engine, steps=steps, start_step=start_step, eta=options.eta, seed=options.seed,
+                         progress=progress)
     # Only a box around the mask (plus one patch of context per side) is sampled; the rest of the
     # volume is known and comes back unchanged, so a small lesion on a whole CT stays fast.
     patch = engine.config.patch_size
@@ -124,30 +120,18 @@ def regenerate_region(
     keep = torch.as_tensor(~generate)[None, None][box]
     if control is not None:
         control = control[(slice(None),) + box[2:]].contiguous()
-    generator = engine.generator(options.seed)
-    x = start_sample(schedule, y, timesteps[0], full, generator)
-    # The known region starts on the trajectory too (pure noise would hide it at the first step).
-    x = torch.where(keep, schedule.add_noise(y, timesteps[0], generator), x)
+    x = start_sample(plan, y, keep, full=start_step is None)
     conditions = Conditions(region=engine.region_index(region), control=control)
     predictor = engine.predictor(space, conditions, crop_start=[b.start for b in box[2:]])
-    sampled = run_sampler(
-        predictor,
-        sampler,
-        x,
-        hooks=SamplingHooks(after_step=known_region_hook(schedule, y, keep, generator)),
-        resample_repeats=options.resample,
-        generator=generator,
-        progress=progress,
-        cancel=cancel,
-        stage=stage,
-    )
-    check_cancel(cancel)
-    report(progress, "postprocessing", 0, 1)
-    result = whole.clone()
-    result[box] = sampled
-    generated = space.to_input_grid(result[0, 0].numpy(), replace_mask=inside)
-    output = keep_outside(image, generated, inside)
-    report(progress, "postprocessing", 1, 1)
+    hooks = SamplingHooks(after_step=known_region_hook(plan.schedule, y, keep, plan.generator))
+    sampled = plan.run(predictor, x, stage=stage, hooks=hooks, resample_repeats=options.resample,
+                       progress=progress, cancel=cancel)
+    with postprocessing(progress, cancel):
+        result = whole.clone()
+        result[box] = sampled
+        generated = space.to_input_grid(result[0, 0].numpy(), replace_mask=inside)
+        output = keep_outside(image, generated, inside)
+    timesteps = plan.timesteps
     return RegenerateResult(output, int(inside.sum()), resampled, int(timesteps[0]), len(timesteps), region)
 
 

@@ -1,34 +1,17 @@
-"""Small steps every task shares: notes to the user, option checks, progress over several passes,
-and output pixel types."""
+"""Small steps every task shares: model-dependent option checks, time-step planning with its note,
+progress over several passes, and output pixel types."""
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..progress import ProgressCallback, ProgressEvent
+from ..engine import Engine
+from ..progress import ProgressCallback, ProgressEvent, notify
 from ..sampling import Sampler
-from .engine import Engine
-
-LOG = logging.getLogger("MedDiffFMLib.tasks")
-
-
-def notify(progress: Optional[ProgressCallback], message: str) -> None:
-    """Tell the user something they should know (e.g. "the mask was resampled").
-
-    The message is logged; a progress object with a ``note(message)`` method also gets it (the
-    command line prints it, or emits ``{"stage": "note", "message": ...}`` with ``--progress json``).
-    """
-    note = getattr(progress, "note", None)
-    if callable(note):
-        LOG.info(message)  # the user sees it through the progress display
-        note(message)
-    else:
-        LOG.warning(message)
 
 
 def check_region(engine: Engine, region: Optional[str], required: bool = False) -> Optional[str]:

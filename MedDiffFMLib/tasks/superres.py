@@ -10,10 +10,10 @@ physically inside its thick slice and the output on the same physical extent as 
 
 Method (paper: ControlNet fine-tuned with the low-resolution image, 5x in z, 100 steps):
 1. the model grid covers the output grid at the model spacing; the condition is the thick image
-   in model units, interpolated linearly along z onto it (:func:`~.conditions.superres_condition`);
+   in model units, interpolated linearly along z onto it (:func:`~MedDiffFMLib.models.conditions.superres_condition`);
 2. the measurement y is the thick image on a grid with the model's x/y sampling and the thick
    z slices; the operator A averages the model slices each thick slab overlaps (weights = overlap
-   length, :class:`~.consistency.SliceAverageOperator`);
+   length, :class:`~MedDiffFMLib.sampling.consistency.SliceAverageOperator`);
 3. the shared sampler runs from pure noise with the ControlNet; at each step the predicted x0 gets
    DiffPIR's data step x0 + A^T (A A^T + rho_t I)^-1 (y - A x0), rho_t = lambda sigma_n^2 / sigma_t^2;
 4. back on the output grid: the input interpolated along z plus the model's change (so x/y detail
@@ -32,18 +32,20 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .. import option_checks as checks
 from ..device import check_fits_in_memory
+from ..engine import Engine
 from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array
+from ..models.conditions import superres_condition
 from ..preprocessing import ModelSpace, resample_like
-from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, SamplingHooks, run_sampler
-from .conditions import superres_condition
-from .consistency import SliceAverageOperator, diffpir_rho, measurement_sigma, project_block_average
-from .engine import Engine, prepare_ct, volume_tensor
-from .noise_estimate import estimate_noise_hu
-from . import option_checks as checks
-from .shared import check_region, check_start_step, notify, sampling_timesteps
+from ..preprocessing.noise_estimate import estimate_noise_hu
+from ..progress import CancelCheck, ProgressCallback, notify
+from ..sampling import Conditions, SamplingHooks
+from ..sampling.consistency import SliceAverageOperator, project_block_average
+from ..sampling.diffpir import diffpir_rho, measurement_sigma
+from .shared import check_start_step
+from .skeleton import plan_sampling, postprocessing, prepare_task_ct, preprocessing, volume_tensor
 
 ROLE = "superres"
 DEFAULT_THIN_MM = 1.0
@@ -192,8 +194,7 @@ def super_resolve_image(
     options.validate()
     steps = int(options.steps)
     start_step = check_start_step(engine, options.start_step)
-    region = check_region(engine, options.region)
-    image, region = prepare_ct(image, region=region, allow_non_hu=options.allow_non_hu)
+    image, region = prepare_task_ct(engine, image, options.region, options.allow_non_hu)
     thick = geometry_of(image)
     if thick.spacing[2] < max(thick.spacing[:2]) * 0.99:
         notify(progress, f"The input's z spacing ({thick.spacing[2]:.3g} mm) is finer than its x/y spacing; "
@@ -203,44 +204,34 @@ def super_resolve_image(
     # The thin output, its interpolated base and the model's change live at once (float32, float64 slabs).
     check_fits_in_memory(int(np.prod(out_geometry.size)), 4, "The super-resolved volume")
 
-    report(progress, "preprocessing", 0, 1)
-    space = ModelSpace.for_grid(out_geometry, engine.config.spacing_mm[::-1], engine.window(region),
-                                min_size=engine.config.patch_size)
-    condition = _to_model_units(image, space.model_geometry, space, pad_z=True)
-    model = space.model_geometry
-    measure_grid = Geometry(size=(model.size[0], model.size[1], thick.size[2]),
-                            spacing=(model.spacing[0], model.spacing[1], thick.spacing[2]),
-                            origin=thick.origin, direction=thick.direction)
-    operator = _model_operator(space, thick)
-    y = volume_tensor(_to_model_units(image, measure_grid, space, pad_z=False)[operator.rows])
-    noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(sitk.GetArrayViewFromImage(image))
-    sigma_n = measurement_sigma(noise_hu, space.window.width)
-    report(progress, "preprocessing", 1, 1)
-    check_cancel(cancel)
+    with preprocessing(progress, cancel):
+        space = ModelSpace.for_grid(out_geometry, engine.config.spacing_mm[::-1], engine.window(region),
+                                    min_size=engine.config.patch_size)
+        condition = _to_model_units(image, space.model_geometry, space, pad_z=True)
+        model = space.model_geometry
+        measure_grid = Geometry(size=(model.size[0], model.size[1], thick.size[2]),
+                                spacing=(model.spacing[0], model.spacing[1], thick.spacing[2]),
+                                origin=thick.origin, direction=thick.direction)
+        operator = _model_operator(space, thick)
+        y = volume_tensor(_to_model_units(image, measure_grid, space, pad_z=False)[operator.rows])
+        noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(sitk.GetArrayViewFromImage(image))
+        sigma_n = measurement_sigma(noise_hu, space.window.width)
 
-    sampler = engine.sampler(options.eta)
-    schedule = sampler.schedule
-    timesteps = sampling_timesteps(sampler, steps, start_step, progress)
-    generator = engine.generator(options.seed)
+    plan = plan_sampling(engine, steps=steps, start_step=start_step, eta=options.eta, seed=options.seed,
+                         progress=progress)
     cond = volume_tensor(condition)
-    if start_step is None:
-        x = torch.randn(cond.shape, generator=generator, dtype=cond.dtype)
-    else:
-        x = schedule.add_noise(cond, timesteps[0], generator)
+    x = plan.noise(cond.shape) if start_step is None else plan.noised(cond)
 
     def data_consistency(x0: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
-        return operator.prox(x0, y, diffpir_rho(schedule, t, options.lam, sigma_n))
+        return operator.prox(x0, y, diffpir_rho(plan.schedule, t, options.lam, sigma_n))
 
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region),
                                                     control=superres_condition(condition)))
-    result = run_sampler(predictor, sampler, x,
-                         hooks=SamplingHooks(x0_transform=data_consistency), generator=generator,
-                         progress=progress, cancel=cancel, stage="super-resolution")
-    check_cancel(cancel)
-    report(progress, "postprocessing", 0, 1)
-    output, error = _back_to_output_grid(image, space, result[0, 0].numpy(), condition, out_geometry, factor)
-    report(progress, "postprocessing", 1, 1)
-    return SuperResResult(output, factor, error, len(timesteps), region)
+    result = plan.run(predictor, x, stage="super-resolution", hooks=SamplingHooks(x0_transform=data_consistency),
+                      progress=progress, cancel=cancel)
+    with postprocessing(progress, cancel):
+        output, error = _back_to_output_grid(image, space, result[0, 0].numpy(), condition, out_geometry, factor)
+    return SuperResResult(output, factor, error, len(plan.timesteps), region)
 
 
 def _back_to_output_grid(

@@ -5,7 +5,7 @@ grid (``like``), or ``size`` voxels at ``spacing`` mm (origin 0, identity direct
 model patch at the model spacing). The model samples on that grid's model-spacing copy
 (:meth:`ModelSpace.for_grid`) and the result is resampled onto the output grid, as int16 HU.
 Anatomy conditioning needs a model trained with anatomy channels (``anatomy_channels`` > 0);
-label ``c`` drives channel ``c - 1`` (:func:`~.conditions.anatomy_condition`).
+label ``c`` drives channel ``c - 1`` (:func:`~MedDiffFMLib.models.conditions.anatomy_condition`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .. import option_checks as checks
 from ..device import check_fits_in_memory
+from ..engine import Engine
 from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array, validate_volume
+from ..models.conditions import anatomy_condition
 from ..preprocessing import ModelSpace, resample_like
-from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from ..sampling import Conditions, run_sampler
-from .conditions import anatomy_condition
-from .engine import Engine
-from . import option_checks as checks
-from .shared import as_pixel_type, check_region, notify, sampling_timesteps
+from ..progress import CancelCheck, ProgressCallback, notify
+from ..sampling import Conditions
+from .shared import as_pixel_type, check_region
+from .skeleton import plan_sampling, postprocessing, preprocessing
 
 MAX_SIZE = 2048
 
@@ -137,37 +138,30 @@ def synthesize_image(
     steps = int(options.steps)
     grid = output_grid(engine, options, anatomy, like)
     check_fits_in_memory(int(np.prod(grid.size)), 4, "The synthetic volume")
-    report(progress, "preprocessing", 0, 1)
-    space = ModelSpace.for_grid(grid, tuple(reversed(engine.config.spacing_mm)), engine.window(region),
-                                min_size=engine.config.patch_size)
-    channels = engine.config.anatomy_channels
-    anatomy_tensor: Optional[torch.Tensor] = None
-    if anatomy is not None:
-        labels = _anatomy_on_model_grid(anatomy, space)
-        if channels == 0:
-            notify(progress, f"Model '{engine.model_name}' has no anatomy conditioning (anatomy_channels = 0): "
-                             "the label map only defines the output grid.")
-        else:
-            present = np.unique(labels[labels > 0])
-            if present.size == 0:
-                notify(progress, "The anatomy label map has no labelled voxel on the model grid; sampling without anatomy.")
-            elif present.max() > channels:
-                notify(progress, f"Labels above {channels} (this model's anatomy channels) are ignored: "
-                                 f"{present[present > channels][:10].tolist()}.")
-            anatomy_tensor = anatomy_condition(labels, channels)
-    report(progress, "preprocessing", 1, 1)
-    check_cancel(cancel)
+    with preprocessing(progress, cancel):
+        space = ModelSpace.for_grid(grid, tuple(reversed(engine.config.spacing_mm)), engine.window(region),
+                                    min_size=engine.config.patch_size)
+        channels = engine.config.anatomy_channels
+        anatomy_tensor: Optional[torch.Tensor] = None
+        if anatomy is not None:
+            labels = _anatomy_on_model_grid(anatomy, space)
+            if channels == 0:
+                notify(progress, f"Model '{engine.model_name}' has no anatomy conditioning (anatomy_channels = 0): "
+                                 "the label map only defines the output grid.")
+            else:
+                present = np.unique(labels[labels > 0])
+                if present.size == 0:
+                    notify(progress, "The anatomy label map has no labelled voxel on the model grid; sampling without anatomy.")
+                elif present.max() > channels:
+                    notify(progress, f"Labels above {channels} (this model's anatomy channels) are ignored: "
+                                     f"{present[present > channels][:10].tolist()}.")
+                anatomy_tensor = anatomy_condition(labels, channels)
 
-    sampler = engine.sampler(options.eta)
-    timesteps = sampling_timesteps(sampler, steps, None, progress)
-    generator = engine.generator(options.seed)
-    x = torch.randn((1, 1, *space.model_array.shape), generator=generator)
+    plan = plan_sampling(engine, steps=steps, start_step=None, eta=options.eta, seed=options.seed, progress=progress)
+    x = plan.noise((1, 1, *space.model_array.shape))
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region), anatomy=anatomy_tensor))
-    result = run_sampler(predictor, sampler, x, generator=generator,
-                         progress=progress, cancel=cancel, stage="synthesis")
-    check_cancel(cancel)
-    report(progress, "postprocessing", 0, 1)
-    hu = sitk.GetArrayFromImage(space.to_input_grid(result[0, 0].numpy()))
-    image = image_from_array(as_pixel_type(hu, sitk.sitkInt16), grid.spacing, grid.origin, grid.direction)
-    report(progress, "postprocessing", 1, 1)
-    return SynthesisResult(image, region, anatomy_tensor is not None, len(timesteps))
+    result = plan.run(predictor, x, stage="synthesis", progress=progress, cancel=cancel)
+    with postprocessing(progress, cancel):
+        hu = sitk.GetArrayFromImage(space.to_input_grid(result[0, 0].numpy()))
+        image = image_from_array(as_pixel_type(hu, sitk.sitkInt16), grid.spacing, grid.origin, grid.direction)
+    return SynthesisResult(image, region, anatomy_tensor is not None, len(plan.timesteps))

@@ -8,7 +8,7 @@
 Builders run in the data pipeline on numpy arrays, with the sample's own random generator, so a
 sample is a pure function of (seed, sample index) and resuming or sharding never changes it.
 
-These follow the contract of :mod:`MedDiffFMLib.tasks.conditions` (what sampling feeds the network),
+These follow the contract of :mod:`MedDiffFMLib.models.conditions` (what sampling feeds the network),
 and use its functions where one exists.
 """
 
@@ -19,18 +19,17 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..models.conditions import degrade_z, lesion_condition, superres_condition
 from ..models.inputs import anatomy_one_hot  # noqa: F401  (re-exported: the one-hot of the network-input contract)
 
 
 def thick_slices(volume: np.ndarray, factor: int, phase: int = 0) -> np.ndarray:
-    """Simulate thick slices along z with the tasks' own :func:`~MedDiffFMLib.tasks.conditions.degrade_z`
+    """Simulate thick slices along z with the condition contract's :func:`~MedDiffFMLib.models.conditions.degrade_z`
     (average ``factor`` consecutive slices, interpolate linearly back to every slice).
 
     ``phase`` (0..factor-1) shifts where the blocks start (the first block then holds ``phase``
     copies of the first slice), since thick slices of a real scan do not line up with the patch grid.
     """
-    from ..tasks.conditions import degrade_z
-
     factor = int(factor)
     phase = int(phase) % max(factor, 1)
     if factor <= 1:
@@ -74,8 +73,6 @@ class SuperResCondition(ConditionBuilder):
         factor = int(rng.choice(self.factors))
         phase = int(rng.integers(0, factor))
         sample["superres_factor"] = factor
-        from ..tasks.conditions import superres_condition
-
         return superres_condition(thick_slices(sample["image"], factor, phase)).numpy()
 
     def describe(self) -> str:
@@ -90,8 +87,6 @@ class LesionCondition(ConditionBuilder):
     needs_lesion = True
 
     def build(self, sample: dict, rng: np.random.Generator) -> np.ndarray:
-        from ..tasks.conditions import lesion_condition
-
         return lesion_condition(sample["lesion"]).numpy()
 
     def describe(self) -> str:

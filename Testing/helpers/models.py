@@ -47,7 +47,7 @@ def tiny_models(tmp_path_factory) -> TinyModels:
 @pytest.fixture(scope="session")
 def tiny_engines(tiny_models):
     """Loaded CPU engines for the tiny models, keyed by role (loading once keeps tests fast)."""
-    from MedDiffFMLib.tasks.engine import Engine, EngineOptions
+    from MedDiffFMLib.engine import Engine, EngineOptions
 
     def make(folder: Path, role: str, task=None) -> Engine:
         return Engine(EngineOptions(model=str(folder), device="cpu"), role=role, expect_task=task)

@@ -1,4 +1,4 @@
-"""Masks for the tasks: user masks checked and put on the image grid, their model-grid versions,
+"""Masks for the tasks (built on :mod:`.masks`): user masks checked and put on the image grid, their model-grid versions,
 and the body mask.
 
 A mask drawn in Slicer often lives on another grid than the image (a segmentation's own
@@ -15,9 +15,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import InputError
-from ..preprocessing import ModelSpace, mask_on_grid
-from ..progress import ProgressCallback
-from .shared import notify
+from ..progress import ProgressCallback, notify
+from .masks import mask_on_grid
+from .model_space import ModelSpace
 
 BODY_HU = -500.0
 

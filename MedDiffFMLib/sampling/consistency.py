@@ -19,8 +19,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..sampling.diffpir import diffpir_rho, measurement_sigma  # noqa: F401 (the tasks' DiffPIR names)
-
 
 class SliceAverageOperator:
     """A: (.., Z, Y, X) -> (.., K, Y, X), thick slice k = sum_z W[k, z] x[z] (rows of W sum to 1).

@@ -1,5 +1,6 @@
-"""What every task needs around the sampler: a loaded model on a device, the model grid of a volume,
-a seeded generator and a patch predictor. Loading the model once here lets a batch reuse it."""
+"""The layer between sampling and the tasks: a loaded model on a device, the model grid of a volume,
+the sampler, a seeded generator and a patch predictor. Loading the model once here lets a batch
+reuse it."""
 
 from __future__ import annotations
 
@@ -7,16 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..device import autocast_dtype, check_fits_in_memory, resolve_device
-from ..errors import InputError, ModelError
-from ..io import validate_volume
-from ..models.loading import LoadedModel, load_pipeline_model
-from ..preprocessing import HUWindow, ModelSpace, check_hu, guess_region
-from ..sampling import Conditions, NoiseSchedule, Sampler, VolumeNoisePredictor, sampler_for
+from .device import autocast_dtype, resolve_device
+from .errors import ModelError
+from .models.loading import LoadedModel, load_pipeline_model
+from .preprocessing import HUWindow, ModelSpace
+from .sampling import Conditions, NoiseSchedule, Sampler, VolumeNoisePredictor, sampler_for
 
 
 @dataclass
@@ -125,24 +124,3 @@ class Engine:
         if control is None or control.task != task:
             raise ModelError(f"{what} needs a '{task}' ControlNet model (--model); '{self.model_name}' is not one.")
 
-
-def prepare_ct(
-    image: sitk.Image, *, region: Optional[str] = None, allow_non_hu: bool = False, name: str = "input"
-) -> tuple[sitk.Image, Optional[str]]:
-    """Validate a CT volume and settle its body region (given, or guessed from the image)."""
-    validate_volume(image, name)
-    # The input, its float copy, the resampled copies and the result live at once.
-    check_fits_in_memory(int(np.prod(image.GetSize())), 6, f"Processing the {name} volume")
-    if not allow_non_hu:
-        check_hu(image, name)
-    if region is None:
-        region = guess_region(image)
-    return image, region
-
-
-def volume_tensor(array) -> torch.Tensor:
-    """(z, y, x) numpy array -> (1, 1, z, y, x) float32 tensor on the CPU."""
-    tensor = torch.as_tensor(array, dtype=torch.float32)
-    if tensor.ndim != 3:
-        raise InputError(f"Expected a 3D volume, got an array of shape {tuple(tensor.shape)}.")
-    return tensor[None, None].contiguous()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.inputs import anatomy_one_hot
+from .inputs import anatomy_one_hot
 
 
 def anatomy_condition(labels: np.ndarray, channels: int) -> torch.Tensor:

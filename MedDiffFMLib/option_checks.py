@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..errors import InputError
+from .errors import InputError
 
 # torch.Generator.manual_seed takes any integer that fits in 64 bits unsigned.
 MAX_SEED = 2**64 - 1
