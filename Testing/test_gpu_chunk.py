@@ -20,7 +20,7 @@ from test_training_data import make_cache
 
 from MedDiffFMLib.models.weights import verify_model_folder
 from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
-from MedDiffFMLib.training.shards import build_shards, plan_shards
+from MedDiffFMLib.training.shards import build_shards, plan_shards, validation_for_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FILES, MAX_BYTES, TRAVEL = 8, 16 * 2**20, 64 * 2**20
@@ -40,7 +40,19 @@ def test_shards_pack_training_cases_and_repeat_validation(tmp_path):
     assert sorted(i for b in bins for i in b) == [f"c{i}" for i in range(6)]
     assert all(sum(sizes[i] for i in b) + 15 <= 85 for b in bins) and len(bins) == 3
     with pytest.raises(Exception, match="alone are larger"):
-        plan_shards(index, sizes, max_bytes=60)
+        plan_shards(index, sizes, max_bytes=45)
+
+
+def test_a_case_too_large_for_the_validation_cases_gets_a_shard_of_its_own():
+    index = {"cases": [{"id": f"c{i}", "split": "train"} for i in range(4)]
+             + [{"id": "v1", "split": "val"}, {"id": "v2", "split": "val"}]}
+    sizes = {"c0": 55, "c1": 20, "c2": 15, "c3": 10, "v1": 5, "v2": 12}
+    bins = plan_shards(index, sizes, max_bytes=60)  # room beside all validation cases: 43
+    assert ["c0"] in bins and sorted(i for b in bins for i in b) == ["c0", "c1", "c2", "c3"]
+    assert all(sum(sizes[i] for i in b) + 17 <= 60 for b in bins if b != ["c0"])
+    assert validation_for_shard(["c0"], ["v1", "v2"], sizes, 60) == ["v1"]  # the smallest that fits
+    assert validation_for_shard(["c1", "c2"], ["v1", "v2"], sizes, 60) == ["v1", "v2"]
+    assert validation_for_shard(["c0"], ["v1", "v2"], sizes, 58) == []
 
 
 def _quality_box(folder: Path) -> None:

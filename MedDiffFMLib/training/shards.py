@@ -54,32 +54,50 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def plan_shards(index: dict, sizes: dict[str, int], max_bytes: int) -> list[list[str]]:
     """Training case ids per shard: the fewest shards whose training cases plus all validation cases
-    stay under ``max_bytes`` (largest case first, into the emptiest shard)."""
+    stay under ``max_bytes`` (largest case first, into the emptiest shard). A case too large to share a
+    shard with every validation case gets a shard of its own, where :func:`validation_for_shard` keeps
+    the validation cases that still fit (a large chest CT at 1 mm must still be seen)."""
     val_bytes = sum(sizes[c["id"]] for c in index["cases"] if c["split"] != "train")
     train = sorted((c for c in index["cases"] if c["split"] == "train"), key=lambda c: -sizes[c["id"]])
     room = max_bytes - val_bytes
-    too_big = [c["id"] for c in train if sizes[c["id"]] > room]
-    if room <= 0 or too_big:
+    too_big = [c["id"] for c in train if sizes[c["id"]] > max_bytes]
+    if too_big:
         raise ManifestError(
-            f"Cannot make shards of at most {max_bytes / 2**20:.1f} MiB: the validation cases take "
-            f"{val_bytes / 2**20:.1f} MiB" + (f" and the cases {', '.join(too_big)} alone are larger than the "
-                                              f"{max(room, 0) / 2**20:.1f} MiB left" if too_big else "")
-            + ". Raise the limit, hold out fewer or smaller cases, or prepare at a coarser spacing / as uint8."
+            f"Cannot make shards of at most {max_bytes / 2**20:.1f} MiB: the cases {', '.join(too_big)} alone are "
+            "larger. Raise the limit, hold out fewer or smaller cases, or prepare at a coarser spacing / as uint8."
         )
-    total = sum(sizes[c["id"]] for c in train)
+    alone = [[c["id"]] for c in train if sizes[c["id"]] > room]
+    shared = [c for c in train if sizes[c["id"]] <= room]
+    if not shared:
+        return alone
+    total = sum(sizes[c["id"]] for c in shared)
     count = max(1, -(-total // room))
     while True:
         bins: list[list[str]] = [[] for _ in range(count)]
         loads = [0] * count
-        for case in train:
+        for case in shared:
             target = min(range(count), key=lambda i: loads[i])
             if loads[target] + sizes[case["id"]] > room:
                 break
             bins[target].append(case["id"])
             loads[target] += sizes[case["id"]]
         else:
-            return bins
+            return bins + alone
         count += 1
+
+
+def validation_for_shard(train_ids: list[str], val_ids: list[str], sizes: dict[str, int], max_bytes: int) -> list[str]:
+    """The validation cases a shard carries: all of them when they fit beside its training cases, else
+    the smallest that fit (possibly none: that shard's chunk then trains without a validation loss)."""
+    room = max_bytes - sum(sizes[i] for i in train_ids)
+    if sum(sizes[i] for i in val_ids) <= room:
+        return list(val_ids)
+    kept = []
+    for case in sorted(val_ids, key=lambda i: sizes[i]):
+        if sizes[case] <= room:
+            kept.append(case)
+            room -= sizes[case]
+    return [i for i in val_ids if i in kept]
 
 
 def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzma: bool = False) -> dict:
@@ -109,7 +127,8 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
     shards = []
     for number, ids in enumerate(bins):
         name = f"shard-{number:02d}"
-        cases = [by_id[i] for i in ids] + val
+        kept = validation_for_shard(ids, [c["id"] for c in val], sizes, max_bytes)
+        cases = [by_id[i] for i in ids] + [c for c in val if c["id"] in kept]
         for case in cases:
             for rel in set(case["files"].values()):
                 _link_or_copy(source / rel, out_dir / name / rel)
@@ -117,7 +136,7 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
         sub = dict(index, cases=cases, total_bytes=total, shard={"name": name, "number": number, "of": len(bins)},
                    sources=sorted({c["source"] for c in cases if c.get("source")}))
         atomic_write_text(out_dir / name / INDEX, json.dumps(sub, indent=1))
-        shards.append({"name": name, "bytes": total, "train": ids, "val": [c["id"] for c in val]})
+        shards.append({"name": name, "bytes": total, "train": ids, "val": kept})
     plan = {"source_cache": str(cache_dir), "spacing_mm": index["spacing_mm"], "dtype": index.get("dtype"),
             "max_bytes": int(max_bytes), "lzma": bool(lzma), "shards": shards}
     atomic_write_text(out_dir / SHARDS_JSON, json.dumps(plan, indent=1))
