@@ -86,8 +86,6 @@ def test_repository_address_is_set_once_and_the_copies_agree():
     import MedDiffFMModuleLib
 
     assert MedDiffFMModuleLib.HOMEPAGE == homepage
-    module = read("MedDiffFM", "MedDiffFM.py")
-    assert "github.com" not in module, "MedDiffFM.py takes the address from MedDiffFMModuleLib.HOMEPAGE"
 
 
 def test_s4ext_description_is_generated_from_cmake():
@@ -162,7 +160,7 @@ def test_icons_are_128_pixel_pngs():
         assert pngSize(path) == (128, 128)
 
 
-def test_module_file_declares_module_widget_logic_test_and_the_citation():
+def test_module_file_declares_module_widget_logic_and_test_and_stays_thin():
     source = read("MedDiffFM", "MedDiffFM.py")
     tree = ast.parse(source)
     classes = {node.name: [ast.unparse(b) for b in node.bases] for node in tree.body if isinstance(node, ast.ClassDef)}
@@ -170,13 +168,7 @@ def test_module_file_declares_module_widget_logic_test_and_the_citation():
     assert "ScriptedLoadableModuleWidget" in classes["MedDiffFMWidget"]
     assert "ScriptedLoadableModuleLogic" in classes["MedDiffFMLogic"]
     assert classes["MedDiffFMTest"] == ["ScriptedLoadableModuleTest"]
-    assert 'self.parent.title = _("MedDiffFM")' in source
-    assert 'translate("qSlicerAbstractCoreModule", "Filtering")' in source
-    for text in ("MedDiff-FM: A Diffusion-based Foundation Model for Versatile Medical Image Applications",
-                 "arXiv:2410.15432", "Y. Yu, Y. Gu, S. Zhang, X. Zhang",
-                 "Denoise", "Anomaly map", "Synthesize", "Super-resolve", "Inpaint", "Generate lesion"):
-        assert text in source
-    assert "acknowledgementText" in source
+    # Title, category, citation and help are checked on the loaded module (test_slicer_module.py).
     assert len(source.splitlines()) < 260, "MedDiffFM.py must stay thin: logic goes to MedDiffFMModuleLib"
 
 

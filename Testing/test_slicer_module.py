@@ -48,6 +48,9 @@ def test_module_metadata(MedDiffFM):
     assert parent.categories == ["Filtering"]
     assert "arXiv:2410.15432" in parent.helpText and "Generate lesion" in parent.helpText
     assert "Yu" in parent.acknowledgementText
+    for text in ("MedDiff-FM: A Diffusion-based Foundation Model for Versatile Medical Image Applications",
+                 "Denoise", "Anomaly map", "Synthesize", "Super-resolve", "Inpaint"):
+        assert text in parent.helpText + parent.acknowledgementText, text
     assert "Research use only" in parent.helpText and "not for diagnosis" in parent.helpText
     assert "https://github.com/meddifffm/SlicerMedDiffFM/blob/main/docs/SLICER.md" in parent.helpText
 
