@@ -189,12 +189,7 @@ def addSegmentationFromMask(scene, maskPath: str, referenceVolumeNode, name: str
     labelmapNode.CopyOrientation(referenceVolumeNode)
     slicer.util.updateVolumeFromArray(labelmapNode, (mask > 0).astype(np.uint8))
 
-    segmentationNode = slicer.vtkMRMLSegmentationNode()
-    segmentationNode.SetName(scene.GenerateUniqueName(name))
-    scene.AddNode(segmentationNode)
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
-    segmentationNode.SetAndObserveTransformNodeID(referenceVolumeNode.GetTransformNodeID())
+    segmentationNode = _addSegmentationNode(scene, referenceVolumeNode, name)
     segmentation = segmentationNode.GetSegmentation()
     if mask.any():
         slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode, "")
@@ -206,15 +201,22 @@ def addSegmentationFromMask(scene, maskPath: str, referenceVolumeNode, name: str
     return segmentationNode
 
 
-def addEmptySegmentation(scene, referenceVolumeNode, name: str, segmentName: str, color=(0.9, 0.6, 0.1)):
-    """Add a segmentation with one empty segment on the grid of ``referenceVolumeNode`` (for the user
-    to paint with Segment Editor); return ``(segmentationNode, segmentId)``."""
+def _addSegmentationNode(scene, referenceVolumeNode, name: str):
+    """A new segmentation node in ``scene`` with display nodes, on the grid and transform of
+    ``referenceVolumeNode``."""
     segmentationNode = slicer.vtkMRMLSegmentationNode()
     segmentationNode.SetName(scene.GenerateUniqueName(name))
     scene.AddNode(segmentationNode)
     segmentationNode.CreateDefaultDisplayNodes()
     segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
     segmentationNode.SetAndObserveTransformNodeID(referenceVolumeNode.GetTransformNodeID())
+    return segmentationNode
+
+
+def addEmptySegmentation(scene, referenceVolumeNode, name: str, segmentName: str, color=(0.9, 0.6, 0.1)):
+    """Add a segmentation with one empty segment on the grid of ``referenceVolumeNode`` (for the user
+    to paint with Segment Editor); return ``(segmentationNode, segmentId)``."""
+    segmentationNode = _addSegmentationNode(scene, referenceVolumeNode, name)
     segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", segmentName, list(color))
     return segmentationNode, segmentId
 
