@@ -5,8 +5,9 @@ the cache). Training from a prepared cache needs no SimpleITK: ``prepare_cache``
 imported on first use.
 """
 
+from ..models.inputs import anatomy_one_hot  # the network-input contract's one-hot, for training code
 from .cache import TrainingCache
-from .conditions import CONDITION_BUILDERS, anatomy_one_hot, condition_builder, thick_slices
+from .conditions import CONDITION_BUILDERS, condition_builder, thick_slices
 from .config import ExportOptions, TrainConfig, TrainConfigError
 from .dataset import SampleOptions, SampleSource, collate
 from .manifest import CaseEntry, Manifest, ManifestError, load_manifest

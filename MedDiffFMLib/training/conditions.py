@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..models.conditions import degrade_z, lesion_condition, superres_condition
-from ..models.inputs import anatomy_one_hot  # noqa: F401  (re-exported: the one-hot of the network-input contract)
 
 
 def thick_slices(volume: np.ndarray, factor: int, phase: int = 0) -> np.ndarray:

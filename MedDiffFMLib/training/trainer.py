@@ -27,8 +27,8 @@ from ..errors import CancelledError, MedDiffFMError
 from ..models.config import ControlNetConfig
 from ..models.network import MedDiffFMUNet
 from .cache import TrainingCache, atomic_write_text
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .compact import CompactContent, CompactState, read_compact_state, write_compact_state
+from .checkpoint import latest_checkpoint, list_checkpoints, rng_state, save_checkpoint
+from .compact import read_compact_state, write_compact_state
 from .conditions import condition_builder
 from .config import TrainConfig, TrainConfigError
 from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
@@ -37,6 +37,7 @@ from .ema import EMA
 from .export import RunReport, TrainResult, export_run, hardware_description
 from .manifest import ManifestError
 from .objective import ControlNetObjective, DiffusionObjective
+from .resume import compact_content, jsonable, resume_from_checkpoint, resume_from_compact
 
 LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "train_hours", "val_loss"]
 
@@ -222,60 +223,11 @@ class Trainer:
                 "Pass --resume to continue it, or set another run_dir."
             )
         if self.resume_compact is not None:
-            self._apply_compact(read_compact_state(self.resume_compact, self.compact_ema_model))
-            return
-        if not (self.resume and existing):
-            return
-        path = latest_checkpoint(self.run_dir)
-        assert path is not None
-        state = load_checkpoint(path)
-        if state.get("kind") != self.objective.kind:
-            raise MedDiffFMError(f"The checkpoint '{path}' is from a {state.get('kind')} run, not {self.objective.kind}.")
-        if state.get("model_config") != self.model_config.to_dict():
-            raise MedDiffFMError(f"The checkpoint '{path}' was trained with another model config; "
-                                 "use a new run_dir for a new architecture.")
-        self.trainable.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"], self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.step = int(state["step"])
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.history = list(state.get("history", []))
-        set_rng_state(state["rng"])
-        self.resumed_from = path
-
-    def _apply_compact(self, state: CompactState) -> None:
-        meta = state.meta
-        where = f"The compact training state '{state.path}'"
-        if meta.get("kind") != self.objective.kind:
-            raise MedDiffFMError(f"{where} is from a {meta.get('kind')} run, not {self.objective.kind}.")
-        if json.loads(json.dumps(meta.get("model_config"))) != json.loads(json.dumps(self.model_config.to_dict())):
-            raise MedDiffFMError(f"{where} was trained with another model config ('{meta.get('model_config', {}).get('name')}'"
-                                 f" vs '{self.model_config.name}'); start a new state for a new architecture.")
-        self.trainable.load_state_dict(state.raw)
-        self.ema.load_state_dict({"decay": self.config.ema_decay, "updates": int(meta.get("ema_updates", 0)),
-                                  "shadow": state.ema}, self.device)
-        self.step = state.step
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.history = list(meta.get("history", []))
-        self.compact_meta = meta
-        if state.moments:
-            names = [n for n, p in self.trainable.named_parameters() if p.requires_grad]
-            opt_state = self.optimizer.state_dict()
-            opt_state["state"] = {
-                index: {"step": torch.tensor(float(self.step)), "exp_avg": state.moments[name]["exp_avg"],
-                        "exp_avg_sq": state.moments[name]["exp_avg_sq"]}
-                for index, name in enumerate(names)
-            }
-            self.optimizer.load_state_dict(opt_state)
-        else:
-            self._rewarm_from = self.step
-        # The LR schedule continues at the state's step (with the re-warm-up when the moments are new).
-        self.lr_scheduler.last_epoch = self.step
-        for group, base in zip(self.optimizer.param_groups, self.lr_scheduler.base_lrs):
-            group["lr"] = base * self._lr_factor(self.step)
-        self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr() shows
-        self.resumed_from = state.path
+            resume_from_compact(self, read_compact_state(self.resume_compact, self.compact_ema_model))
+        elif self.resume and existing:
+            path = latest_checkpoint(self.run_dir)
+            assert path is not None
+            resume_from_checkpoint(self, path)
 
     def save_compact(self, folder: str | Path, *, ema_model: Optional[str | Path] = None, moments: bool = False,
                      chunks: Optional[list] = None, data: Optional[dict] = None) -> Optional[Path]:
@@ -283,37 +235,8 @@ class Trainer:
         from this run's current EMA, which the state then names instead of storing the EMA again."""
         if not self.dist.is_main:
             return None
-        cfg = self.config
-        meta = {
-            "kind": self.objective.kind,
-            "step": self.step,
-            "samples": self.samples_seen,
-            "train_seconds": self.train_seconds,
-            "seed": cfg.seed,
-            "lr_schedule": {"step": self.step, "lr": self.lr_scheduler.get_last_lr()[0], "base_lr": cfg.lr,
-                            "schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps,
-                            "max_steps": cfg.max_steps, "min_lr_ratio": cfg.min_lr_ratio},
-            "data": {"next_micro_step": self.step * cfg.grad_accum, "global_batch": self.global_batch,
-                     "cache": str(self.cache.path.name), **(data or {})},
-            "ema_updates": self.ema.updates,
-            "ema_decay": self.ema.decay,
-            "model_config": self.model_config.to_dict(),
-            "train_config": _jsonable(cfg.to_dict()),
-            "history": self.history,
-            "chunks": list(chunks if chunks is not None else getattr(self, "compact_meta", {}).get("chunks", [])),
-        }
-        moment_tensors = None
-        if moments:
-            names = [n for n, p in self.trainable.named_parameters() if p.requires_grad]
-            opt = self.optimizer.state_dict()["state"]
-            moment_tensors = {names[i]: {"exp_avg": v["exp_avg"], "exp_avg_sq": v["exp_avg_sq"]}
-                              for i, v in opt.items()}
-        content = CompactContent(
-            meta=meta, raw={k: v.detach().cpu() for k, v in self.trainable.state_dict().items()},
-            ema=None if ema_model else self.ema.state_dict()["shadow"], ema_model=Path(ema_model) if ema_model else None,
-            moments=moment_tensors,
-        )
-        return write_compact_state(folder, content, int(cfg.export.max_shard_mib * 2**20))
+        content = compact_content(self, ema_model=ema_model, moments=moments, chunks=chunks, data=data)
+        return write_compact_state(folder, content, int(self.config.export.max_shard_mib * 2**20))
 
     # ------------------------------------------------------------------ pieces
     def _autocast(self):
@@ -383,7 +306,7 @@ class Trainer:
             "history": self.history,
             "model_config": self.model_config.to_dict(),
             "controlnet_config": self.objective.control.to_dict() if self.objective.kind == "controlnet" else None,
-            "train_config": _jsonable(self.config.to_dict()),
+            "train_config": jsonable(self.config.to_dict()),
             "world_size": self.dist.world_size,
         }
         return save_checkpoint(self.run_dir, self.step, payload, self.config.keep_checkpoints)
@@ -454,7 +377,7 @@ class Trainer:
         is_main = self.dist.is_main
         if is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "train_config.json", json.dumps(_jsonable(cfg.to_dict()), indent=2))
+            atomic_write_text(self.run_dir / "train_config.json", json.dumps(jsonable(cfg.to_dict()), indent=2))
             self._open_logs()
         budget_s = self.max_minutes * 60.0 if self.max_minutes is not None else None
         stream = micro_batches(self.dataset, self.step * cfg.grad_accum, cfg.num_workers)
@@ -576,16 +499,6 @@ def _recent_loss(history: list[dict], losses: list) -> Optional[float]:
         return sum(tail) / len(tail)
     values = [h["loss"] for h in history[-5:] if h.get("loss") is not None]
     return sum(values) / len(values) if values else None
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def export_only(config: TrainConfig, mode: str = "train") -> Path:
