@@ -8,21 +8,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, metrics  # noqa: E402
 
 
 def test_psnr_known_value_and_clipping():
     ref = np.zeros((4, 8, 8), np.float32)
     test = ref + 20.0  # MSE 400 over a 2000 HU range: 10 log10(2000^2 / 400) = 40 dB
-    assert common.psnr(ref, test) == pytest.approx(40.0, abs=1e-9)
-    assert common.psnr(ref, ref) == float("inf")
+    assert metrics.psnr(ref, test) == pytest.approx(40.0, abs=1e-9)
+    assert metrics.psnr(ref, ref) == float("inf")
     # Values beyond [-1000, 1000] are clipped first: -3000 vs -1000 is no error.
-    assert common.psnr(np.full((2, 2, 2), -1000.0), np.full((2, 2, 2), -3000.0)) == float("inf")
+    assert metrics.psnr(np.full((2, 2, 2), -1000.0), np.full((2, 2, 2), -3000.0)) == float("inf")
     mask = np.zeros_like(ref, bool)
     mask[0] = True
     test2 = ref.copy()
     test2[1:] = 500.0
-    assert common.psnr(ref, test2, mask) == float("inf")
+    assert metrics.psnr(ref, test2, mask) == float("inf")
 
 
 def test_rmse_and_mae_in_a_mask():
@@ -30,11 +30,11 @@ def test_rmse_and_mae_in_a_mask():
     test = np.zeros((2, 3, 3))
     test[0] = 3.0
     test[1] = -4.0
-    assert common.rmse(ref, test) == pytest.approx(np.sqrt((9 + 16) / 2))
-    assert common.mae(ref, test) == pytest.approx(3.5)
+    assert metrics.rmse(ref, test) == pytest.approx(np.sqrt((9 + 16) / 2))
+    assert metrics.mae(ref, test) == pytest.approx(3.5)
     mask = np.zeros_like(ref, bool)
     mask[1] = True
-    assert common.rmse(ref, test, mask) == pytest.approx(4.0)
+    assert metrics.rmse(ref, test, mask) == pytest.approx(4.0)
 
 
 def test_ssim_identity_and_noise():
@@ -42,24 +42,24 @@ def test_ssim_identity_and_noise():
     rng = np.random.default_rng(0)
     ref = np.full((12, 32, 32), 40.0)  # 3D SSIM's Gaussian window needs 11 voxels per axis
     ref[:, 8:24, 8:24] = 140.0
-    assert common.ssim_axial(ref, ref) == pytest.approx(1.0)
-    assert common.ssim_3d(ref, ref) == pytest.approx(1.0)
+    assert metrics.ssim_axial(ref, ref) == pytest.approx(1.0)
+    assert metrics.ssim_3d(ref, ref) == pytest.approx(1.0)
     noisy = ref + rng.normal(0, 40, ref.shape)
     very_noisy = ref + rng.normal(0, 120, ref.shape)
-    assert 0 < common.ssim_axial(ref, very_noisy) < common.ssim_axial(ref, noisy) < 1.0
+    assert 0 < metrics.ssim_axial(ref, very_noisy) < metrics.ssim_axial(ref, noisy) < 1.0
 
 
 def test_auroc_and_best_dice():
     labels = np.array([0, 0, 0, 1, 1], bool)
-    assert common.auroc(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels) == pytest.approx(1.0)
-    assert common.auroc(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), labels) == pytest.approx(0.0)
-    assert common.auroc(np.ones(5), labels) == pytest.approx(0.5)  # ties: chance
+    assert metrics.auroc(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels) == pytest.approx(1.0)
+    assert metrics.auroc(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), labels) == pytest.approx(0.0)
+    assert metrics.auroc(np.ones(5), labels) == pytest.approx(0.5)  # ties: chance
     # One positive ranked below one negative: 5 of 6 pairs right.
-    assert common.auroc(np.array([0.1, 0.2, 0.6, 0.5, 0.9]), labels) == pytest.approx(5 / 6)
-    best, threshold = common.best_dice(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels)
+    assert metrics.auroc(np.array([0.1, 0.2, 0.6, 0.5, 0.9]), labels) == pytest.approx(5 / 6)
+    best, threshold = metrics.best_dice(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels)
     assert best == pytest.approx(1.0) and 0.3 < threshold <= 0.8
     # Ties cannot be split: all five selected -> Dice 2*2/(5+2).
-    best, _ = common.best_dice(np.ones(5), labels)
+    best, _ = metrics.best_dice(np.ones(5), labels)
     assert best == pytest.approx(4 / 7)
 
 
@@ -67,10 +67,10 @@ def test_soft_tissue_and_body_masks():
     hu = np.full((3, 20, 20), -1000.0)
     hu[:, 4:16, 4:16] = 40.0  # soft tissue block
     hu[:, 8:13, 8:13] = -900.0  # air hole inside the body
-    soft = common.soft_tissue_mask(hu)
+    soft = metrics.soft_tissue_mask(hu)
     # Soft tissue one voxel in from the edge (the mask is eroded in-plane); not air, not the hole.
     assert soft[1, 6, 6] and not soft[1, 4, 4] and not soft[1, 0, 0] and not soft[1, 10, 10]
-    body = common.body_mask(hu)
+    body = metrics.body_mask(hu)
     assert body[1, 10, 10] and body[1, 5, 5] and not body[1, 0, 0]
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from benchmarks import common
+from benchmarks import common, metrics
 
 DEFAULT_CASES = ["STS_034", "STS_035", "STS_036"]
 QUICK_CASES = ["STS_034"]
@@ -60,7 +60,7 @@ def median_residual(hu: np.ndarray, spacing_zyx: np.ndarray, median_mm: float = 
 
 
 def zscore(hu: np.ndarray, body: np.ndarray, spacing_zyx: np.ndarray, smooth_mm: float = SMOOTH_MM) -> np.ndarray:
-    soft = body & (hu >= common.SOFT_TISSUE_HU[0]) & (hu <= common.SOFT_TISSUE_HU[1])
+    soft = body & (hu >= metrics.SOFT_TISSUE_HU[0]) & (hu <= metrics.SOFT_TISSUE_HU[1])
     values = hu[soft] if soft.any() else hu[body]
     centre = float(np.median(values))
     scale = 1.4826 * float(np.median(np.abs(values - centre))) or 1.0
@@ -106,11 +106,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         crop = common.crop_image(image, box)
         hu = hu_full[box].astype(np.float32)
         tumour = tumour_full[box]
-        body = common.body_mask(hu) | tumour
+        body = metrics.body_mask(hu) | tumour
         spacing = common.spacing_zyx(image)
         case_table.add(case=name, box="×".join(map(str, hu.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), tumour=int(tumour.sum()),
-                       fraction=100.0 * tumour.sum() / body.sum(), floor=common.dice(body, tumour),
+                       fraction=100.0 * tumour.sum() / body.sum(), floor=metrics.dice(body, tumour),
                        training=common.training_status(model, name))
         print(f"[{name}] box {hu.shape}, tumour {100.0 * tumour.sum() / body.sum():.1f} % of the body", flush=True)
         for method in METHODS:
@@ -130,8 +130,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 amap = sitk.GetArrayFromImage(result).astype(np.float32)
                 note = "default options"
             scores, labels = amap[body], tumour[body]
-            best, threshold = common.best_dice(scores, labels)
-            row = {"case": name, "method": method, "auroc": common.auroc(scores, labels), "dice": best,
+            best, threshold = metrics.best_dice(scores, labels)
+            row = {"case": name, "method": method, "auroc": metrics.auroc(scores, labels), "dice": best,
                    "threshold": threshold, "seconds": seconds, "note": note}
             per_case.add(**row)
             results[method].append(row)

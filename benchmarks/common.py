@@ -164,24 +164,6 @@ def like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-# Masks and metrics live in benchmarks/metrics.py (no SimpleITK); re-exported here for the scripts.
-from benchmarks.metrics import (  # noqa: E402,F401
-    soft_tissue_mask,
-    body_mask,
-    _select,
-    rmse,
-    mae,
-    psnr,
-    _window01,
-    ssim_axial,
-    ssim_3d,
-    auroc,
-    best_dice,
-    dice,
-    HU_RANGE,
-    SSIM_WINDOW,
-    SOFT_TISSUE_HU,
-)
 
 
 # ---------------------------------------------------------------------------------------------

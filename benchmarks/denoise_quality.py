@@ -55,19 +55,8 @@ if __package__ in (None, ""):
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common
-from benchmarks.baselines import (  # noqa: F401  (the SimpleITK-free denoisers, shared with the GPU chunk check)
-    GAUSSIAN_SIGMA_MM,
-    NLM_H_FACTOR,
-    NLM_PATCH,
-    NLM_DISTANCE,
-    BM4D_SIGMA_FACTOR,
-    gaussian,
-    estimated_sigma,
-    nlm,
-    bm4d_available,
-    bm4d_denoise,
-)
+from benchmarks import common, metrics
+from benchmarks.baselines import GAUSSIAN_SIGMA_MM, bm4d_available, bm4d_denoise, estimated_sigma, gaussian, nlm
 from benchmarks.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
 
 DEFAULT_CASES = ["lung_tumour_5mm", "abdomen_pelvis_3mm", "cta_aorta_crop", "STS_034", "STS_035", "STS_036"]
@@ -167,7 +156,7 @@ class NoisyCase:
         self.spacing = spacing
         self.clean_image = common.crop_image(image, box)
         self.clean = hu[box].astype(np.float32)
-        self.soft = common.soft_tissue_mask(self.clean)
+        self.soft = metrics.soft_tissue_mask(self.clean)
         # Noise is simulated on the full axial slices (the whole body attenuates the rays), then cropped.
         key = f"{name}_{crop_mm:g}mm_{target_std:g}hu_seed{seed}_i0{i0 or 'cal'}_v{views or 'n'}.npz"
         cached = common.cache_dir() / "lowdose" / key
@@ -195,9 +184,9 @@ class NoisyCase:
 
 def score(case: NoisyCase, output: np.ndarray) -> dict:
     return {
-        "psnr": common.psnr(case.clean, output),
-        "ssim": common.ssim_axial(case.clean, output),
-        "rmse": common.rmse(case.clean, output, case.soft),
+        "psnr": metrics.psnr(case.clean, output),
+        "ssim": metrics.ssim_axial(case.clean, output),
+        "rmse": metrics.rmse(case.clean, output, case.soft),
     }
 
 
@@ -301,7 +290,7 @@ def write_png(path: Path, case: NoisyCase, outputs: dict[str, np.ndarray]) -> No
     canvas = Image.new("L", (size * len(tiles), size + 14), 0)
     draw = ImageDraw.Draw(canvas)
     for i, (name, vol) in enumerate(tiles):
-        img = np.clip((vol[k] - common.SSIM_WINDOW[0]) / (common.SSIM_WINDOW[1] - common.SSIM_WINDOW[0]), 0, 1)
+        img = np.clip((vol[k] - metrics.SSIM_WINDOW[0]) / (metrics.SSIM_WINDOW[1] - metrics.SSIM_WINDOW[0]), 0, 1)
         canvas.paste(Image.fromarray((img * 255).astype(np.uint8)).resize((size, size)), (i * size, 14))
         draw.text((i * size + 4, 1), name, fill=255)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from benchmarks import common
+from benchmarks import common, metrics
 
 DEFAULT_CASES = ["abdomen_3mm_small", "chest_upper_abdomen", "STS_034", "STS_035", "STS_036"]
 QUICK_CASES = ["abdomen_3mm_small", "STS_034"]
@@ -159,8 +159,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 out = sitk.GetArrayFromImage(result).astype(np.float32)
                 note = "default options"
             fill = out[mask]
-            row = {"case": name, "method": method, "rmse": common.rmse(ref, fill), "mae": common.mae(ref, fill),
-                   "psnr": common.psnr(ref, fill), "bias": float(np.mean(fill - ref)), "std": float(fill.std()),
+            row = {"case": name, "method": method, "rmse": metrics.rmse(ref, fill), "mae": metrics.mae(ref, fill),
+                   "psnr": metrics.psnr(ref, fill), "bias": float(np.mean(fill - ref)), "std": float(fill.std()),
                    "ref_std": float(ref.std()), "seconds": seconds, "note": note}
             per_case.add(**row)
             results[method].append(row)

@@ -39,7 +39,7 @@ if __package__ in (None, ""):
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common
+from benchmarks import common, metrics
 from benchmarks.superres_quality import factor_for, make_thick, on_reference
 
 SYNTH_SETTINGS = [("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpmpp_2m", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 5)]
@@ -170,7 +170,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     outs.append(out)
                     times.append(seconds)
                     synth_out[(region, seed, sampler, steps)] = out
-                ode = float(np.mean([common.psnr(references[s], o) for s, o in enumerate(outs)]))
+                ode = float(np.mean([metrics.psnr(references[s], o) for s, o in enumerate(outs)]))
                 pooled = np.concatenate([o.ravel() for o in outs])
                 rows.add(region=region, setting=f"{sampler} @ {steps}", evals=steps, ode=ode,
                          w1=wasserstein_hu(pooled, real),
@@ -201,14 +201,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             for method in ("linear",):
                 out = sitk.GetArrayFromImage(sitk.Resample(thick, thin, sitk.Transform(), sitk.sitkLinear, -1000.0,
                                                            sitk.sitkFloat32, True))
-                rows.add(case=name, setting="linear interpolation", psnr=common.psnr(reference, out),
-                         ssim=common.ssim_3d(reference, out, window=common.HU_RANGE))
+                rows.add(case=name, setting="linear interpolation", psnr=metrics.psnr(reference, out),
+                         ssim=metrics.ssim_3d(reference, out, window=metrics.HU_RANGE))
             for sampler, steps in sr_settings:
                 result, seconds = common.timed(lambda: run_superres(engine, thick, factor, sampler, steps))
                 out, _ = on_reference(result, thin)
                 synth_out[(name, sampler, steps)] = out
-                row = dict(case=name, setting=f"{sampler} @ {steps}", psnr=common.psnr(reference, out),
-                           ssim=common.ssim_3d(reference, out, window=common.HU_RANGE), seconds=seconds)
+                row = dict(case=name, setting=f"{sampler} @ {steps}", psnr=metrics.psnr(reference, out),
+                           ssim=metrics.ssim_3d(reference, out, window=metrics.HU_RANGE), seconds=seconds)
                 rows.add(**row)
                 print(f"[superres {name}] {sampler} @ {steps}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f}", flush=True)
         rows.print()
@@ -232,7 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             theirs = run_baseline(source, {"task": "synthesize", "region": region, "steps": 50, "seed": 0,
                                            "model": base_model.ref, "out": str(Path(tmp) / "synth.npy")})
             rows.add(task="synthesis", setting=f"{region}, seed 0, ddim @ 50",
-                     psnr=common.psnr(theirs, ours, hu_range=(-1024, 3071)), max=float(np.abs(theirs - ours).max()))
+                     psnr=metrics.psnr(theirs, ours, hu_range=(-1024, 3071)), max=float(np.abs(theirs - ours).max()))
             if sr_model.available and sr_cases:
                 name = sr_cases[0]
                 if name not in sr_inputs:
@@ -245,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 theirs = run_baseline(source, {"task": "superres", "thick": str(thick_path), "factor": factor,
                                                "steps": 25, "model": sr_model.ref, "out": str(Path(tmp) / "sr.npy")})
                 rows.add(task="super-resolution", setting=f"{name}, ddim @ 25",
-                         psnr=common.psnr(theirs, ours, hu_range=(-1024, 3071)), max=float(np.abs(theirs - ours).max()))
+                         psnr=metrics.psnr(theirs, ours, hu_range=(-1024, 3071)), max=float(np.abs(theirs - ours).max()))
         rows.print()
         tables.append(rows)
 

@@ -49,7 +49,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from benchmarks import common
+from benchmarks import common, metrics
 
 TASKS = ["denoise", "anomaly", "inpaint", "synthesize", "superres", "lesion"]
 PATHS = ["naive", "fast", "tuned"]
@@ -632,7 +632,7 @@ def add_equality_rows(targets: common.Table, results: dict, paths) -> None:
         naive = results.get((task, "naive"))
         if path == "naive" or naive is None or naive.output.shape != r.output.shape:
             continue
-        value = common.psnr(naive.output, r.output)
+        value = metrics.psnr(naive.output, r.output)
         targets.add(target=f"{task}: output equal to the naive baseline's, PSNR ≥ {QUALITY_TARGET_DB:.0f} dB ({path})",
                     measured=f"{value:.1f} dB", verdict="met" if value >= QUALITY_TARGET_DB else "NOT met")
 
@@ -851,9 +851,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 at_default=f"{projected:.1f}{mark}", mvox=common.mvox_per_s(inputs[task].voxels, projected),
                 speedup=(naive.projected / projected if naive else None), rss=common.gib(r.peak_rss),
                 gpu=common.gib(r.cuda_peak) if r.cuda_peak is not None else None,
-                psnr=(common.psnr(naive.output, r.output) if naive is not None and path != "naive"
+                psnr=(metrics.psnr(naive.output, r.output) if naive is not None and path != "naive"
                       and naive.output.shape == r.output.shape else None),
-                psnr_fast=(common.psnr(results[(task, "fast")].output, r.output)
+                psnr_fast=(metrics.psnr(results[(task, "fast")].output, r.output)
                            if path == "tuned" and (task, "fast") in results else None))
     e2e_table.print()
     tables.append(e2e_table)
@@ -938,7 +938,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 speedup=(naive_big["total"] / b["total"] if naive_big else None),
                 rss=(f"{common.gib(b['rss'] + b['activation']):.2f} (est.)" if est else f"{common.gib(b['rss']):.2f}"),
                 gpu=common.gib(b["gpu"]) if b["gpu"] is not None else None,
-                psnr=(common.psnr(naive_big["output"], b["output"]) if not est and naive_big and path != "naive"
+                psnr=(metrics.psnr(naive_big["output"], b["output"]) if not est and naive_big and path != "naive"
                       else None))
         if big_mode != "full":
             big_table.note = ("Estimated: 'all but network' is measured for real with the network replaced by a stub "
@@ -1023,7 +1023,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         add_equality_rows(targets, results, paths)
         for key, b in big_results.items():
             if key != "naive" and naive_big is not None and b.get("output") is not None:
-                value = common.psnr(naive_big["output"], b["output"])
+                value = metrics.psnr(naive_big["output"], b["output"])
                 targets.add(target=f"512×512×300 output equal to naive's: PSNR ≥ {QUALITY_TARGET_DB:.0f} dB ({key})",
                             measured=f"{value:.1f} dB", verdict="met" if value >= QUALITY_TARGET_DB else "NOT met")
         targets.add(target="CPU targets", measured="not measured in a GPU run (use --device cpu)", verdict="–")

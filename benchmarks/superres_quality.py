@@ -38,7 +38,7 @@ if __package__ in (None, ""):
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common
+from benchmarks import common, metrics
 
 DEFAULT_CASES = ["cta_aorta_crop", "lidc_chest_1mm", "chest_upper_abdomen"]
 QUICK_CASES = ["cta_aorta_crop"]
@@ -128,7 +128,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         box[0] = slice(box[0].start, box[0].start + slabs * factor)
         thin, thick = make_thick(common.crop_image(image, tuple(box)), factor)
         reference = sitk.GetArrayFromImage(thin).astype(np.float32)
-        body = common.body_mask(reference)
+        body = metrics.body_mask(reference)
         case_table.add(case=name, shape="×".join(map(str, reference.shape)), thin=f"{dz:.2f}", factor=factor,
                        thick=f"{dz * factor:.2f}", mvox=reference.size / 1e6,
                        training=common.training_status(model, name))
@@ -147,9 +147,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 result, seconds = common.timed(lambda: api.super_resolve(thick, engine=engine, factor_z=factor,
                                                                          **kwargs))
                 out, note = on_reference(result, thin)
-            row = {"case": name, "method": method, "psnr": common.psnr(reference, out),
-                   "ssim": common.ssim_3d(reference, out, window=common.HU_RANGE),
-                   "rmse": common.rmse(reference, out, body), "seconds": seconds, "note": note}
+            row = {"case": name, "method": method, "psnr": metrics.psnr(reference, out),
+                   "ssim": metrics.ssim_3d(reference, out, window=metrics.HU_RANGE),
+                   "rmse": metrics.rmse(reference, out, body), "seconds": seconds, "note": note}
             per_case.add(**row)
             results[method].append(row)
             print(f"  {method:10s} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} RMSE {row['rmse']:.1f} "
