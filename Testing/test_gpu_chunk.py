@@ -19,6 +19,7 @@ from test_training_compact import BLOCKER
 from test_training_data import make_cache
 
 from MedDiffFMLib.models.weights import verify_model_folder
+from MedDiffFMLib.training.chunk import cases_seen, chunk_card_lines
 from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
 from MedDiffFMLib.training.shards import build_shards, plan_shards, validation_for_shard
 
@@ -41,6 +42,21 @@ def test_shards_pack_training_cases_and_repeat_validation(tmp_path):
     assert all(sum(sizes[i] for i in b) + 15 <= 85 for b in bins) and len(bins) == 3
     with pytest.raises(Exception, match="alone are larger"):
         plan_shards(index, sizes, max_bytes=45)
+
+
+def test_build_shards_can_leave_out_a_case_larger_than_a_shard(tmp_path):
+    cache = make_cache(tmp_path, n_train=4, n_val=1)
+    index = json.loads((cache / "index.json").read_text())
+    sizes = {c["id"]: sum((cache / f).stat().st_size for f in set(c["files"].values())) for c in index["cases"]}
+    largest = max((c for c in index["cases"] if c["split"] == "train"), key=lambda c: sizes[c["id"]])["id"]
+    limit = sizes[largest] - 1
+    assert sorted(sizes[c["id"]] for c in index["cases"] if c["split"] == "train")[-2] <= limit  # only one too big
+    with pytest.raises(Exception, match="alone are larger"):
+        build_shards(cache, tmp_path / "refused", max_bytes=limit)
+    plan = build_shards(cache, tmp_path / "shards", max_bytes=limit, leave_out_oversized=True)
+    assert [c["id"] for c in plan["left_out"]] == [largest]
+    planned = [i for shard in plan["shards"] for i in shard["train"]]
+    assert largest not in planned and len(planned) == 3
 
 
 def test_a_case_too_large_for_the_validation_cases_gets_a_shard_of_its_own():
@@ -82,6 +98,8 @@ def carry(tmp_path_factory) -> Path:
     for shard in plan["shards"]:
         assert set(shard["val"]) == {c["id"] for c in index["cases"] if c["split"] == "val"}
     _quality_box(root / "carry" / "quality")
+    # On the device only the chunk's own shard travels; carry.json says how many the whole plan has.
+    (root / "carry" / "carry.json").write_text(json.dumps({"shards": PLANNED_SHARDS}))
     config = root / "tiny_chunk.json"
     config.write_text(json.dumps({
         "model": "tiny", "cache": "unused", "run_dir": "unused", "max_steps": 100000, "batch_size": 2,
@@ -89,6 +107,9 @@ def carry(tmp_path_factory) -> Path:
         "device": "cpu", "tensorboard": False, "lr_schedule": "cosine",
         "export": {"name": "tiny-chunk", "storage_dtype": "float16"}}))
     return root
+
+
+PLANNED_SHARDS = 7
 
 
 def _run_chunk(root: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
@@ -135,8 +156,12 @@ def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_return
                  "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk")])
     meta = read_compact_meta(carry / "state")
     assert meta["step"] == 5 and [c["steps"] for c in meta["chunks"]] == [[0, 3], [3, 5]]
-    assert meta["chunks"][1]["shard"].startswith("shard-01")
-    assert "GPU chunks: 2" in verify_model_folder(carry / "models" / "tiny-chunk").card
+    assert meta["chunks"][1]["shard"] == f"shard-01 of {PLANNED_SHARDS}"
+    card = verify_model_folder(carry / "models" / "tiny-chunk").card
+    assert "GPU chunks: 2" in card and f"shard-00, shard-01 of {PLANNED_SHARDS}" in card
+    trained = {c["id"] for record in meta["chunks"] for c in record["cases"]}
+    assert len(trained) == sum(record["train_cases"] for record in meta["chunks"])  # shards do not overlap
+    assert f"on {len(trained)} CT volumes" in card and f"- Training cases: {len(trained)} (" in card
     read_compact_state(carry / "state", ema_model=carry / "models" / "tiny-chunk")
 
 
@@ -172,3 +197,15 @@ def test_quality_boxes_from_held_out_shared_cases(tmp_path, shared_ct):
     with pytest.raises(SystemExit, match="training case"):
         make_quality_cases(ROOT / "configs" / "shared_ct_manifest.json", shared_ct, (4.0,) * 3, (16,) * 3, tmp_path,
                            cases=["STS_001"])
+
+
+def test_card_lines_count_the_whole_plan_and_each_case_once():
+    def record(chunk, shard, ids):
+        return {"chunk": chunk, "date": "d", "hardware": "GPU", "shard": f"{shard} of 4", "train_cases": len(ids),
+                "cases": [{"id": i, "region": None, "source": "s"} for i in ids], "steps": [0, 1], "samples": 8,
+                "train_minutes": 1.0, "train_loss": 0.1, "val_loss": None}
+
+    chunks = [record(0, "shard-00", ["a", "b"]), record(1, "shard-01", ["c"]), record(2, "shard-00", ["a", "b"])]
+    assert [c.id for c in cases_seen(chunks)] == ["a", "b", "c"]
+    text = "\n".join(chunk_card_lines(chunks))
+    assert "shards shard-00, shard-01 of 4, 3 distinct training cases" in text and "shard k mod 4" in text

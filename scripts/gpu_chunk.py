@@ -166,9 +166,12 @@ def stage(args: argparse.Namespace) -> None:
     index_bytes = json.loads((cache / "index.json").read_text())["total_bytes"]
     if (args.rebuild_shards or plan is None or plan.get("max_bytes", 0) > max_shard
             or plan.get("source_bytes") != index_bytes):
-        plan = build_shards(cache, shards, max_shard, lzma=not args.no_lzma)
+        plan = build_shards(cache, shards, max_shard, lzma=not args.no_lzma, leave_out_oversized=True)
         plan["source_bytes"] = index_bytes
         (shards / "shards.json").write_text(json.dumps(plan, indent=1))
+    for case in plan.get("left_out", []):
+        print(f"  WARNING: {case['id']} ({case['mib']} MiB packed) is larger than a shard may be and is left out of "
+              "the GPU chunks; prepare the cache at a coarser spacing or ship smaller models to bring it back.")
     meta = read_compact_meta(paths["state_dir"]) if is_compact_state(paths["state_dir"]) else None
     chunk = len(meta.get("chunks", [])) if meta else 0
     pick = args.shard if args.shard is not None else shard_for_chunk(chunk, len(plan["shards"]))
@@ -191,6 +194,7 @@ def stage(args: argparse.Namespace) -> None:
         "shards": [{"name": s["name"], "mib": round(s["bytes"] / 2**20, 2), "train_cases": len(s["train"])}
                    for s in plan["shards"]],
         "val_cases": plan["shards"][0]["val"],
+        "left_out": plan.get("left_out", []),
     }
     (REPO / BUDGET_FILE).write_text(json.dumps(budget, indent=1) + "\n")
     now = travelling_bytes(REPO, [CARRY])
@@ -223,10 +227,11 @@ def run(args: argparse.Namespace) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="meddifffm-chunk-"))
     overrides = json.loads(args.overrides) if args.overrides else {}
+    staged = json.loads((carry / "carry.json").read_text()) if (carry / "carry.json").is_file() else {}
     options = ChunkOptions(config=args.config, shards=carry / "shard", state_dir=args.state_dir or paths["state_dir"],
                            model_dir=args.model_dir or paths["model_dir"], out=Path(args.out), work=work,
                            minutes=args.minutes, device=device, overrides=overrides, moments=args.moments,
-                           shard=args.shard)
+                           shard=args.shard, total_shards=staged.get("shards"))
     record = run_chunk(options, quality)
     shutil.rmtree(work, ignore_errors=True)
     print(summary(record))

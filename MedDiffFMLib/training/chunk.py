@@ -23,6 +23,7 @@ from ..models.weights import MANIFEST, sha256_of
 from .cache import INDEX
 from .compact import is_compact_state, read_compact_meta
 from .config import TrainConfig
+from .export import SeenCase
 from .shards import shard_for_chunk
 from .trainer import Trainer
 
@@ -50,6 +51,7 @@ class ChunkOptions:
     overrides: dict = field(default_factory=dict)  # other config keys (e.g. a tiny model for tests)
     moments: bool = False                 # keep AdamW's moments in the state
     shard: Optional[int] = None           # override the rotation
+    total_shards: Optional[int] = None    # shards in the whole plan, when only the chunk's own one travelled
 
 
 def chunk_shards(shards: Path) -> list[Path]:
@@ -76,6 +78,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     shards = chunk_shards(options.shards)
     pick = options.shard if options.shard is not None else shard_for_chunk(number, len(shards))
     shard = shards[pick % len(shards)]
+    total = options.total_shards or len(shards)
     stage = Path(options.work) / "stage"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -88,21 +91,22 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     cfg.checkpoint_minutes = 10**6
     cfg.keep_checkpoints = 1
     log(f"chunk {number}: {'resuming from ' + str(options.state_dir) if meta else 'fresh init of ' + str(cfg.model)}"
-        f" (step {meta['step'] if meta else 0}); shard {shard.name} ({pick % len(shards) + 1} of {len(shards)}); "
+        f" (step {meta['step'] if meta else 0}); shard {shard.name} of {total}; "
         f"budget {options.minutes:g} min")
     trainer = Trainer(cfg, "train", resume_compact=options.state_dir if meta else None,
                       compact_ema_model=options.model_dir if meta else None, max_minutes=options.minutes,
                       progress="none", export=False)
     trainer.setup()
     step0, seconds0 = trainer.step, trainer.train_seconds
-    train_ids = [c.id for c in trainer._cases("train")]
+    trained = [{"id": c.id, "region": c.region, "source": c.source} for c in trainer._cases("train")]
     result = trainer.run()
     record = {
         "chunk": number,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "hardware": trainer.report().hardware,
-        "shard": f"{shard.name} of {len(shards)}",
-        "train_cases": len(train_ids),
+        "shard": f"{shard.name} of {total}",
+        "train_cases": len(trained),
+        "cases": trained,
         "steps": [step0, trainer.step],
         "samples": (trainer.step - step0) * trainer.global_batch,
         "train_minutes": round((trainer.train_seconds - seconds0) / 60.0, 2),
@@ -112,6 +116,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     }
     all_chunks = chunks + [record]
     trainer.report_notes = chunk_card_lines(all_chunks)
+    trainer.report_train_cases = cases_seen(all_chunks) or None
     trainer.report_extra = {"gpu_chunks": len(all_chunks),
                             "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2)}
     from .export import export_run
@@ -122,7 +127,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
         record["quality"] = checked.get("figures")
         append_to_card(model, checked.get("card", []))
     state = trainer.save_compact(stage / "state", ema_model=model, moments=options.moments, chunks=all_chunks,
-                                 data={"shard": shard.name, "shards": len(shards)})
+                                 data={"shard": shard.name, "shards": total})
     assert state is not None
     (stage / "chunk.json").write_text(json.dumps(record, indent=1))
     if (Path(cfg.run_dir) / "log.csv").is_file():
@@ -147,11 +152,23 @@ def chunk_card_lines(chunks: list[dict]) -> list[str]:
                      f"training cases); train loss {_num(c.get('train_loss'))}, val loss {_num(c.get('val_loss'))}.")
     seen = sorted({c["shard"].split(" of ")[0] for c in chunks})
     total = chunks[-1]["shard"].split(" of ")[-1]
-    lines.append(f"  - data seen: shards {', '.join(seen)} of {total} (chunk k trains shard k mod {total}; all "
-                 f"{total} shards together hold every training case once)")
+    distinct = len(cases_seen(chunks))
+    lines.append(f"  - data seen: shards {', '.join(seen)} of {total}"
+                 + (f", {distinct} distinct training cases" if distinct else "")
+                 + f" (chunk k trains shard k mod {total}; all {total} shards together hold every training case once)")
     if len(chunks) > 12:
         lines.append(f"  - (and {len(chunks) - 12} earlier chunks, listed in the compact state's state.json)")
     return lines
+
+
+def cases_seen(chunks: list[dict]) -> list[SeenCase]:
+    """Every training case of every chunk, once each, in first-seen order (records without a case list,
+    from before they had one, add nothing)."""
+    seen: dict[str, SeenCase] = {}
+    for record in chunks:
+        for case in record.get("cases", []):
+            seen.setdefault(case["id"], SeenCase(case["id"], case.get("region"), case.get("source", "")))
+    return list(seen.values())
 
 
 def _num(value) -> str:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import torch
 
@@ -39,6 +39,23 @@ class TrainResult:
     losses: list = field(default_factory=list)  # (step, loss) of this call
 
 
+class CaseSummary(Protocol):
+    """What the model card reads of a training case (a CacheCase, or a chunk record's case entry)."""
+
+    id: str
+    region: Optional[str]
+    source: str
+
+
+@dataclass(frozen=True)
+class SeenCase:
+    """A training case known from a chunk record rather than from the cache on disk."""
+
+    id: str
+    region: Optional[str]
+    source: str
+
+
 @dataclass
 class RunReport:
     """What the export and the model card need to know about a run (the trainer fills it in)."""
@@ -52,7 +69,7 @@ class RunReport:
     condition: Optional[str]              # the condition builder's description
     cache_index: dict
     cache_spacing: tuple
-    train_cases: list[CacheCase]
+    train_cases: Sequence[CaseSummary]   # every case the weights were trained on (all chunks for chunked runs)
     val_cases: list[CacheCase]
     train_seconds: float
     hardware: str
@@ -107,7 +124,7 @@ def model_card(run: RunReport, result: TrainResult, name: str) -> str:
     train_cases = run.train_cases
     val_cases = run.val_cases
     regions = Counter(c.region or "unknown" for c in train_cases)
-    sources = Counter(c.source for c in train_cases + val_cases if c.source)
+    sources = Counter(c.source for c in [*train_cases, *val_cases] if c.source)
     hours = run.train_seconds / 3600.0
     hardware = run.hardware
     what = ("base MedDiff-FM U-Net" if run.kind == "unet"

@@ -100,9 +100,14 @@ def validation_for_shard(train_ids: list[str], val_ids: list[str], sizes: dict[s
     return [i for i in val_ids if i in kept]
 
 
-def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzma: bool = False) -> dict:
+def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzma: bool = False,
+                 leave_out_oversized: bool = False) -> dict:
     """Split the prepared cache ``cache_dir`` into shard caches ``out_dir/shard-NN``; returns the plan
-    (also written to ``out_dir/shards.json``). Shards of an earlier plan are replaced."""
+    (also written to ``out_dir/shards.json``). Shards of an earlier plan are replaced.
+
+    A training case larger than ``max_bytes`` makes this raise, unless ``leave_out_oversized``: then it
+    is left out of every shard and listed in the plan's ``left_out`` (id and MiB), so that a chunk can
+    still run when the shipped models leave little room to travel."""
     cache_dir = Path(cache_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
     TrainingCache(cache_dir)  # checks the format
@@ -117,7 +122,9 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
                 else:
                     _link_or_copy(cache_dir / rel, source / rel)
     sizes = {c["id"]: _case_bytes(source, c) for c in index["cases"]}
-    bins = plan_shards(index, sizes, max_bytes)
+    left_out = [c["id"] for c in index["cases"]
+                if leave_out_oversized and c["split"] == "train" and sizes[c["id"]] > max_bytes]
+    bins = plan_shards(dict(index, cases=[c for c in index["cases"] if c["id"] not in left_out]), sizes, max_bytes)
     if out_dir.exists():
         for old in out_dir.glob("shard-*"):
             shutil.rmtree(old)
@@ -138,7 +145,8 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
         atomic_write_text(out_dir / name / INDEX, json.dumps(sub, indent=1))
         shards.append({"name": name, "bytes": total, "train": ids, "val": kept})
     plan = {"source_cache": str(cache_dir), "spacing_mm": index["spacing_mm"], "dtype": index.get("dtype"),
-            "max_bytes": int(max_bytes), "lzma": bool(lzma), "shards": shards}
+            "max_bytes": int(max_bytes), "lzma": bool(lzma), "shards": shards,
+            "left_out": [{"id": i, "mib": round(sizes[i] / 2**20, 2)} for i in left_out]}
     atomic_write_text(out_dir / SHARDS_JSON, json.dumps(plan, indent=1))
     return plan
 

@@ -83,6 +83,7 @@ class Trainer:
             raise MedDiffFMError("Pass either --resume (the run folder's checkpoint) or --resume-compact, not both.")
         self.report_notes: list[str] = []   # extra model-card lines (the GPU chunk driver fills these in)
         self.report_extra: dict = {}
+        self.report_train_cases: Optional[list] = None  # every case trained on, when more than this cache holds
         self._rewarm_from: Optional[int] = None
         self.max_minutes = max_minutes
         self.progress_mode = progress
@@ -320,7 +321,8 @@ class Trainer:
             base_name=self.base_files.name if self.base_files is not None else None,
             condition=self.objective.builder.describe() if self.objective.builder is not None else None,
             cache_index=self.cache.index, cache_spacing=self.cache.spacing_mm,
-            train_cases=self._cases("train"), val_cases=self._cases("val"), train_seconds=self.train_seconds,
+            train_cases=self.report_train_cases if self.report_train_cases is not None else self._cases("train"),
+            val_cases=self._cases("val"), train_seconds=self.train_seconds,
             hardware=hardware_description(self.device, self.dist.world_size), world_size=self.dist.world_size,
             global_batch=self.global_batch, samples_seen=self.samples_seen, bf16=self.amp_dtype is not None,
             history=self.history, final_val=getattr(self, "final_val", None), ema=self.ema, run_dir=self.run_dir,
