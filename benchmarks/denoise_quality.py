@@ -24,15 +24,14 @@ the grid and its result are printed by that mode and recorded in benchmarks/READ
   distance 5 voxels), sigma estimated blindly from the noisy image with the estimator MedDiffFM
   itself uses (see :func:`estimated_sigma`), h = factor x sigma;
 * BM4D (PyPI ``bm4d``, profile 'np', all stages) with the same estimated sigma (if installed);
-* MedDiffFM: ``MedDiffFMLib.api.denoise`` with its default options (DiffPIR, 10 steps, noise
+* MedDiffFM: ``MedDiffFMLib.api.denoise`` with its default options (DiffPIR, 5 steps, noise
   estimated from the image, region guessed);
-* oracle_model_grid (not a method, a ceiling): the clean scan's model-grid image returned the way
-  the library returns a model output (input + the change resampled to the input grid). Noise finer
-  than the model grid (2 mm for the default config) survives that way back, so no MedDiffFM model
-  of that config can score better than this row;
+* oracle_model_grid (not a method, a ceiling): the clean scan's model-grid image returned as input
+  + the change resampled to the input grid (the library's denoising way back until 2026-11-26). Noise
+  finer than the model grid survives that way back, so no model could score better than this row;
 * oracle_model_grid_replace (a ceiling too): the perfect model-grid image resampled onto the input
-  grid instead (no fine noise comes back, nor any detail finer than the grid): what a "replace"
-  way back would allow.
+  grid instead (no fine noise comes back, nor any detail finer than the grid): the ceiling of the way
+  denoising now goes back, before it adds the input's fine band through a local Wiener gain.
 
 The "clean" scans are real clinical CT and carry their own noise (the sarcoma crops come from the
 CT of PET/CT and are noisy); the table prints each case's own noise estimate: no method can score
@@ -124,7 +123,7 @@ def oracle_model_grid_replace(case: "NoisyCase", engine) -> tuple[np.ndarray, st
     window = noisy_space.window
     outside = (case.noisy < window.low) | (case.noisy > window.high)
     out[outside] = case.noisy[outside]
-    return out.astype(np.float32), f"ceiling, replace instead of add ({label})"
+    return out.astype(np.float32), f"ceiling of replacing, before the fine band ({label})"
 
 
 def oracle_model_grid(case: "NoisyCase", engine) -> tuple[np.ndarray, str]:
@@ -134,7 +133,7 @@ def oracle_model_grid(case: "NoisyCase", engine) -> tuple[np.ndarray, str]:
     model output, so what remains is the noise finer than the model grid, which the way back keeps."""
     noisy_space, clean_space, label = _model_spaces(case, engine)
     out = noisy_space.to_input_grid(clean_space.model_array)
-    return sitk.GetArrayFromImage(out).astype(np.float32), f"ceiling of the library's way back ({label})"
+    return sitk.GetArrayFromImage(out).astype(np.float32), f"ceiling of input + change ({label})"
 
 
 # ---------------------------------------------------------------------------------------------

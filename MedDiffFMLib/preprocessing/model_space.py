@@ -7,6 +7,10 @@ Back: the model's *change* (output - input, in HU) is resampled to the input gri
 the input HU. Detail finer than the model grid is therefore kept, a zero change returns the input
 bit-for-bit, and voxels the window clipped (bone, air, outside-FOV padding) are restored exactly,
 so the result keeps the full HU range and the input's exact grid.
+
+Restoration (denoising) takes the other way back, :meth:`ModelSpace.to_input_grid_replacing`: the
+model output replaces the input inside the window, since adding the change would keep every bit of
+noise finer than the model grid (see preprocessing/noise_bands.py).
 """
 
 from __future__ import annotations
@@ -165,6 +169,33 @@ class ModelSpace:
                 result[mask] = self._to_input(self.window.model_to_hu(out))[mask]
         g = self.input_geometry
         return image_from_array(result.astype(np.float32, copy=False), g.spacing, g.origin, g.direction)
+
+    def input_fine_band(self) -> np.ndarray:
+        """The input's detail finer than the model grid, float32 HU ``(z, y, x)`` on the input grid: the
+        input minus what the model sees (the window-clipped HU on the model grid) taken back. Relative to
+        the clipped image, so that a model output plus this band meets the input at the window's edges
+        (soft tissue beside bone)."""
+        if self._input is None:
+            raise ValueError("This model space has no input image (ModelSpace.for_grid).")
+        source = sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
+        return source - self._to_input(self.model_hu[self._crop])
+
+    def to_input_grid_replacing(self, model_output: np.ndarray, fine_band: Optional[np.ndarray] = None) -> np.ndarray:
+        """Restoration's way back, float32 HU ``(z, y, x)`` on the input grid: inside the window the model
+        output in HU replaces the input (so the noise finer than the model grid goes too), plus
+        ``fine_band`` (e.g. the input's fine band after shrinkage) where given; voxels outside the
+        window keep the input value, as in :meth:`to_input_grid`."""
+        self._check_shape(model_output)
+        if self._input is None:
+            raise ValueError("This model space has no input image (ModelSpace.for_grid).")
+        out = np.clip(np.asarray(model_output, dtype=np.float32), -1.0, 1.0)[self._crop]
+        source = sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
+        result = self._to_input(self.window.model_to_hu(out))
+        if fine_band is not None:
+            result += fine_band
+        clipped = (source < self.window.low) | (source > self.window.high)
+        result[clipped] = source[clipped]
+        return result
 
     def mask_to_model(self, mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """A bool ``(z, y, x)`` mask on the input grid -> bool mask shaped like ``model_array``
