@@ -167,3 +167,24 @@ def test_sampling_model_is_channels_last_on_cpu_with_the_same_output(tmp_path):
         expected = module.eval()(x, t, r)
         assert float(expected.abs().max()) > 1e-3
         torch.testing.assert_close(loaded.model(x, t, r), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_shipped_controlnets_were_trained_on_the_shipped_base():
+    """Every shipped ControlNet names the shipped base's weights (sha256): a retrained base needs its
+    ControlNets fine-tuned again (issue 12), or super-resolution and lesions are refused at load."""
+    from pathlib import Path
+
+    from MedDiffFMLib.models.loading import load_pipeline_model
+
+    models = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+    roles = json.loads((models / "models.json").read_text())["roles"]
+    base = verify_model_folder(models / roles["base"])
+    for role, name in roles.items():
+        if role == "base":
+            continue
+        files = verify_model_folder(models / name)
+        assert files.controlnet_config is not None and files.controlnet_config.task == role, name
+        assert files.controlnet_config.base_model == roles["base"], name
+        assert files.controlnet_config.base_sha256 == base.fingerprint, name
+        assert load_pipeline_model(str(models / name), role, torch.device("cpu"), role).base_files.fingerprint \
+            == base.fingerprint
