@@ -21,13 +21,15 @@ it). For every case:
    * W1: 1D Wasserstein distance between the two HU distributions (HU; 0 = the same histogram);
    * gradient ratio: mean in-plane gradient magnitude (HU/mm) inside the mask, one voxel in from
      its in-plane edge, fill / tumour (fine texture; 1 = as rough as the tumour, 0 = flat);
-   * GLCM contrast ratio and homogeneity: grey-level co-occurrence (skimage, neighbours at 1
-     voxel in-plane, 32 levels over the tumour's 1st-99th HU percentiles, pairs inside the mask
-     only), fill / tumour for the contrast, and fill and tumour homogeneity side by side.
+   * GLCM contrast ratio: grey-level co-occurrence contrast (skimage, neighbours at 1 voxel
+     in-plane, pairs inside the mask only), fill / tumour, both quantised to the same 32 levels
+     spanning the 1st-99th HU percentiles of tumour and fill together (so that a fill far from the
+     tumour's HU is not clipped flat; contrast scales with the square of the level width, so the
+     ratio hardly depends on that span).
 
-   The mean table adds "texture error": the mean over cases of |ln gradient ratio| (0 = the
-   tumour's roughness; a flat fill is infinitely far). A better lesion model lowers |Δ mean|, W1
-   and the texture error.
+   The mean table adds "texture error": the mean over cases of abs(ln gradient ratio) (0 = the
+   tumour's roughness, twice and half as rough score alike, a flat fill is infinitely far). A
+   better lesion model lowers abs Δ mean, W1 and the texture error.
 
 Methods (rows):
 
@@ -76,7 +78,7 @@ MARGIN_MM = 16.0
 DILATE_MM = 3.0
 GLCM_LEVELS = 32
 REFERENCE = "tumour_stats_noise"
-SCORES = ("mean", "abs_mean", "std_ratio", "w1", "grad_ratio", "glcm_ratio", "homog")
+SCORES = ("mean", "abs_mean", "std_ratio", "w1", "grad_ratio", "glcm_ratio")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +108,7 @@ def dilate_mm(mask: np.ndarray, spacing_zyx, mm: float) -> np.ndarray:
 
 
 def hu_range_of(values: np.ndarray) -> tuple[float, float]:
-    """The GLCM's grey-level range: the real tumour's 1st-99th HU percentiles (the same bins for
-    every method of a case)."""
+    """The GLCM's grey-level range: the 1st-99th HU percentiles of ``values`` (tumour and fill together)."""
     lo, hi = np.percentile(values, [1.0, 99.0])
     return float(lo), float(max(hi, lo + 1.0))
 
@@ -135,23 +136,23 @@ class RealTumour:
         self.mean = float(self.values.mean())
         self.std = float(self.values.std())
         self.gradient = metrics.mean_gradient_axial(hu, mask, self.spacing_yx)
-        self.hu_range = hu_range_of(self.values)
-        self.glcm = metrics.glcm_axial(hu, mask, self.hu_range, GLCM_LEVELS)
+        self.hu = hu
 
 
 def lesion_scores(real: RealTumour, filled: np.ndarray) -> dict[str, float]:
     """The fill inside the tumour mask next to the real tumour (see the module docstring)."""
     values = filled[real.mask].astype(np.float64)
     gradient = metrics.mean_gradient_axial(filled, real.mask, real.spacing_yx)
-    glcm = metrics.glcm_axial(filled, real.mask, real.hu_range, GLCM_LEVELS)
+    hu_range = hu_range_of(np.concatenate([real.values, values]))
+    contrast = metrics.glcm_axial(filled, real.mask, hu_range, GLCM_LEVELS)["contrast"]
+    real_contrast = metrics.glcm_axial(real.hu, real.mask, hu_range, GLCM_LEVELS)["contrast"]
     return {
         "mean": float(values.mean()),
         "abs_mean": abs(float(values.mean()) - real.mean),
         "std_ratio": metrics.std_ratio(real.values, values),
         "w1": metrics.wasserstein_hu(real.values, values),
         "grad_ratio": gradient / real.gradient if real.gradient > 0 else float("nan"),
-        "glcm_ratio": glcm["contrast"] / real.glcm["contrast"] if real.glcm["contrast"] > 0 else float("nan"),
-        "homog": glcm["homogeneity"],
+        "glcm_ratio": contrast / real_contrast if real_contrast > 0 else float("nan"),
     }
 
 
@@ -255,9 +256,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("ml", "tumour ml", "{:.0f}"), ("filled", "filled voxels"), ("mean", "tumour mean HU", "{:.1f}"),
         ("std", "tumour std HU", "{:.1f}"), ("grad", "tumour gradient HU/mm", "{:.1f}"),
         ("training", "model training")] + ([("training_compare", "compare model training")] if args.compare_model else []))
-    columns = [("method", "method"), ("mean", "mean HU", "{:.1f}"), ("abs_mean", "|Δ mean| HU", "{:.1f}"),
+    columns = [("method", "method"), ("mean", "mean HU", "{:.1f}"), ("abs_mean", "abs Δ mean HU", "{:.1f}"),
                ("std_ratio", "std ratio", "{:.2f}"), ("w1", "W1 HU", "{:.1f}"), ("grad_ratio", "gradient ratio", "{:.2f}"),
-               ("glcm_ratio", "GLCM contrast ratio", "{:.2f}"), ("homog", "GLCM homogeneity", "{:.3f}")]
+               ("glcm_ratio", "GLCM contrast ratio", "{:.2f}")]
     per_case = common.Table("Per case (inside the real tumour mask; ratios: fill / tumour)",
                             [("case", "case")] + columns + [("seconds", "s", "{:.1f}"), ("note", "note")])
     results: dict[str, list[dict]] = {name: [] for name, _, _ in methods}
@@ -296,13 +297,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             scores = lesion_scores(real, out)
             per_case.add(case=name, method=method, seconds=seconds, note=note, **scores)
             results[method].append({**scores, "seconds": seconds})
-            print(f"  {method:24s} mean {scores['mean']:7.1f} |Δ| {scores['abs_mean']:6.1f} std× {scores['std_ratio']:.2f} "
+            print(f"  {method:24s} mean {scores['mean']:7.1f} abs Δ {scores['abs_mean']:6.1f} std× {scores['std_ratio']:.2f} "
                   f"W1 {scores['w1']:6.1f} grad× {scores['grad_ratio']:.2f} GLCM× {scores['glcm_ratio']:.2f} "
                   f"({seconds:.1f} s)", flush=True)
 
     summary = common.Table(
         f"Mean over {len(cases)} case(s) (margin {args.margin_mm:g} mm, fill = tumour + {args.dilate_mm:g} mm)",
-        columns[:1] + columns[2:] + [("texture", "texture error |ln grad ratio|", "{:.2f}"),
+        columns[:1] + columns[2:] + [("texture", "texture error (abs ln gradient ratio)", "{:.2f}"),
                                      ("seconds", "total s", "{:.1f}"), ("note", "note")])
     for method, note, _ in methods:
         rows = results[method]
