@@ -123,3 +123,10 @@ def test_script_end_to_end_on_a_tiny_case(tmp_path, monkeypatch, capsys):
     for method in ("meddifffm", "healthy_inpaint", "meddifffm_compare", "healthy_inpaint_compare"):
         assert np.isfinite(rows[method]["w1"]) and rows[method]["std_ratio"] > 0.0, method
     assert rows["meddifffm"]["w1"] != rows["meddifffm_compare"]["w1"]  # two different models were run
+
+    # --skip-healthy leaves out the base-only rows.
+    assert lq.main(["--config", "tiny", "--cases", "STS_035", "--steps", "1", "--margin-mm", "8", "--device", "cpu",
+                    "--skip-healthy", "--save", "--save-name", "lesion_test2"]) == 0
+    doc = json.loads((tmp_path / "results" / "lesion_test2.json").read_text())
+    assert {r["method"] for r in doc["tables"][-1]["rows"]} == {"shell_mean", "tumour_stats_noise", "meddifffm"}
+    assert "1 steps" in doc["tables"][-1]["rows"][-1]["note"]
