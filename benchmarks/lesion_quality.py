@@ -270,10 +270,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("case", "case"), ("box", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"), ("voxels", "tumour voxels"),
         ("ml", "tumour ml", "{:.0f}"), ("filled", "filled voxels"), ("mean", "tumour mean HU", "{:.1f}"),
         ("std", "tumour std HU", "{:.1f}"), ("grad", "tumour gradient HU/mm", "{:.1f}"),
-        ("training", "model training")] + ([("training_compare", "compare model training")] if args.compare_model else []))
+        ("training", "model training")]
+        + ([("training_compare", "compare model training")] if args.compare_model else []))
     columns = [("method", "method"), ("mean", "mean HU", "{:.1f}"), ("abs_mean", "abs Δ mean HU", "{:.1f}"),
-               ("std_ratio", "std ratio", "{:.2f}"), ("w1", "W1 HU", "{:.1f}"), ("grad_ratio", "gradient ratio", "{:.2f}"),
-               ("glcm_ratio", "GLCM contrast ratio", "{:.2f}")]
+               ("std_ratio", "std ratio", "{:.2f}"), ("w1", "W1 HU", "{:.1f}"),
+               ("grad_ratio", "gradient ratio", "{:.2f}"), ("glcm_ratio", "GLCM contrast ratio", "{:.2f}")]
     per_case = common.Table("Per case (inside the real tumour mask; ratios: fill / tumour)",
                             [("case", "case")] + columns + [("seconds", "s", "{:.1f}"), ("note", "note")])
     results: dict[str, list[dict]] = {name: [] for name, _, _ in methods}
@@ -312,8 +313,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             scores = lesion_scores(real, out)
             per_case.add(case=name, method=method, seconds=seconds, note=note, **scores)
             results[method].append({**scores, "seconds": seconds})
-            print(f"  {method:24s} mean {scores['mean']:7.1f} abs Δ {scores['abs_mean']:6.1f} std× {scores['std_ratio']:.2f} "
-                  f"W1 {scores['w1']:6.1f} grad× {scores['grad_ratio']:.2f} GLCM× {scores['glcm_ratio']:.2f} "
+            print(f"  {method:24s} mean {scores['mean']:7.1f} abs Δ {scores['abs_mean']:6.1f} "
+                  f"std× {scores['std_ratio']:.2f} W1 {scores['w1']:6.1f} grad× {scores['grad_ratio']:.2f} GLCM× {scores['glcm_ratio']:.2f} "
                   f"({seconds:.1f} s)", flush=True)
 
     summary = common.Table(
