@@ -298,29 +298,62 @@ def engine_options(args: argparse.Namespace) -> dict:
 
 def resolve_bench_model(args: argparse.Namespace, role: str = "base") -> BenchModel:
     """``--model``, else a random ``--config`` model, else the registry's default for ``role``."""
+    if args.model:
+        return bench_model(args.model, role)
+    if args.config:
+        from MedDiffFMLib.errors import MedDiffFMError
+
+        try:
+            path = make_random_model(args.config, controlnet=None if role == "base" else role)
+        except MedDiffFMError as error:
+            return BenchModel(None, reason=f"no {role} model: {str(error).split('. ')[0]}")
+        return bench_model(str(path), role)
+    return bench_model(None, role)
+
+
+def bench_model(ref: Optional[str], role: str = "base") -> BenchModel:
+    """The model at ``ref`` (a folder or name; None: the registry's default for ``role``), or an
+    unavailable :class:`BenchModel` saying why. A ControlNet counts as trained only when its base does."""
     from MedDiffFMLib.errors import MedDiffFMError
     from MedDiffFMLib.models.registry import resolve_model
 
     try:
-        if args.model:
-            files = resolve_model(args.model, role)
-        elif args.config:
-            path = make_random_model(args.config, controlnet=None if role == "base" else role)
-            files = resolve_model(str(path), role)
-        else:
-            files = resolve_model(None, role)
+        files = resolve_model(ref, role)
     except MedDiffFMError as error:
         first = str(error).split(". ")[0]
         return BenchModel(None, reason=f"no {role} model: {first}. Pass --model PATH or --config default")
     trained = _is_trained(files)
     if files.kind == "controlnet":
-        from MedDiffFMLib.models.loading import _find_base  # noqa: PLC2701 (benchmark reads the pairing)
-
         try:
-            trained = trained and _is_trained(_find_base(files))
+            trained = trained and _is_trained(_controlnet_base_files(files))
         except MedDiffFMError:
             pass
     return BenchModel(str(files.path), files.name, files.model_config.name, trained)
+
+
+def _controlnet_base_files(files):
+    from MedDiffFMLib.models.loading import _find_base  # noqa: PLC2701 (benchmark reads the pairing)
+
+    return _find_base(files)
+
+
+def controlnet_base(model: BenchModel) -> BenchModel:
+    """The base model a ControlNet ``model`` runs on, found the way the library finds it (a sibling
+    folder named by its config, else the registry, with the base's sha256 checked); unavailable,
+    with the library's reason, when there is none."""
+    from MedDiffFMLib.errors import MedDiffFMError
+    from MedDiffFMLib.models.registry import resolve_model
+
+    if not model.available:
+        return BenchModel(None, reason=model.reason)
+    try:
+        files = resolve_model(model.ref)
+        if files.kind != "controlnet":
+            return model
+        base = _controlnet_base_files(files)
+    except MedDiffFMError as error:
+        return BenchModel(None, reason=f"no base for {model.name}: {str(error).split('. ')[0]}")
+    return BenchModel(str(base.path), base.name, base.model_config.name, _is_trained(base))
 
 
 def training_status(model: Optional[BenchModel], case: str) -> str:

@@ -132,3 +132,70 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     total = int(a.sum()) + int(b.sum())
     return float(2.0 * np.logical_and(a, b).sum() / total) if total else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution and texture of a generated region next to a real one (lesion benchmark): a
+# generated lesion is a new sample, so it is compared by its statistics, never voxel by voxel.
+# ---------------------------------------------------------------------------------------------
+
+
+def std_ratio(reference_values: np.ndarray, test_values: np.ndarray) -> float:
+    """std(test) / std(reference) of two sets of voxel values (1 = the same spread; 0 = a flat fill)."""
+    ref = float(np.std(np.asarray(reference_values, dtype=np.float64)))
+    return float(np.std(np.asarray(test_values, dtype=np.float64))) / ref if ref > 0 else float("nan")
+
+
+def wasserstein_hu(reference_values: np.ndarray, test_values: np.ndarray) -> float:
+    """1D Wasserstein (earth mover's) distance between two HU distributions, in HU: the mean shift
+    needed to turn one histogram into the other (0 = the same distribution, whatever the voxel order)."""
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(np.ravel(reference_values), np.ravel(test_values)))
+
+
+def _interior_axial(mask: np.ndarray) -> np.ndarray:
+    """``mask`` eroded by one voxel in-plane (so that a central difference sees only mask voxels);
+    the mask itself when that would leave nothing."""
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, structure=np.ones((1, 3, 3), bool))
+    return inner if inner.any() else np.asarray(mask, bool)
+
+
+def mean_gradient_axial(hu: np.ndarray, mask: np.ndarray, spacing_yx: Sequence[float] = (1.0, 1.0)) -> float:
+    """Mean in-plane gradient magnitude (HU/mm, central differences) over the voxels of ``mask``
+    at least one voxel in from its in-plane edge: the fine texture of the region, not its border.
+    In-plane only: the slices of the real scans are 3-5 mm apart, too far for texture along z."""
+    hu = np.asarray(hu, dtype=np.float64)
+    gy = np.gradient(hu, float(spacing_yx[0]), axis=1) if hu.shape[1] > 1 else np.zeros_like(hu)
+    gx = np.gradient(hu, float(spacing_yx[1]), axis=2) if hu.shape[2] > 1 else np.zeros_like(hu)
+    inner = _interior_axial(np.asarray(mask, bool))
+    return float(np.mean(np.hypot(gy, gx)[inner])) if inner.any() else float("nan")
+
+
+def glcm_axial(hu: np.ndarray, mask: np.ndarray, hu_range: Sequence[float], levels: int = 32) -> dict[str, float]:
+    """GLCM contrast and homogeneity of the voxels inside ``mask``, pooled over axial slices.
+
+    HU in ``hu_range`` are quantised to ``levels`` grey levels (values outside clipped); the
+    co-occurrence matrix (skimage ``graycomatrix``, distance 1 voxel, angles 0 and 90 degrees,
+    symmetric) counts only pairs with both voxels in the mask (outside voxels get an extra level
+    that is dropped). Contrast: mean squared level difference of neighbours (grows with fine
+    texture); homogeneity: mean of 1 / (1 + difference^2) (1 for a flat region)."""
+    from skimage.feature import graycomatrix, graycoprops
+
+    lo, hi = float(hu_range[0]), float(hu_range[1])
+    scale = (levels - 1) / max(hi - lo, 1e-6)
+    quantised = np.clip(np.rint((np.asarray(hu, np.float64) - lo) * scale), 0, levels - 1).astype(np.uint8) + 1
+    quantised[~np.asarray(mask, bool)] = 0
+    total = np.zeros((levels, levels), dtype=np.float64)
+    for k in range(quantised.shape[0]):
+        if not mask[k].any():
+            continue
+        glcm = graycomatrix(quantised[k], distances=[1], angles=[0.0, np.pi / 2], levels=levels + 1, symmetric=True)
+        total += glcm[1:, 1:].sum(axis=(2, 3))
+    if total.sum() == 0:
+        return {"contrast": float("nan"), "homogeneity": float("nan")}
+    pooled = total[:, :, None, None]
+    return {"contrast": float(graycoprops(pooled, "contrast")[0, 0]),
+            "homogeneity": float(graycoprops(pooled, "homogeneity")[0, 0])}
