@@ -150,12 +150,13 @@ def chunk_card_lines(chunks: list[dict]) -> list[str]:
         lines.append(f"  - chunk {c['chunk']} ({c['date']}, {c['hardware']}): steps {c['steps'][0]}-{c['steps'][1]}, "
                      f"{c['samples']} samples in {c['train_minutes']:.1f} min on {c['shard']} ({c['train_cases']} "
                      f"training cases); train loss {_num(c.get('train_loss'))}, val loss {_num(c.get('val_loss'))}.")
-    seen = sorted({c["shard"].split(" of ")[0] for c in chunks})
-    total = chunks[-1]["shard"].split(" of ")[-1]
+    # Shards are named within the plan of their day (a re-staged plan may split the cache anew), so
+    # the exact figure is the distinct cases; the shards are listed with their plan's size.
+    shards = list(dict.fromkeys(c["shard"] for c in chunks))
     distinct = len(cases_seen(chunks))
-    lines.append(f"  - data seen: shards {', '.join(seen)} of {total}"
-                 + (f", {distinct} distinct training cases" if distinct else "")
-                 + f" (chunk k trains shard k mod {total}; all {total} shards together hold every training case once)")
+    lines.append("  - data seen: " + (f"{distinct} distinct training cases, " if distinct else "")
+                 + f"shards {', '.join(shards)} (chunk k trains shard k mod n of the plan staged for it; the n "
+                 "shards of a plan together hold every training case it packs once)")
     if len(chunks) > 12:
         lines.append(f"  - (and {len(chunks) - 12} earlier chunks, listed in the compact state's state.json)")
     return lines
