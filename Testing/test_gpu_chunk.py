@@ -157,6 +157,12 @@ def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_return
     meta = read_compact_meta(carry / "state")
     assert meta["step"] == 5 and [c["steps"] for c in meta["chunks"]] == [[0, 3], [3, 5]]
     assert meta["chunks"][1]["shard"] == f"shard-01 of {PLANNED_SHARDS}"
+    # Each chunk names its export; the next export lists the earlier ones, so ControlNets fine-tuned
+    # on chunk 0's base still load on chunk 1's.
+    first_fingerprint = meta["chunks"][0]["model_sha256"]
+    second = verify_model_folder(carry / "models" / "tiny-chunk")
+    assert meta["chunks"][1]["model_sha256"] == second.fingerprint != first_fingerprint
+    assert second.extra["training"]["lineage"] == [first_fingerprint]
     card = verify_model_folder(carry / "models" / "tiny-chunk").card
     assert "GPU chunks: 2" in card and f"shard-00 of {PLANNED_SHARDS}, shard-01 of {PLANNED_SHARDS}" in card
     trained = {c["id"] for record in meta["chunks"] for c in record["cases"]}

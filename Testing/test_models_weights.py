@@ -152,6 +152,28 @@ def test_controlnet_starts_as_the_base_model(tiny_folder, tmp_path):
         load_pipeline_model(tmp_path / "tiny-lesion", expect_task="superres")
 
 
+def test_controlnet_loads_on_a_later_version_of_its_base_only(tmp_path):
+    """A ControlNet fine-tuned on one version of a base loads on a base trained further from it (the
+    base's config lists the earlier fingerprint in extra.training.lineage), never on an unrelated one."""
+    torch.manual_seed(0)
+    config = named_config("tiny")
+    for folder in ("v1", "descendant", "unrelated"):
+        (tmp_path / folder).mkdir()
+    first = save_model(MedDiffFMUNet(config), tmp_path / "v1" / "tiny-base", name="tiny-base")
+    later = MedDiffFMUNet(config)  # other weights: another fingerprint
+    control = MedDiffFMControlNet(config, ControlNetConfig(task="lesion", base_model="tiny-base",
+                                                           base_sha256=first.fingerprint))
+    for folder, lineage in (("descendant", [first.fingerprint]), ("unrelated", ["0" * 64])):
+        base = save_model(later, tmp_path / folder / "tiny-base", name="tiny-base",
+                          extra={"training": {"lineage": lineage}})
+        assert base.fingerprint != first.fingerprint
+        save_model(control, tmp_path / folder / "tiny-lesion", name="tiny-lesion")
+    loaded = load_pipeline_model(tmp_path / "descendant" / "tiny-lesion", expect_task="lesion")
+    assert loaded.base_files.path == tmp_path / "descendant" / "tiny-base"
+    with pytest.raises(ModelError, match="does not descend from it"):
+        load_pipeline_model(tmp_path / "unrelated" / "tiny-lesion", expect_task="lesion")
+
+
 def test_sampling_model_is_channels_last_on_cpu_with_the_same_output(tmp_path):
     torch.manual_seed(3)
     module = MedDiffFMUNet(named_config("tiny"))
@@ -170,11 +192,12 @@ def test_sampling_model_is_channels_last_on_cpu_with_the_same_output(tmp_path):
 
 
 def test_shipped_controlnets_were_trained_on_the_shipped_base():
-    """Every shipped ControlNet names the shipped base's weights (sha256): a retrained base needs its
-    ControlNets fine-tuned again (issue 12), or super-resolution and lesions are refused at load."""
+    """Every shipped ControlNet names the shipped base's weights (sha256), or an earlier version of them
+    that the base's training continued from (its lineage); otherwise super-resolution and lesions would
+    be refused at load."""
     from pathlib import Path
 
-    from MedDiffFMLib.models.loading import load_pipeline_model
+    from MedDiffFMLib.models.loading import base_lineage, load_pipeline_model
 
     models = Path(__file__).resolve().parents[1] / "Resources" / "Models"
     roles = json.loads((models / "models.json").read_text())["roles"]
@@ -185,6 +208,6 @@ def test_shipped_controlnets_were_trained_on_the_shipped_base():
         files = verify_model_folder(models / name)
         assert files.controlnet_config is not None and files.controlnet_config.task == role, name
         assert files.controlnet_config.base_model == roles["base"], name
-        assert files.controlnet_config.base_sha256 == base.fingerprint, name
+        assert files.controlnet_config.base_sha256 in [base.fingerprint, *base_lineage(base)], name
         assert load_pipeline_model(str(models / name), role, torch.device("cpu"), role).base_files.fingerprint \
             == base.fingerprint

@@ -27,17 +27,26 @@ class LoadedModel:
         return self.base_files.model_config
 
 
+def base_lineage(base: ModelFiles) -> list[str]:
+    """Fingerprints of the earlier versions of a base model that training continued from (the GPU
+    chunks record them in config.json's ``extra.training.lineage``), oldest first."""
+    training = (base.extra or {}).get("training") or {}
+    return [str(f) for f in training.get("lineage", [])]
+
+
 def _find_base(control_files: ModelFiles) -> ModelFiles:
     control = control_files.controlnet_config
     assert control is not None
     # A ControlNet folder may sit beside its base, or the base is found by name in the registry.
     sibling = control_files.path.parent / control.base_model
     base = verify_model_folder(sibling) if (sibling / "manifest.json").is_file() else resolve_model(control.base_model)
-    if control.base_sha256 and base.fingerprint != control.base_sha256:
+    # A ControlNet fine-tuned on an earlier version of the same base (before further training chunks)
+    # keeps working on the newer one: same network, weights moved on; anything else is refused.
+    if control.base_sha256 and base.fingerprint != control.base_sha256 and control.base_sha256 not in base_lineage(base):
         raise ModelError(
             f"ControlNet '{control_files.name}' was trained on base model '{control.base_model}' "
             f"({control.base_sha256[:12]}…) but the base found at '{base.path}' has fingerprint "
-            f"{base.fingerprint[:12]}…. Install the matching base model."
+            f"{base.fingerprint[:12]}…, and that base does not descend from it. Install the matching base model."
         )
     return base
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import MedDiffFMError
-from ..models.weights import MANIFEST, sha256_of
+from ..models.weights import MANIFEST, sha256_of, verify_model_folder
 from .cache import INDEX
 from .compact import is_compact_state, read_compact_meta
 from .config import TrainConfig
@@ -118,10 +118,13 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     trainer.report_notes = chunk_card_lines(all_chunks)
     trainer.report_train_cases = cases_seen(all_chunks) or None
     trainer.report_extra = {"gpu_chunks": len(all_chunks),
-                            "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2)}
+                            "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2),
+                            # ControlNets fine-tuned on an earlier chunk's export still load on this one.
+                            "lineage": [c["model_sha256"] for c in chunks if c.get("model_sha256")]}
     from .export import export_run
 
     model = export_run(trainer.report(), result)
+    record["model_sha256"] = verify_model_folder(model).fingerprint
     if quality is not None:
         checked = quality(model)
         record["quality"] = checked.get("figures")
