@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from test_training_data import make_cache
+from test_training_loop import config as loop_config
 
 from MedDiffFMLib.errors import MedDiffFMError
 from MedDiffFMLib.training import TrainConfig, Trainer
@@ -28,12 +29,9 @@ def cache(tmp_path_factory) -> Path:
 
 
 def config(cache: Path, run_dir: Path, **overrides) -> TrainConfig:
-    data = {"model": "tiny", "cache": str(cache), "run_dir": str(run_dir), "max_steps": 4, "batch_size": 2,
-            "warmup_steps": 1, "val_every": 0, "val_samples_per_case": 2, "checkpoint_every": 1000,
-            "log_every": 1, "device": "cpu", "tensorboard": False, "rewarm_steps": 4,
-            "export": {"storage_dtype": "float16", "name": "tiny-compact"}}
-    data.update(overrides)
-    return TrainConfig.from_dict(data)
+    """The training loop tests' tiny config, with a re-warm-up and a named export."""
+    settings = {"rewarm_steps": 4, "export": {"storage_dtype": "float16", "name": "tiny-compact"}}
+    return loop_config(cache, run_dir, **{**settings, **overrides})
 
 
 def test_compact_resume_with_moments_follows_the_uninterrupted_run(cache, tmp_path):

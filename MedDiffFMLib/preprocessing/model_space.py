@@ -100,16 +100,6 @@ class ModelSpace:
         hu = np.full(shape, window.low, dtype=np.float32)
         return cls(window, reference_geometry, model_geometry, padding, hu, window.hu_to_model(hu))
 
-    def input_hu_on_model_grid(self) -> np.ndarray:
-        """The input's HU *not* clipped to the window, resampled (linear) onto the model grid, unpadded,
-        float32 ``(z, y, x)``: what a noise estimate needs, since the window would flatten the tissue
-        beyond its edges (abdomen window: fat clipped at -120 HU has no noise left)."""
-        if self._input is None:
-            raise ValueError("This model space has no input image (ModelSpace.for_grid).")
-        resampled = resample_like(sitk.Cast(self._input, sitk.sitkFloat32), self.model_geometry, "linear",
-                                  self.window.low, extrapolate=True)
-        return sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False)
-
     @property
     def _crop(self) -> Tuple[slice, ...]:
         return tuple(slice(a, a + n) for (a, _), n in zip(self.padding, self.model_geometry.shape))
@@ -158,7 +148,7 @@ class ModelSpace:
         else:
             # Difference in model units first: exactly 0 where unchanged, then scale to HU.
             delta = (out - self.model_array[self._crop]) * np.float32(self.window.width / 2.0)
-            source = sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
+            source = self.input_array()
             result = source + self._to_input(delta)
             clipped = (source < self.window.low) | (source > self.window.high)
             result[clipped] = source[clipped]
@@ -170,29 +160,26 @@ class ModelSpace:
         g = self.input_geometry
         return image_from_array(result.astype(np.float32, copy=False), g.spacing, g.origin, g.direction)
 
-    def input_fine_band(self) -> np.ndarray:
-        """The input's detail finer than the model grid, float32 HU ``(z, y, x)`` on the input grid: the
-        input minus what the model sees (the window-clipped HU on the model grid) taken back. Relative to
-        the clipped image, so that a model output plus this band meets the input at the window's edges
-        (soft tissue beside bone)."""
+    def input_array(self) -> np.ndarray:
+        """The input's HU as a float32 ``(z, y, x)`` copy on the input grid (not clipped)."""
         if self._input is None:
             raise ValueError("This model space has no input image (ModelSpace.for_grid).")
-        source = sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
-        return source - self._to_input(self.model_hu[self._crop])
+        return sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
 
-    def to_input_grid_replacing(self, model_output: np.ndarray, fine_band: Optional[np.ndarray] = None) -> np.ndarray:
+    def to_input_grid_replacing(self, model_output: np.ndarray, fine_noise_hu: float) -> np.ndarray:
         """Restoration's way back, float32 HU ``(z, y, x)`` on the input grid: inside the window the model
-        output in HU replaces the input (so the noise finer than the model grid goes too), plus
-        ``fine_band`` (e.g. the input's fine band after shrinkage) where given; voxels outside the
-        window keep the input value, as in :meth:`to_input_grid`."""
+        output in HU replaces the input (so the noise finer than the model grid goes too), plus the
+        input's *fine band* (the input minus what the model saw, the clipped model-grid HU, taken back;
+        relative to the clipped image so that it meets the input at the window's edges) through a local
+        Wiener gain against ``fine_noise_hu``; voxels outside the window keep the input value, as in
+        :meth:`to_input_grid`."""
+        from .noise_bands import wiener_shrink
+
         self._check_shape(model_output)
-        if self._input is None:
-            raise ValueError("This model space has no input image (ModelSpace.for_grid).")
+        source = self.input_array()
         out = np.clip(np.asarray(model_output, dtype=np.float32), -1.0, 1.0)[self._crop]
-        source = sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
-        result = self._to_input(self.window.model_to_hu(out))
-        if fine_band is not None:
-            result += fine_band
+        result = wiener_shrink(source - self._to_input(self.model_hu[self._crop]), fine_noise_hu)
+        result += self._to_input(self.window.model_to_hu(out))
         clipped = (source < self.window.low) | (source > self.window.high)
         result[clipped] = source[clipped]
         return result

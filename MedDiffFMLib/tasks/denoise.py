@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from .. import option_checks as checks
 from ..engine import Engine
 from ..io import image_from_array
-from ..preprocessing.noise_bands import resampled_noise, wiener_shrink
+from ..preprocessing.noise_bands import resampled_noise
 from ..preprocessing.noise_estimate import estimate_noise_hu
 from ..progress import CancelCheck, ProgressCallback, report
 from ..sampling import Conditions
@@ -92,7 +92,7 @@ def denoise_image(
 
     # The estimate runs on the unclipped HU: on window-clipped HU the tissue beyond the window's edge
     # (fat below -120 HU for the abdomen) is flat and the estimate collapses.
-    source = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))
+    source = space.input_array()
     noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(source)
     noise = resampled_noise(space.input_geometry, space.model_geometry.spacing, noise_hu)
     sigma_n = measurement_sigma(noise.model_grid_hu, engine.window(region).width)
@@ -113,9 +113,7 @@ def denoise_image(
     assert denoised is not None  # start > 0 was checked above
     note_capped_steps(options.steps, timesteps, progress)
     with postprocessing(progress, cancel):
-        fine = wiener_shrink(space.input_fine_band(), noise.fine_band_hu)
-        full = space.to_input_grid_replacing(denoised[0, 0].numpy(), fine)
-        del fine
+        full = space.to_input_grid_replacing(denoised[0, 0].numpy(), noise.fine_band_hu)
         result = source + np.float32(options.strength) * (full - source)
         g = space.input_geometry
         output = as_input_type(image_from_array(result, g.spacing, g.origin, g.direction), image)

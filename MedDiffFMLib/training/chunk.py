@@ -23,7 +23,7 @@ from ..models.weights import MANIFEST, sha256_of, verify_model_folder
 from .cache import INDEX
 from .compact import is_compact_state, read_compact_meta
 from .config import TrainConfig
-from .export import SeenCase
+from .export import SeenCase, export_run
 from .shards import shard_for_chunk
 from .trainer import Trainer
 
@@ -121,8 +121,6 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
                             "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2),
                             # ControlNets fine-tuned on an earlier chunk's export still load on this one.
                             "lineage": [c["model_sha256"] for c in chunks if c.get("model_sha256")]}
-    from .export import export_run
-
     model = export_run(trainer.report(), result)
     record["model_sha256"] = verify_model_folder(model).fingerprint
     if quality is not None:
