@@ -140,7 +140,7 @@ def test_dpm_solver_follows_the_exact_trajectory_and_is_second_order():
     # With the true noise every x0 prediction is x0 itself: the solver stays on q(x_t | x0).
     x = schedule.alpha(steps[0]) * x0 + schedule.sigma(steps[0]) * noise
     for t, t_prev in zip(steps, steps[1:] + [-1]):
-        eps = schedule.output_for_x0(x, x0, t)
+        eps = schedule.noise_for_x0(x, x0, t)
         x = solver.step(eps, t, t_prev, x)
         if t_prev >= 0:
             expected = schedule.alpha(t_prev) * x0 + schedule.sigma(t_prev) * noise
@@ -163,7 +163,7 @@ def test_dpm_solver_converges_faster_than_ddim_on_a_linear_denoiser():
         for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
             a, sig = schedule.alpha(t), schedule.sigma(t)
             x0 = a * scale**2 / (a**2 * scale**2 + sig**2) * x  # E[x0 | x_t]
-            x = sampler.step(schedule.output_for_x0(x, x0, t), t, t_prev, x)
+            x = sampler.step(schedule.noise_for_x0(x, x0, t), t, t_prev, x)
         a_T, sig_T = schedule.alpha(999), schedule.sigma(999)
         exact = scale * x_T / (a_T**2 * scale**2 + sig_T**2) ** 0.5
         return float(((x - exact) / scale).pow(2).mean().sqrt())

@@ -112,7 +112,8 @@ def _denoise_on_grid(loaded, noisy_hu: np.ndarray, region: Optional[str], sigma_
     denoised, timesteps = diffpir_denoise(predictor, sampler_for(config), y, sigma_n, steps, generator=generator)
     if denoised is None:
         return noisy_hu.astype(np.float32), 0
-    # The library's way back: input + the change (HU); voxels outside the window keep the input.
+    # On the model grid the library's way back comes to this: the model's image inside the window (input +
+    # the change, so no fine band to restore), the input outside it.
     out = noisy_hu + (denoised[0, 0].numpy() - y_model) * np.float32(window.width / 2.0)
     outside = (noisy_hu < window.low) | (noisy_hu > window.high)
     out[outside] = noisy_hu[outside]

@@ -166,17 +166,19 @@ class ModelSpace:
             raise ValueError("This model space has no input image (ModelSpace.for_grid).")
         return sitk.GetArrayFromImage(sitk.Cast(self._input, sitk.sitkFloat32))
 
-    def to_input_grid_replacing(self, model_output: np.ndarray, fine_noise_hu: float) -> np.ndarray:
+    def to_input_grid_replacing(self, model_output: np.ndarray, fine_noise_hu: float,
+                                source: Optional[np.ndarray] = None) -> np.ndarray:
         """Restoration's way back, float32 HU ``(z, y, x)`` on the input grid: inside the window the model
         output in HU replaces the input (so the noise finer than the model grid goes too), plus the
         input's *fine band* (the input minus what the model saw, the clipped model-grid HU, taken back;
         relative to the clipped image so that it meets the input at the window's edges) through a local
         Wiener gain against ``fine_noise_hu``; voxels outside the window keep the input value, as in
-        :meth:`to_input_grid`."""
+        :meth:`to_input_grid`. ``source``: the caller's :meth:`input_array`, when it holds one already (a
+        whole CT is not read a second time)."""
         from .noise_bands import wiener_shrink
 
         self._check_shape(model_output)
-        source = self.input_array()
+        source = self.input_array() if source is None else source
         out = np.clip(np.asarray(model_output, dtype=np.float32), -1.0, 1.0)[self._crop]
         result = wiener_shrink(source - self._to_input(self.model_hu[self._crop]), fine_noise_hu)
         result += self._to_input(self.window.model_to_hu(out))

@@ -58,12 +58,14 @@ def resampled_noise(input_geometry: Geometry, model_spacing_xyz: Sequence[float]
     back = sitk.GetArrayFromImage(resample_like(model, box, "linear", 0.0, extrapolate=True))
     on_model = sitk.GetArrayFromImage(model)
     fine = white - back
+    drawn = float(_inner(white).std())  # the sample's own std, so that the identity resampling gives noise_hu
+    return ResampledNoise(float(noise_hu), float(noise_hu * _inner(on_model).std() / drawn),
+                          float(noise_hu * _inner(fine).std() / drawn))
+
+
+def _inner(array: np.ndarray) -> np.ndarray:
     # Edge voxels see the extrapolation; leave one out on every axis long enough.
-    inner = tuple(slice(1, -1) if n > 4 else slice(None) for n in fine.shape)
-    inner_model = tuple(slice(1, -1) if n > 4 else slice(None) for n in on_model.shape)
-    drawn = float(white[inner].std())  # the sample's own std, so that the identity resampling gives noise_hu
-    return ResampledNoise(float(noise_hu), float(noise_hu * on_model[inner_model].std() / drawn),
-                          float(noise_hu * fine[inner].std() / drawn))
+    return array[tuple(slice(1, -1) if n > 4 else slice(None) for n in array.shape)]
 
 
 def wiener_shrink(band: np.ndarray, noise_std: float, size: int = 3) -> np.ndarray:

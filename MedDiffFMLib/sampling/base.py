@@ -1,6 +1,6 @@
 """The sampler interface (as diffusers' schedulers and MONAI's): ``set_timesteps`` plans the steps
 to visit, ``step`` moves a sample from one step to the next. A sampler owns no network; the shared
-loop (:func:`~.sampler.run_sampler`) calls the network and hands its output to ``step``.
+loop (:func:`~.sampler.run_sampler`) calls the network and hands its noise estimate to ``step``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Sampler(ABC):
     """A reverse-diffusion solver on a :class:`NoiseSchedule`.
 
     Usage: ``timesteps = sampler.set_timesteps(steps, start_step)``, then for each visited step ``t``
-    (next ``t_prev``, -1 after the last) ``x = sampler.step(output, t, t_prev, x, generator)``.
+    (next ``t_prev``, -1 after the last) ``x = sampler.step(eps, t, t_prev, x, generator)``.
     """
 
     name = ""
@@ -66,10 +66,11 @@ class Sampler(ABC):
     @abstractmethod
     def step(
         self,
-        output: torch.Tensor,
+        eps: torch.Tensor,
         t: int,
         t_prev: int,
         x: torch.Tensor,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """The sample at ``t_prev`` (-1: the clean image) from ``x`` at ``t`` and the network output there."""
+        """The sample at ``t_prev`` (-1: the clean image) from ``x`` at ``t`` and the noise
+        estimate ``eps`` there (epsilon, whatever the network predicts)."""

@@ -28,10 +28,9 @@ class DDIMSampler(Sampler):
         self.eta = float(eta)
         self.stochastic = self.eta > 0
 
-    def step(self, output, t, t_prev, x, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def step(self, eps, t, t_prev, x, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         a_t = self.schedule.alpha_bar(t)
         a_prev = self.schedule.alpha_bar(t_prev)
-        eps = output
         x0 = self.schedule.clip(self.schedule.predict_x0(x, eps, t))
         variance = (1.0 - a_prev) / max(1.0 - a_t, 1e-12) * (1.0 - a_t / a_prev)
         std = self.eta * math.sqrt(max(variance, 0.0))

@@ -48,8 +48,8 @@ class DPMSolverPP2MSampler(Sampler):
     def _lambda(self, t: int) -> float:
         return math.log(self.schedule.alpha(t)) - math.log(max(self.schedule.sigma(t), 1e-20))
 
-    def step(self, output, t, t_prev, x, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        x0 = self.schedule.clip(self.schedule.predict_x0(x, output, t))
+    def step(self, eps, t, t_prev, x, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        x0 = self.schedule.clip(self.schedule.predict_x0(x, eps, t))
         # Keep only predictions from noisier steps: a repeated step (RePaint) replaces its own entry.
         self._history = [(s, d) for s, d in self._history if s > t][-1:]
         previous = self._history[-1] if self._history else None

@@ -1,5 +1,5 @@
-"""The one diffusion sampling loop every task shares: it calls the network and hands its output to
-the sampler object (:mod:`.base`: DDIM, DPM-Solver++ ...), with progress and cancel between steps.
+"""The one diffusion sampling loop every task shares: it calls the network and hands its noise
+estimate to the sampler object (:mod:`.base`: DDIM, DPM-Solver++ ...), with progress and cancel between steps.
 
 Tasks customise it through two hooks instead of copying it:
 
@@ -66,13 +66,13 @@ def run_sampler(
         rounds = repeats if index < len(steps) - 1 else 1
         for round_ in range(rounds):
             check_cancel(cancel)
-            output = predictor(x, t)
+            eps = predictor(x, t)
             if hooks.x0_transform is not None:
-                # The changed x0 expressed as the equivalent network output, so every sampler applies it.
-                x0 = hooks.x0_transform(schedule.clip(schedule.predict_x0(x, output, t)), t, x)
-                output = schedule.output_for_x0(x, x0, t)
+                # The changed x0 expressed as the equivalent noise estimate, so every sampler applies it.
+                x0 = hooks.x0_transform(schedule.clip(schedule.predict_x0(x, eps, t)), t, x)
+                eps = schedule.noise_for_x0(x, x0, t)
             t_prev = steps[index + 1] if index + 1 < len(steps) else -1
-            x_prev = sampler.step(output, t, t_prev, x, generator)
+            x_prev = sampler.step(eps, t, t_prev, x, generator)
             if hooks.after_step is not None:
                 x_prev = hooks.after_step(x_prev, t_prev)
             done += 1

@@ -43,10 +43,10 @@ class NoiseSchedule:
         self.schedule = schedule
         self.prediction_type = prediction_type
         self.clip_range = (float(clip_range[0]), float(clip_range[1]))
-        # MONAI builds the betas; its add_noise is the forward process (float32, as trained).
-        self._forward = DDPMScheduler(num_train_timesteps=self.num_train_timesteps, schedule=schedule,
-                                      clip_sample=False)
-        self.alphas_cumprod: torch.Tensor = self._forward.alphas_cumprod  # (T,) float32
+        # MONAI builds the betas (the same float32 tensor the model was trained with).
+        self.alphas_cumprod: torch.Tensor = DDPMScheduler(
+            num_train_timesteps=self.num_train_timesteps, schedule=schedule, clip_sample=False
+        ).alphas_cumprod  # (T,) float32
         self._device_alphas: Optional[torch.Tensor] = None
 
     @classmethod
@@ -79,9 +79,9 @@ class NoiseSchedule:
         return int(torch.argmin((ratios - float(noise_to_signal)).abs()))
 
     def add_noise(self, x0: torch.Tensor, t: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """A sample of q(x_t | x_0) with fresh noise from ``generator``."""
+        """A sample of q(x_t | x_0) with fresh noise from ``generator`` (every sample of the batch at step t)."""
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        return self._forward.add_noise(x0, noise, torch.tensor([int(t)], device=x0.device))
+        return self.noisy(x0, noise, torch.full((x0.shape[0],), int(t), dtype=torch.long, device=x0.device))
 
     def renoise(self, x_s: torch.Tensor, s: int, t: int, generator: Optional[torch.Generator]) -> torch.Tensor:
         """A sample of q(x_t | x_s) for t > s: back up the chain with fresh noise (RePaint)."""
@@ -89,13 +89,14 @@ class NoiseSchedule:
         noise = torch.randn(x_s.shape, generator=generator, dtype=x_s.dtype, device=x_s.device)
         return math.sqrt(ratio) * x_s + math.sqrt(max(1 - ratio, 0.0)) * noise
 
-    def predict_x0(self, x_t: torch.Tensor, output: torch.Tensor, t: int) -> torch.Tensor:
-        """The clean image the network output implies at step t (not clipped)."""
+    def predict_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+        """The clean image the noise estimate ``eps`` implies at step t (not clipped). The samplers only
+        see noise: :meth:`noise_from_output` turns a v-predicting network's output into it first."""
         a = self.alpha_bar(t)
-        return (x_t - math.sqrt(1.0 - a) * output) / math.sqrt(a)
+        return (x_t - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
 
-    def output_for_x0(self, x_t: torch.Tensor, x0: torch.Tensor, t: int) -> torch.Tensor:
-        """The network output that implies clean image ``x0`` at step t (inverse of :meth:`predict_x0`)."""
+    def noise_for_x0(self, x_t: torch.Tensor, x0: torch.Tensor, t: int) -> torch.Tensor:
+        """The noise estimate that implies clean image ``x0`` at step t (inverse of :meth:`predict_x0`)."""
         a = self.alpha_bar(t)
         return (x_t - math.sqrt(a) * x0) / math.sqrt(max(1 - a, 1e-12))
 

@@ -100,10 +100,9 @@ def denoise_image(
     schedule = sampler.schedule
     start = schedule.step_for_noise(sigma_n)
     if noise_hu <= 0 or options.strength == 0 or start == 0:
-        # Nothing to remove: the input comes back unchanged (bit-identical).
+        # Nothing to remove: the input comes back unchanged (a bit-identical copy, in its own pixel type).
         report(progress, "sampling", 1, 1)
-        unchanged = as_input_type(space.to_input_grid(space.model_array), image)
-        return DenoiseResult(unchanged, float(noise_hu), noise.model_grid_hu, 0, 0, region)
+        return DenoiseResult(sitk.Image(image), float(noise_hu), noise.model_grid_hu, 0, 0, region)
 
     y = volume_tensor(space.model_array)
     predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
@@ -113,7 +112,7 @@ def denoise_image(
     assert denoised is not None  # start > 0 was checked above
     note_capped_steps(options.steps, timesteps, progress)
     with postprocessing(progress, cancel):
-        full = space.to_input_grid_replacing(denoised[0, 0].numpy(), noise.fine_band_hu)
+        full = space.to_input_grid_replacing(denoised[0, 0].numpy(), noise.fine_band_hu, source)
         result = source + np.float32(options.strength) * (full - source)
         g = space.input_geometry
         output = as_input_type(image_from_array(result, g.spacing, g.origin, g.direction), image)

@@ -39,6 +39,7 @@ from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array
 from ..models.conditions import superres_condition
 from ..preprocessing import ModelSpace, resample_like
+from ..preprocessing.noise_bands import resampled_noise
 from ..preprocessing.noise_estimate import estimate_noise_hu
 from ..progress import CancelCheck, ProgressCallback, notify
 from ..sampling import Conditions, SamplingHooks
@@ -215,7 +216,9 @@ def super_resolve_image(
         operator = _model_operator(space, thick)
         y = volume_tensor(_to_model_units(image, measure_grid, space, pad_z=False)[operator.rows])
         noise_hu = options.noise_hu if options.noise_hu is not None else estimate_noise_hu(sitk.GetArrayViewFromImage(image))
-        sigma_n = measurement_sigma(noise_hu, space.window.width)
+        # y's noise is the input's after the in-plane resampling onto the measurement grid (as denoising does).
+        noise = resampled_noise(thick, measure_grid.spacing, noise_hu)
+        sigma_n = measurement_sigma(noise.model_grid_hu, space.window.width)
 
     plan = plan_sampling(engine, steps=steps, start_step=start_step, eta=options.eta, seed=options.seed,
                          progress=progress)
