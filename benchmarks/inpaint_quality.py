@@ -80,10 +80,9 @@ def place_sphere(tissue: np.ndarray, spacing_zyx: np.ndarray, radius_mm: float,
 def biharmonic(hu: np.ndarray, mask: np.ndarray, margin: int = 4) -> np.ndarray:
     from skimage.restoration import inpaint_biharmonic
 
-    where = np.argwhere(mask)
-    lo = np.maximum(where.min(axis=0) - margin, 0)
-    hi = np.minimum(where.max(axis=0) + margin + 1, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    from MedDiffFMLib.preprocessing.model_masks import region_of_interest
+
+    box = region_of_interest(np.asarray(mask, bool), margin=(margin,) * 3, min_size=(0, 0, 0))
     out = hu.copy()
     out[box] = inpaint_biharmonic(hu[box].astype(np.float64), mask[box]).astype(np.float32)
     return out

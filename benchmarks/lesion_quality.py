@@ -94,13 +94,12 @@ SCORES = ("mean", "abs_mean", "std_ratio", "w1", "grad_ratio", "glcm_ratio")
 
 def tumour_box(mask: np.ndarray, spacing_zyx, margin_mm: float) -> tuple[slice, slice, slice]:
     """The (z, y, x) bounding box of ``mask`` plus ``margin_mm`` on every side, clipped to the volume."""
-    where = np.argwhere(mask)
-    if not len(where):
+    from MedDiffFMLib.preprocessing.model_masks import region_of_interest
+
+    if not np.any(mask):
         raise SystemExit("The tumour mask is empty.")
     pad = [int(math.ceil(margin_mm / s)) for s in spacing_zyx]
-    lo = np.maximum(where.min(axis=0) - pad, 0)
-    hi = np.minimum(where.max(axis=0) + 1 + np.asarray(pad), mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+    return region_of_interest(np.asarray(mask, bool), margin=pad, min_size=(0, 0, 0))
 
 
 def dilate_mm(mask: np.ndarray, spacing_zyx, mm: float) -> np.ndarray:

@@ -48,14 +48,11 @@ class DiffusionObjective:
         """The sub-module whose weights are optimised, averaged (EMA) and exported."""
         return model.unet
 
-    def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.schedule.noisy(x0, noise, t)
-
     def _forward(self, model: nn.Module, batch: dict, device: torch.device, autocast):
         x0 = batch["image"].to(device, non_blocking=True)
         noise = batch["noise"].to(device, non_blocking=True)
         t = batch["timestep"].to(device)
-        x_t = self.noisy(x0, noise, t)
+        x_t = self.schedule.noisy(x0, noise, t)
         anatomy = batch["anatomy"] if self.config.anatomy_channels else None
         inputs = build_model_input(x_t, batch["coords"].to(device), anatomy, self.config)
         control = batch["control"].to(device) if "control" in batch else None
