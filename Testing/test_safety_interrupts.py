@@ -64,10 +64,12 @@ def _assert_interrupted(process: subprocess.Popen, folder: Path, inputs: dict, c
 def test_ctrl_c_during_start_up_exits_130_without_traceback(run_case, delay):
     folder, ct, _, argv = run_case
     inputs = digests([ct])
-    process = _start(argv)
+    # A run far longer than the latest delay (the tiny run's whole 3 s is mostly start-up, so on a
+    # quick machine it could end before the signal); the signal ends it early, so no test time is lost.
+    process = _start([*argv, "--samples", "1000"])  # (the last --samples counts)
     time.sleep(delay)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+    assert process.poll() is None, "the run ended before the signal was sent"
+    process.send_signal(signal.SIGINT)
     _assert_interrupted(process, folder, inputs, ct)
 
 
