@@ -313,6 +313,7 @@ def bench_model(ref: Optional[str], role: str = "base") -> BenchModel:
     """The model at ``ref`` (a folder or name; None: the registry's default for ``role``), or an
     unavailable :class:`BenchModel` saying why. A ControlNet counts as trained only when its base does."""
     from MedDiffFMLib.errors import MedDiffFMError
+    from MedDiffFMLib.models.loading import find_base
     from MedDiffFMLib.models.registry import resolve_model
 
     try:
@@ -323,16 +324,10 @@ def bench_model(ref: Optional[str], role: str = "base") -> BenchModel:
     trained = _is_trained(files)
     if files.kind == "controlnet":
         try:
-            trained = trained and _is_trained(_controlnet_base_files(files))
+            trained = trained and _is_trained(find_base(files))
         except MedDiffFMError:
             pass
     return BenchModel(str(files.path), files.name, files.model_config.name, trained)
-
-
-def _controlnet_base_files(files):
-    from MedDiffFMLib.models.loading import _find_base  # noqa: PLC2701 (benchmark reads the pairing)
-
-    return _find_base(files)
 
 
 def controlnet_base(model: BenchModel) -> BenchModel:
@@ -340,6 +335,7 @@ def controlnet_base(model: BenchModel) -> BenchModel:
     folder named by its config, else the registry, with the base's sha256 checked); unavailable,
     with the library's reason, when there is none."""
     from MedDiffFMLib.errors import MedDiffFMError
+    from MedDiffFMLib.models.loading import find_base
     from MedDiffFMLib.models.registry import resolve_model
 
     if not model.available:
@@ -348,7 +344,7 @@ def controlnet_base(model: BenchModel) -> BenchModel:
         files = resolve_model(model.ref)
         if files.kind != "controlnet":
             return model
-        base = _controlnet_base_files(files)
+        base = find_base(files)
     except MedDiffFMError as error:
         return BenchModel(None, reason=f"no base for {model.name}: {str(error).split('. ')[0]}")
     return BenchModel(str(base.path), base.name, base.model_config.name, _is_trained(base))

@@ -34,7 +34,10 @@ def base_lineage(base: ModelFiles) -> list[str]:
     return [str(f) for f in training.get("lineage", [])]
 
 
-def _find_base(control_files: ModelFiles) -> ModelFiles:
+def find_base(control_files: ModelFiles) -> ModelFiles:
+    """The verified base model a ControlNet runs on: the sibling folder its config names, else that
+    name in the registry; refused (:class:`ModelError`) unless it has the sha256 the ControlNet was
+    trained on or descends from it (:func:`base_lineage`)."""
     control = control_files.controlnet_config
     assert control is not None
     # A ControlNet folder may sit beside its base, or the base is found by name in the registry.
@@ -107,7 +110,7 @@ def load_pipeline_model(
     if files.kind == "controlnet":
         control = files.controlnet_config
         assert control is not None
-        base_files = _find_base(files)
+        base_files = find_base(files)
         unet = build_module(base_files)
         controlnet = build_module(files)
         assert isinstance(unet, MedDiffFMUNet) and isinstance(controlnet, MedDiffFMControlNet)
