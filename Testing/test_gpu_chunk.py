@@ -19,7 +19,7 @@ from test_training_compact import BLOCKER
 from test_training_data import make_cache
 
 from MedDiffFMLib.models.weights import verify_model_folder
-from MedDiffFMLib.training.chunk import cases_seen, chunk_card_lines
+from MedDiffFMLib.training.chunk import cases_seen, chunk_card_lines, chunks_hardware
 from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
 from MedDiffFMLib.training.shards import build_shards, plan_shards, validation_for_shard
 
@@ -215,3 +215,10 @@ def test_card_lines_count_the_whole_plan_and_each_case_once():
     assert [c.id for c in cases_seen(chunks)] == ["a", "b", "c"]
     text = "\n".join(chunk_card_lines(chunks))
     assert "3 distinct training cases, shards shard-00 of 4, shard-01 of 4 (" in text
+
+
+def test_the_card_headline_names_every_machine_the_chunks_ran_on():
+    chunks = [{"hardware": h} for h in ("NVIDIA H200", "NVIDIA H200", "NVIDIA H100 80GB HBM3")]
+    assert chunks_hardware(chunks) == "NVIDIA H200 and NVIDIA H100 80GB HBM3"
+    assert chunks_hardware(chunks[:2]) == "NVIDIA H200"
+    assert chunks_hardware(chunks + [{"hardware": "CPU"}]) == "NVIDIA H200, NVIDIA H100 80GB HBM3 and CPU"

@@ -117,6 +117,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     all_chunks = chunks + [record]
     trainer.report_notes = chunk_card_lines(all_chunks)
     trainer.report_train_cases = cases_seen(all_chunks) or None
+    trainer.report_hardware = chunks_hardware(all_chunks)
     trainer.report_extra = {"gpu_chunks": len(all_chunks),
                             "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2),
                             # ControlNets fine-tuned on an earlier chunk's export still load on this one.
@@ -161,6 +162,12 @@ def chunk_card_lines(chunks: list[dict]) -> list[str]:
     if len(chunks) > 12:
         lines.append(f"  - (and {len(chunks) - 12} earlier chunks, listed in the compact state's state.json)")
     return lines
+
+
+def chunks_hardware(chunks: list[dict]) -> str:
+    """The machines the chunks ran on, once each in first-used order ("A and B" for the card)."""
+    machines = list(dict.fromkeys(c["hardware"] for c in chunks))
+    return machines[0] if len(machines) == 1 else ", ".join(machines[:-1]) + " and " + machines[-1]
 
 
 def cases_seen(chunks: list[dict]) -> list[SeenCase]:

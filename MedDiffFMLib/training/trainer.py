@@ -84,6 +84,7 @@ class Trainer:
         self.report_notes: list[str] = []   # extra model-card lines (the GPU chunk driver fills these in)
         self.report_extra: dict = {}
         self.report_train_cases: Optional[list] = None  # every case trained on, when more than this cache holds
+        self.report_hardware: Optional[str] = None  # every machine the weights trained on, when not only this one
         self._rewarm_from: Optional[int] = None
         self.max_minutes = max_minutes
         self.progress_mode = progress
@@ -323,7 +324,7 @@ class Trainer:
             cache_index=self.cache.index, cache_spacing=self.cache.spacing_mm,
             train_cases=self.report_train_cases if self.report_train_cases is not None else self._cases("train"),
             val_cases=self._cases("val"), train_seconds=self.train_seconds,
-            hardware=hardware_description(self.device, self.dist.world_size), world_size=self.dist.world_size,
+            hardware=self.report_hardware or hardware_description(self.device, self.dist.world_size), world_size=self.dist.world_size,
             global_batch=self.global_batch, samples_seen=self.samples_seen, bf16=self.amp_dtype is not None,
             history=self.history, final_val=getattr(self, "final_val", None), ema=self.ema, run_dir=self.run_dir,
             notes=list(self.report_notes), extra=dict(self.report_extra),
