@@ -188,9 +188,9 @@ def super_resolve(
     return _like_input(result.image, image)
 
 
-def _regenerate_options(task, steps, resample, start_step, seed, region, label, allow_non_hu):
-    return task_entry(task).options(steps=steps, resample=resample, start_step=start_step, seed=seed, region=region,
-                                    label=label, allow_non_hu=allow_non_hu)
+def _regenerate_options(task, steps, resample, init, start_step, seed, region, label, allow_non_hu):
+    return task_entry(task).options(steps=steps, resample=resample, init=init, start_step=start_step, seed=seed,
+                                    region=region, label=label, allow_non_hu=allow_non_hu)
 
 
 def inpaint(
@@ -204,6 +204,7 @@ def inpaint(
     device: str = "auto",
     steps: int = InpaintOptions.steps,
     resample: int = InpaintOptions.resample,
+    init: str = InpaintOptions.init,
     start_step: Optional[int] = InpaintOptions.start_step,
     seed: Optional[int] = InpaintOptions.seed,
     region: Optional[str] = InpaintOptions.region,
@@ -220,7 +221,7 @@ def inpaint(
     input, in the input's pixel type; see :mod:`MedDiffFMLib.tasks.inpaint`.
     """
     source = _as_image(image, spacing, origin, direction)
-    options = _regenerate_options("inpaint", steps, resample, start_step, seed, region, label, allow_non_hu)
+    options = _regenerate_options("inpaint", steps, resample, init, start_step, seed, region, label, allow_non_hu)
     result = inpaint_image(source, mask, _engine(engine, model, device, "inpaint"), options, progress, cancel)
     return _like_input(result.image, image)
 
@@ -236,6 +237,7 @@ def generate_lesion(
     device: str = "auto",
     steps: int = LesionOptions.steps,
     resample: int = LesionOptions.resample,
+    init: str = LesionOptions.init,
     start_step: Optional[int] = LesionOptions.start_step,
     seed: Optional[int] = LesionOptions.seed,
     region: Optional[str] = LesionOptions.region,
@@ -249,7 +251,7 @@ def generate_lesion(
     voxel is bit-identical to the input. ``mask`` as in :func:`inpaint`; see
     :mod:`MedDiffFMLib.tasks.lesion`."""
     source = _as_image(image, spacing, origin, direction)
-    options = _regenerate_options("lesion", steps, resample, start_step, seed, region, label, allow_non_hu)
+    options = _regenerate_options("lesion", steps, resample, init, start_step, seed, region, label, allow_non_hu)
     engine = _engine(engine, model, device, "lesion")
     result = generate_lesion_image(source, mask, engine, options, progress, cancel)
     return _like_input(result.image, image)

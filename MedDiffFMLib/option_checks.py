@@ -73,3 +73,9 @@ def check_lambda(lam: float) -> None:
 
 def check_eta(eta: float) -> None:
     check_number(eta, "eta", 0.0, 1.0, why=" (0 = deterministic DDIM, 1 = DDPM-like)")
+
+
+def check_choice(value, flag: str, choices) -> None:
+    """``value`` is one of ``choices``."""
+    if value not in tuple(choices):
+        raise InputError(f"{flag} must be one of {', '.join(map(str, choices))} (got {value!r}).")

@@ -121,3 +121,14 @@ def test_for_grid_synthesis_returns_model_output_on_the_reference_grid():
     out = space.to_input_grid(np.full(space.model_array.shape, 0.5, np.float32))
     assert same_geometry(out, reference, tol=0)
     np.testing.assert_allclose(arr(out), SOFT.model_to_hu(np.float32(0.5)), atol=1e-3)
+
+
+def test_footprint_marks_the_input_and_not_the_padding():
+    image = sitk.Image([6, 5, 4], sitk.sitkInt16) - 1000
+    image.SetSpacing((2.0, 2.0, 2.0))
+    space = ModelSpace.from_image(image, 2.0, HUWindow(0.0, 2000.0), min_size=(8, 8, 8))
+    footprint = space.footprint()
+    assert footprint.shape == space.model_array.shape == (8, 8, 8)
+    assert footprint.sum() == 4 * 5 * 6
+    crop = tuple(slice(a, a + n) for (a, _), n in zip(space.padding, (4, 5, 6)))
+    assert footprint[crop].all()

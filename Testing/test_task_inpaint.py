@@ -131,3 +131,51 @@ def test_api_with_numpy_arrays(tiny_models):
                       region="chest")
     assert isinstance(out, np.ndarray) and out.shape == array.shape and out.dtype == array.dtype
     assert np.array_equal(out[mask == 0], array[mask == 0])
+
+
+def _bright_box_on_flat_ct(hu_outside: int = 40, hu_inside: int = 900):
+    """A flat soft-tissue CT (96 mm cube at 2 mm) with a bright box (the 'lesion' to remove) where
+    the mask is."""
+    array = np.full((48, 48, 48), hu_outside, np.int16)
+    mask = np.zeros(array.shape, np.uint8)
+    mask[18:30, 18:30, 18:30] = 1
+    array[mask == 1] = hu_inside
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    return image, mask
+
+
+def test_surround_start_fills_from_around_the_mask_not_from_its_content(tiny_engines):
+    """Started a few steps before the end, the surround start leaves the mask near the surrounding
+    40 HU, while the noise start from the same step keeps the 900 HU content it noised."""
+    image, mask = _bright_box_on_flat_ct()
+    surround = _run(tiny_engines["base"], image, mask, init="surround", start_step=5, steps=2,
+                    allow_non_hu=True)
+    original = _run(tiny_engines["base"], image, mask, init="noise", start_step=5, steps=2,
+                    allow_non_hu=True)
+    inside_surround = sitk.GetArrayFromImage(surround.image)[mask == 1].astype(float)
+    inside_original = sitk.GetArrayFromImage(original.image)[mask == 1].astype(float)
+    assert abs(inside_surround.mean() - 40) < 60
+    assert inside_original.mean() > 250  # the 900 HU box, blurred by the 4 mm model grid and back
+
+
+def test_default_start_is_the_surround_at_half_the_schedule(tiny_engines):
+    image, mask = _bright_box_on_flat_ct()
+    defaults = InpaintOptions()
+    assert defaults.init == "surround" and defaults.start_step is None and defaults.steps == 25
+    total = tiny_engines["base"].config.num_train_timesteps
+    result = _run(tiny_engines["base"], image, mask, allow_non_hu=True)
+    assert result.start_step <= total // 2 < total - 1
+    from_noise = _run(tiny_engines["base"], image, mask, init="noise", allow_non_hu=True)
+    assert from_noise.start_step > total // 2
+
+
+def test_surround_start_needs_something_around_the_mask(tiny_engines):
+    image = task_ct()
+    everything = np.ones(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+    with pytest.raises(InputError, match="no surrounding tissue.*--init noise"):
+        _run(tiny_engines["base"], image, everything)
+    result = _run(tiny_engines["base"], image, everything, init="noise")
+    assert result.mask_voxels == everything.size
+    with pytest.raises(InputError, match="--init must be one of surround, noise"):
+        _run(tiny_engines["base"], image, box_mask(image), init="biharmonic")

@@ -103,6 +103,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--radius-mm", type=float, default=RADIUS_MM)
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box around the sphere given to every method")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
+    parser.add_argument("--init", choices=("surround", "noise"), default=None,
+                        help="what the mask starts from (default: the API default)")
+    parser.add_argument("--start-step", type=int, default=None, help="MedDiffFM start step (default: the API default)")
     args = parser.parse_args(argv)
     common.setup_threads(args)
     machine = common.machine_info(args.device)
@@ -157,13 +160,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
                 from MedDiffFMLib.preprocessing import guess_region
 
-                kwargs = {"steps": args.steps} if args.steps else {}
+                kwargs = {k: v for k, v in (("steps", args.steps), ("init", args.init),
+                                            ("start_step", args.start_step)) if v is not None}
                 kwargs["region"] = guess_region(image)  # on the whole scan (see the module doc)
                 hidden_image = common.like(hidden, crop)
                 mask_image = common.like(mask.astype(np.uint8), crop)
                 result, seconds = common.timed(lambda: api.inpaint(hidden_image, mask_image, engine=engine, **kwargs))
                 out = sitk.GetArrayFromImage(result).astype(np.float32)
-                note = f"default options, region {kwargs['region']} (guessed on the whole scan)"
+                given = ", ".join(f"{k} {v}" for k, v in kwargs.items() if k != "region") or "default options"
+                note = f"{given}, region {kwargs['region']} (guessed on the whole scan)"
             fill = out[mask]
             row = {"case": name, "method": method, "rmse": metrics.rmse(ref, fill), "mae": metrics.mae(ref, fill),
                    "psnr": metrics.psnr(ref, fill), "bias": float(np.mean(fill - ref)), "std": float(fill.std()),

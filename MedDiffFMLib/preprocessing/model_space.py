@@ -113,6 +113,10 @@ class ModelSpace:
         size = tuple(reversed(self.model_array.shape))
         return Geometry(size, g.spacing, tuple(float(o) for o in origin), g.direction)
 
+    def footprint(self) -> np.ndarray:
+        """Bool, shaped like ``model_array``: True where the input has data, False in the padding."""
+        return np.pad(np.ones(self.model_geometry.shape, dtype=bool), self.padding, constant_values=False)
+
     def model_grid_image(self, array: np.ndarray) -> sitk.Image:
         """Wrap an array shaped like ``model_array`` as an image on :attr:`padded_geometry`."""
         self._check_shape(array)

@@ -22,6 +22,7 @@ from .anomaly import AnomalyOptions, anomaly_map_image
 from .denoise import DenoiseOptions, denoise_image
 from .inpaint import InpaintOptions, inpaint_image
 from .lesion import LesionOptions, generate_lesion_image
+from .repaint import INITS
 from .superres import SuperResOptions, super_resolve_image
 from .synthesize import SynthesisOptions, synthesize_image
 
@@ -62,8 +63,11 @@ LAMBDA = Argument("--lambda", "lam", "DiffPIR lambda: weight of the prior agains
 REGENERATE = (
     Argument("--resample", "resample", "RePaint repeats per step (1 = none; more blends the region better, "
              "costs more)", "int"),
-    Argument("--start-step", "start_step", "diffusion step to start from (default: the last one, i.e. pure "
-             "noise in the mask; smaller keeps more of the original content)", "int"),
+    Argument("--init", "init", "what the mask starts from: 'surround' (a smooth fill from the tissue around it, "
+             "noised to --start-step) or 'noise' (pure noise; with --start-step, the original content noised to "
+             "that step)", "str", INITS),
+    Argument("--start-step", "start_step", "diffusion step to start from (default: half the schedule with --init "
+             "surround, the last step with --init noise; smaller keeps more of the starting content)", "int"),
     Argument("--label", "label", "use only voxels with this label value in the mask (default: every non-zero "
              "voxel)", "int"),
 )

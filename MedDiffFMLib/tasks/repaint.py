@@ -6,6 +6,12 @@ At every step the known region of the sample is replaced by the input noised to 
 (base model) and lesion generation (lesion ControlNet conditioned on the mask) both run
 :func:`regenerate_region`; they differ only in the model and the condition.
 
+Where the region starts from (``init``): ``"noise"`` is pure noise from the last step (or, with a
+``start_step``, the input's own voxels noised to it); ``"surround"`` is a smooth fill from the tissue
+around the mask (:func:`~MedDiffFMLib.preprocessing.surround_fill.surround_fill`) noised to the
+start step (default: half the schedule), so the region keeps its surroundings' intensity and the
+model adds texture. Healthy inpainting starts from the surround, lesion generation from noise.
+
 On the final output grid every voxel outside the user's mask is the input voxel itself
 (bit-identical, same pixel type); inside it the generated tissue in HU.
 """
@@ -22,13 +28,20 @@ import torch
 from .. import option_checks as checks
 from ..engine import Engine
 from ..io import image_from_array
+from ..errors import InputError
 from ..preprocessing.model_masks import covering_mask, mask_for_image, region_of_interest
+from ..preprocessing.surround_fill import surround_fill
 from ..progress import CancelCheck, ProgressCallback
 from ..sampling import Conditions, NoiseSchedule, SamplingHooks
 from .shared import as_pixel_type, check_start_step
 from .skeleton import SamplingPlan, plan_sampling, postprocessing, prepare_task_ct, preprocessing, volume_tensor
 
 ConditionBuilder = Callable[[object, np.ndarray], Optional[torch.Tensor]]
+
+INITS = ("surround", "noise")
+# Start of a "surround" run when no start step is given, as a fraction of the schedule's T: deep
+# enough for the model to redraw texture and structure, shallow enough to keep the fill's intensity.
+SURROUND_START_FRACTION = 0.5
 
 
 def known_region_hook(schedule: NoiseSchedule, known_x0: torch.Tensor, keep: torch.Tensor, generator: Optional[torch.Generator]):
@@ -49,12 +62,32 @@ def start_sample(plan: SamplingPlan, x0: torch.Tensor, keep: torch.Tensor, full:
     return torch.where(keep, plan.noised(x0), x)
 
 
+def surround_start(y: torch.Tensor, keep: torch.Tensor, has_data: np.ndarray) -> torch.Tensor:
+    """``y`` (1, 1, z, y, x) with the region to generate (``keep`` False) replaced by the smooth fill
+    from the input voxels kept around it (``has_data``: not the air padding of the model grid);
+    InputError when nothing around it is kept."""
+    known = keep[0, 0].numpy() & has_data
+    if not known.any():
+        raise InputError("The mask covers the whole volume, so there is no surrounding tissue to start the fill "
+                         "from. Draw a smaller mask, or use --init noise to generate the region from pure noise.")
+    filled = surround_fill(y[0, 0].numpy(), known)
+    return torch.from_numpy(filled)[None, None]
+
+
+def resolve_start_step(engine: Engine, init: str, start_step: Optional[int]) -> Optional[int]:
+    """The checked start step; a "surround" start without one starts at half the schedule."""
+    if init == "surround" and start_step is None:
+        return int(round(SURROUND_START_FRACTION * engine.config.num_train_timesteps))
+    return check_start_step(engine, start_step)
+
+
 @dataclass
 class RegenerateOptions:
     """Settings shared by inpainting and lesion generation (see those tasks' docs)."""
 
     steps: int = 50
     resample: int = 1
+    init: str = "noise"
     start_step: Optional[int] = None
     eta: float = 0.0
     seed: Optional[int] = 0
@@ -66,6 +99,7 @@ class RegenerateOptions:
         """Raise InputError (one paragraph) on a value out of range; needs no input and no model."""
         checks.check_steps(self.steps)
         checks.check_int(self.resample, "--resample", 1, why=" (RePaint repeats per step; 1 = none)")
+        checks.check_choice(self.init, "--init", INITS)
         checks.check_start(self.start_step)
         checks.check_eta(self.eta)
         checks.check_seed(self.seed)
@@ -101,7 +135,7 @@ def regenerate_region(
     """
     options.validate()
     steps = int(options.steps)
-    start_step = check_start_step(engine, options.start_step)
+    start_step = resolve_start_step(engine, options.init, options.start_step)
     image, region = prepare_task_ct(engine, image, options.region, options.allow_non_hu)
     inside, resampled = mask_for_image(mask, image, name="mask", label=options.label, progress=progress)
     with preprocessing(progress, cancel):
@@ -120,7 +154,8 @@ def regenerate_region(
     keep = torch.as_tensor(~generate)[None, None][box]
     if control is not None:
         control = control[(slice(None),) + box[2:]].contiguous()
-    x = start_sample(plan, y, keep, full=start_step is None)
+    start = surround_start(y, keep, space.footprint()[box[2:]]) if options.init == "surround" else y
+    x = start_sample(plan, start, keep, full=start_step is None)
     conditions = Conditions(region=engine.region_index(region), control=control)
     predictor = engine.predictor(space, conditions, crop_start=[b.start for b in box[2:]])
     hooks = SamplingHooks(after_step=known_region_hook(plan.schedule, y, keep, plan.generator))
