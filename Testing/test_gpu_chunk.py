@@ -112,7 +112,8 @@ def carry(tmp_path_factory) -> Path:
 PLANNED_SHARDS = 7
 
 
-def _run_chunk(root: Path, out: Path, steps: int) -> subprocess.CompletedProcess:
+def _run_chunk(root: Path, out: Path, steps: int, config: str = "tiny_chunk.json", state: str = "state",
+               model: str = "tiny-chunk") -> subprocess.CompletedProcess:
     blocker = root / "blocker"
     blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(BLOCKER)
@@ -120,8 +121,8 @@ def _run_chunk(root: Path, out: Path, steps: int) -> subprocess.CompletedProcess
                OUT=str(out), OMP_NUM_THREADS="1")
     overrides = json.dumps({"max_steps": steps, "threads": 1})
     return subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_train_chunk.sh"), "0.5", "--config", str(root / "tiny_chunk.json"),
-         "--state-dir", str(root / "state"), "--model-dir", str(root / "models" / "tiny-chunk"), "--device", "cpu",
+        ["bash", str(ROOT / "scripts" / "gpu_train_chunk.sh"), "0.5", "--config", str(root / config),
+         "--state-dir", str(root / state), "--model-dir", str(root / "models" / model), "--device", "cpu",
          "--overrides", overrides, "--quality-steps", "2"],
         env=env, capture_output=True, text=True, timeout=600)
 
@@ -171,24 +172,66 @@ def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_return
     read_compact_state(carry / "state", ema_model=carry / "models" / "tiny-chunk")
 
 
+def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weights(carry, tmp_path):
+    """A config with a task runs `finetune` in the chunk: a lesion ControlNet on a (tiny) frozen base,
+    without SimpleITK; its state stores no raw weights, and the next chunk restarts them from the
+    exported EMA and continues the step count."""
+    from helpers.models import write_tiny_models
+
+    base = write_tiny_models(tmp_path / "tiny").base
+    (carry / "tiny_lesion_chunk.json").write_text(json.dumps({
+        "task": "lesion", "base_model": str(base), "cache": "unused", "run_dir": "unused", "max_steps": 100000,
+        "batch_size": 2, "warmup_steps": 2, "val_every": 0, "val_samples_per_case": 1, "log_every": 1,
+        "levels": [0, 0, 1], "lesion_focus": 0.8, "ema_decay": 0.9, "device": "cpu", "tensorboard": False,
+        "export": {"name": "tiny-lesion-chunk", "storage_dtype": "float16"}}))
+    kwargs = {"config": "tiny_lesion_chunk.json", "state": "lesion_state", "model": "tiny-lesion-chunk"}
+    first = _run_chunk(carry, carry / "lesion_out1", steps=2, **kwargs)
+    assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
+    assert "fresh lesion ControlNet on" in first.stdout and "GPU chunk 0" in first.stdout
+    script = _script()
+    apply_args = ["--config", str(carry / "tiny_lesion_chunk.json"), "--state-dir", str(carry / "lesion_state"),
+                  "--model-dir", str(carry / "models" / "tiny-lesion-chunk")]
+    script.main(["apply", str(carry / "lesion_out1"), *apply_args])
+    control = verify_model_folder(carry / "models" / "tiny-lesion-chunk")
+    assert control.kind == "controlnet" and control.controlnet_config.task == "lesion"
+    assert control.controlnet_config.base_sha256 == verify_model_folder(base).fingerprint
+    meta = read_compact_meta(carry / "lesion_state")
+    assert meta["raw_from_ema"] and meta["raw_files"] == [] and meta["step"] == 2
+    assert not list((carry / "lesion_state").glob("*.safetensors"))  # nothing beyond the model folder
+    assert "Quality check" not in control.card  # the denoising check is the base's
+    state = read_compact_state(carry / "lesion_state", ema_model=carry / "models" / "tiny-lesion-chunk")
+    assert state.raw.keys() == state.ema.keys()
+    assert all(np.array_equal(state.raw[k].numpy(), state.ema[k].numpy()) for k in state.raw)
+
+    second = _run_chunk(carry, carry / "lesion_out2", steps=4, **kwargs)
+    assert second.returncode == 0, second.stderr[-4000:] + second.stdout[-2000:]
+    assert "GPU chunk 1" in second.stdout and "resuming" in second.stdout
+    script.main(["apply", str(carry / "lesion_out2"), *apply_args])
+    meta = read_compact_meta(carry / "lesion_state")
+    assert [c["steps"] for c in meta["chunks"]] == [[0, 2], [2, 4]]
+    assert "GPU chunks: 2" in verify_model_folder(carry / "models" / "tiny-lesion-chunk").card
+
+
 def test_travelling_size_of_the_shipped_configuration_fits():
-    """What a device call sends for the shipped GPU config: the staged carry when there is one, else the
-    budget recorded by `gpu_chunk.py stage` (steady-state checkout, wheel, quality boxes, largest shard)."""
+    """What a device call sends for the shipped GPU configs: the staged carry when there is one, else
+    the budget `gpu_chunk.py stage` recorded for each model (steady-state checkout, wheel, quality
+    boxes, largest shard)."""
     script = _script()
     carry = ROOT / script.CARRY
     if carry.is_dir():
         assert script.travelling_bytes(ROOT, [script.CARRY]) <= TRAVEL
-        return
-    budget_file = ROOT / script.BUDGET_FILE
-    if not budget_file.is_file():
-        pytest.skip("no staged carry (.cache/gpu_carry) and no configs/gpu_chunk_budget.json: run "
+    budgets = sorted((ROOT / script.BUDGET_DIR).glob("*.json"))
+    if not budgets and not carry.is_dir():
+        pytest.skip("no staged carry (.cache/gpu_carry) and no configs/gpu_chunk_budget/*.json: run "
                     "`python scripts/gpu_chunk.py stage` (needs the shared CT)")
-    budget = json.loads(budget_file.read_text())
-    paths = script.config_paths(ROOT / budget["config"])
-    checkout, _ = script.projected_checkout_bytes(paths)
-    total = checkout + (budget["wheel_mib"] + budget["quality_mib"] + budget["largest_shard_mib"]) * 2**20
-    assert total <= TRAVEL, f"{total / 2**20:.1f} MiB would travel"
-    assert budget["largest_shard_mib"] <= budget["max_shard_mib"]
+    for budget_file in budgets:
+        budget = json.loads(budget_file.read_text())
+        paths = script.config_paths(ROOT / budget["config"])
+        assert budget_file.name == f"{paths['name']}.json"
+        checkout, _ = script.projected_checkout_bytes(paths)
+        total = checkout + (budget["wheel_mib"] + budget["quality_mib"] + budget["largest_shard_mib"]) * 2**20
+        assert total <= TRAVEL, f"{budget_file.name}: {total / 2**20:.1f} MiB would travel"
+        assert budget["largest_shard_mib"] <= budget["max_shard_mib"]
 
 
 @requires_shared_data

@@ -6,11 +6,16 @@ what came back. docs/TRAINING.md ("GPU sessions") gives the routine step by step
   python scripts/gpu_chunk.py apply FILES_AT                              (here: into the repository)
   python scripts/gpu_chunk.py size                                        (what would travel now)
 
+``stage`` records the config in the carry (``carry.json``); ``run`` and ``apply`` take it from there
+unless ``--config`` is given. ``configs/gpu_superres.json`` and ``configs/gpu_lesion.json`` fine-tune
+the ControlNets on the shipped base the same way (no quality boxes: the device has no SimpleITK to
+run super-resolution or lesions; their benchmarks run here after ``apply``).
+
 What travels to the device is the checkout (tracked and untracked-not-ignored files) plus the carried
 folder ``.cache/gpu_carry`` (the chunk's shard, the quality boxes, the monai wheel): at most 64 MiB.
 ``stage`` sizes the shards so that the steady state fits: the checkout with the shipped model and the
 compact state at the config's size, plus the wheel, the quality boxes and the largest shard. It
-records that budget in ``configs/gpu_chunk_budget.json``.
+records that budget in ``configs/gpu_chunk_budget/NAME.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ if str(REPO) not in sys.path:
 TRAVEL_LIMIT = 64 * 2**20
 CARRY = Path(".cache/gpu_carry")
 WORK = Path(".cache/gpu")
-BUDGET_FILE = Path("configs/gpu_chunk_budget.json")
+BUDGET_DIR = Path("configs/gpu_chunk_budget")
+DEFAULT_CONFIG = Path("configs/gpu_default.json")
 MARGIN = 2**20  # model card / state.json growth and rounding
 MONAI_WHEEL_GLOB = "monai-*.whl"
 
@@ -74,35 +80,60 @@ def mib(n: float) -> str:
 
 
 def config_paths(config: Path) -> dict:
-    """The model name, its shipped folder, its compact state folder and the config's model."""
+    """The model name, its shipped folder, its compact state folder, the network's config (the base's
+    for a ControlNet config) and the fine-tuning task (None for a base model)."""
+    from MedDiffFMLib.models.registry import resolve_model
     from MedDiffFMLib.training import TrainConfig
 
     cfg = TrainConfig.from_file(config)
     name = cfg.export.name or "meddifffm-default"
+    model = resolve_model(cfg.base_model).model_config if cfg.task else cfg.model_config()
     return {"cfg": cfg, "name": name, "model_dir": REPO / "Resources" / "Models" / name,
-            "state_dir": REPO / "training_state" / name, "model": cfg.model_config()}
+            "state_dir": REPO / "training_state" / name, "model": model, "task": cfg.task}
+
+
+def budget_file(name: str) -> Path:
+    """Where ``stage`` records the travelling budget of the chunks of model ``name``."""
+    return BUDGET_DIR / f"{name}.json"
+
+
+def staged_config(carry: Path = CARRY) -> Path:
+    """The config of the staged chunk (carry.json), else the default model's."""
+    record = REPO / carry / "carry.json"
+    if record.is_file():
+        return Path(json.loads(record.read_text())["config"])
+    return DEFAULT_CONFIG
 
 
 def weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
-def parameter_count(model_config) -> int:
+def parameter_count(model_config, task: Optional[str] = None, superres_factors=(2, 3, 4, 5)) -> int:
+    """Trainable parameters: the U-Net's, or the ``task`` ControlNet's."""
     import torch
 
-    from MedDiffFMLib.models.network import MedDiffFMUNet
+    from MedDiffFMLib.models.config import ControlNetConfig
+    from MedDiffFMLib.models.network import MedDiffFMControlNet, MedDiffFMUNet
+    from MedDiffFMLib.training.conditions import condition_builder
 
     with torch.device("meta"):
-        return sum(p.numel() for p in MedDiffFMUNet(model_config).parameters())
+        if task is None:
+            return sum(p.numel() for p in MedDiffFMUNet(model_config).parameters())
+        channels = condition_builder(task, {"superres_factors": list(superres_factors)}).channels
+        control = ControlNetConfig(task=task, condition_channels=channels, base_model="base")
+        return sum(p.numel() for p in MedDiffFMControlNet(model_config, control).parameters())
 
 
 def projected_checkout_bytes(paths: dict, moments: bool = False) -> tuple[int, dict]:
-    """The checkout once the shipped model and the compact state have the config's size."""
+    """The checkout once the shipped model and the compact state have the config's size (a ControlNet
+    state keeps no raw weights: they restart from the shipped EMA)."""
     current = tree_bytes(checkout_files())
     replaced = tree_bytes(weight_files(paths["model_dir"])) + tree_bytes(weight_files(paths["state_dir"]))
-    params = parameter_count(paths["model"])
+    params = parameter_count(paths["model"], paths["task"], paths["cfg"].superres_factors)
     model_bytes = 2 * params                      # float16 EMA in the shipped model
-    state_bytes = 2 * params + (4 * params if moments else 0)  # float16 raw (+ bfloat16 moments)
+    raw_bytes = 0 if paths["task"] else 2 * params
+    state_bytes = raw_bytes + (4 * params if moments else 0)  # float16 raw (+ bfloat16 moments)
     return current - replaced + model_bytes + state_bytes, {"params": params, "model_bytes": model_bytes,
                                                              "state_bytes": state_bytes}
 
@@ -151,15 +182,16 @@ def stage(args: argparse.Namespace) -> None:
     prepare_cache(manifest, cache, list(model.spacing_mm), dtype="uint8", windows=model.window_for,
                   config_name=model.name, progress=lambda i, n, c: print(f"  prepare {i}/{n} {c}", end="\r"))
     quality = work / f"quality_{tag}"
-    if not sorted(quality.glob("*.npz")) or args.remake_quality:
+    if paths["task"] is None and (not sorted(quality.glob("*.npz")) or args.remake_quality):
         shutil.rmtree(quality, ignore_errors=True)
         make_quality_cases(args.manifest, args.data_root, model.spacing_mm, model.patch_size, quality)
+    carried_quality = [quality] if paths["task"] is None else []  # the denoising check is the base's
     wheel = find_wheel(REPO / ".whl")
     projected, sizes = projected_checkout_bytes(paths, args.moments)
-    fixed = projected + wheel.stat().st_size + tree_bytes([quality]) + 4096 + MARGIN
+    fixed = projected + wheel.stat().st_size + tree_bytes(carried_quality) + 4096 + MARGIN
     max_shard = TRAVEL_LIMIT - fixed
     print(f"  steady-state checkout {mib(projected)} ({sizes['params']:,} parameters: model {mib(sizes['model_bytes'])}"
-          f", state {mib(sizes['state_bytes'])}); wheel {mib(wheel.stat().st_size)}; quality {mib(tree_bytes([quality]))}"
+          f", state {mib(sizes['state_bytes'])}); wheel {mib(wheel.stat().st_size)}; quality {mib(tree_bytes(carried_quality))}"
           f" -> shards up to {mib(max_shard)}")
     shards = work / f"shards_{tag}"
     plan = read_plan(shards)
@@ -179,24 +211,26 @@ def stage(args: argparse.Namespace) -> None:
     carry = REPO / CARRY
     shutil.rmtree(carry, ignore_errors=True)
     _link_tree(shards / chosen["name"], carry / "shard" / chosen["name"])
-    _link_tree(quality, carry / "quality")
+    for folder in carried_quality:
+        _link_tree(folder, carry / "quality")
     (carry / "wheels").mkdir(parents=True)
     shutil.copy2(wheel, carry / "wheels" / wheel.name)
-    (carry / "carry.json").write_text(json.dumps({"config": str(args.config), "chunk": chunk, "shard": chosen["name"],
-                                                  "shards": len(plan["shards"])}, indent=1))
+    (carry / "carry.json").write_text(json.dumps({"config": str(args.config), "model": paths["name"], "chunk": chunk,
+                                                  "shard": chosen["name"], "shards": len(plan["shards"])}, indent=1))
     budget = {
         "_comment": "Written by scripts/gpu_chunk.py stage: the travelling-size budget of a GPU chunk (MiB). "
                     "Testing/test_gpu_chunk.py checks it when no shard is staged.",
         "config": str(args.config), "parameters": sizes["params"],
         "steady_checkout_mib": round(projected / 2**20, 2), "wheel_mib": round(wheel.stat().st_size / 2**20, 2),
-        "quality_mib": round(tree_bytes([quality]) / 2**20, 2), "max_shard_mib": round(max_shard / 2**20, 2),
+        "quality_mib": round(tree_bytes(carried_quality) / 2**20, 2), "max_shard_mib": round(max_shard / 2**20, 2),
         "largest_shard_mib": round(max(s["bytes"] for s in plan["shards"]) / 2**20, 2),
         "shards": [{"name": s["name"], "mib": round(s["bytes"] / 2**20, 2), "train_cases": len(s["train"])}
                    for s in plan["shards"]],
         "val_cases": plan["shards"][0]["val"],
         "left_out": plan.get("left_out", []),
     }
-    (REPO / BUDGET_FILE).write_text(json.dumps(budget, indent=1) + "\n")
+    (REPO / budget_file(paths["name"])).parent.mkdir(parents=True, exist_ok=True)
+    (REPO / budget_file(paths["name"])).write_text(json.dumps(budget, indent=1) + "\n")
     now = travelling_bytes(REPO, [CARRY])
     print(f"  chunk {chunk} trains {chosen['name']} of {len(plan['shards'])} ({len(chosen['train'])} training cases, "
           f"{mib(chosen['bytes'])}); travelling now {mib(now)} of 64 MiB"
@@ -214,13 +248,14 @@ def run(args: argparse.Namespace) -> None:
 
     from benchmarks.chunk_quality import card_lines, evaluate
 
-    paths = config_paths(args.config)
     carry = (REPO / args.carry).resolve()
+    args.config = args.config or staged_config(carry)
+    paths = config_paths(args.config)
     quality_dir = carry / "quality"
     device = args.device
 
     def quality(model: Path) -> dict:
-        if args.no_quality or not sorted(quality_dir.glob("*.npz")):
+        if args.no_quality or paths["task"] or not sorted(quality_dir.glob("*.npz")):
             return {}
         figures = evaluate(model, quality_dir, device or "auto", args.quality_steps)
         return {"figures": figures, "card": card_lines(figures)}
@@ -264,6 +299,7 @@ def apply(args: argparse.Namespace) -> None:
     from MedDiffFMLib.training.chunk import unpack_outputs
     from MedDiffFMLib.training.compact import read_compact_state
 
+    args.config = args.config or staged_config()
     paths = config_paths(args.config)
     paths["model_dir"] = args.model_dir or paths["model_dir"]
     paths["state_dir"] = args.state_dir or paths["state_dir"]
@@ -297,11 +333,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, default=Path("configs/gpu_default.json"), help="training config")
+    def common(p: argparse.ArgumentParser, default: Optional[Path] = None) -> None:
+        p.add_argument("--config", type=Path, default=default,
+                       help=f"training config (default: {default or 'the staged one, from the carry'})")
 
     p = sub.add_parser("stage", help="prepare the cache, shards and quality boxes; stage the next chunk's carry")
-    common(p)
+    common(p, DEFAULT_CONFIG)
     p.add_argument("--manifest", type=Path, default=Path("configs/shared_ct_manifest.json"))
     p.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data" / "ct")
     p.add_argument("--shard", type=int, default=None, help="stage this shard instead of the rotation's")

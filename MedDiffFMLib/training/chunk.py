@@ -1,7 +1,9 @@
 """One training chunk of a short GPU lease: resume from the compact state (or start from a fresh init),
 train one shard for a time budget, export the EMA as the shipped model folder, write the new compact
 state, and pack everything so that it comes back through the device's limits (at most 8 files of at
-most 16 MiB). The quality check is a callback (benchmarks/chunk_quality.py), so this layer does not
+most 16 MiB). A config with a ``task`` fine-tunes that ControlNet on its frozen base the same way
+(``meddifffm finetune``); its state keeps no raw weights (they restart from the exported EMA), so
+that it adds nothing to what travels beside the base's state. The quality check is a callback (benchmarks/chunk_quality.py), so this layer does not
 import the benchmarks. See docs/TRAINING.md, "GPU sessions", for the routine around it.
 """
 
@@ -52,6 +54,7 @@ class ChunkOptions:
     moments: bool = False                 # keep AdamW's moments in the state
     shard: Optional[int] = None           # override the rotation
     total_shards: Optional[int] = None    # shards in the whole plan, when only the chunk's own one travelled
+    raw_weights: Optional[bool] = None    # keep raw weights in the state (None: yes for a base, no for a ControlNet)
 
 
 def chunk_shards(shards: Path) -> list[Path]:
@@ -90,10 +93,13 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     cfg.checkpoint_every = 10**9
     cfg.checkpoint_minutes = 10**6
     cfg.keep_checkpoints = 1
-    log(f"chunk {number}: {'resuming from ' + str(options.state_dir) if meta else 'fresh init of ' + str(cfg.model)}"
+    mode = "finetune" if cfg.task else "train"
+    raw_weights = options.raw_weights if options.raw_weights is not None else mode == "train"
+    fresh = f"fresh {cfg.task} ControlNet on {cfg.base_model}" if cfg.task else f"fresh init of {cfg.model}"
+    log(f"chunk {number}: {'resuming from ' + str(options.state_dir) if meta else fresh}"
         f" (step {meta['step'] if meta else 0}); shard {shard.name} of {total}; "
         f"budget {options.minutes:g} min")
-    trainer = Trainer(cfg, "train", resume_compact=options.state_dir if meta else None,
+    trainer = Trainer(cfg, mode, resume_compact=options.state_dir if meta else None,
                       compact_ema_model=options.model_dir if meta else None, max_minutes=options.minutes,
                       progress="none", export=False)
     trainer.setup()
@@ -129,7 +135,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
         record["quality"] = checked.get("figures")
         append_to_card(model, checked.get("card", []))
     state = trainer.save_compact(stage / "state", ema_model=model, moments=options.moments, chunks=all_chunks,
-                                 data={"shard": shard.name, "shards": total})
+                                 data={"shard": shard.name, "shards": total}, raw_weights=raw_weights)
     assert state is not None
     (stage / "chunk.json").write_text(json.dumps(record, indent=1))
     if (Path(cfg.run_dir) / "log.csv").is_file():

@@ -18,6 +18,11 @@ refuses a folder whose weights changed). A state can also carry its own EMA (``e
 The state is then raw weights + a small JSON: 2 bytes per parameter, and each chunk grows the
 repository by the new model and the new raw weights (4 bytes per parameter in all).
 
+**Raw weights from the EMA** (``raw=None``): the state stores no raw weights at all and a resumed run
+restarts them from the EMA. The ControlNet chunks use this: their states then cost nothing beyond
+the shipped model folder, which keeps the checkout inside the device's 64 MiB beside a training
+shard (a ControlNet chunk trains with a short EMA, so restarting from it loses little).
+
 **Optimiser moments** are optional: without them a resumed run starts a fresh AdamW and re-warms the
 learning rate linearly over ``rewarm_steps`` (see docs/TRAINING.md for what that costs, measured).
 With them (``moments=True``) they take 4 more bytes per parameter as bfloat16 (the second moment
@@ -71,7 +76,7 @@ class CompactContent:
     """What :func:`write_compact_state` stores (the trainer fills it in)."""
 
     meta: dict
-    raw: dict[str, torch.Tensor]
+    raw: Optional[dict[str, torch.Tensor]]                      # None: resume the raw weights from the EMA
     ema: Optional[dict[str, torch.Tensor]] = None               # None: taken from ``ema_model``
     ema_model: Optional[Path] = None                             # model folder holding the same EMA
     moments: Optional[dict[str, dict[str, torch.Tensor]]] = None
@@ -115,9 +120,12 @@ def write_compact_state(folder: str | Path, content: CompactContent,
     meta = dict(content.meta, format=COMPACT_FORMAT)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        raw16 = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in content.raw.items()}
-        meta["raw_files"] = _write_tensors(tmp, "raw", raw16, max_shard_bytes)
+        if content.raw is None:
+            meta["raw_files"], meta["raw_from_ema"] = [], True
+        else:
+            raw16 = {k: v.detach().to("cpu", torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+                     for k, v in content.raw.items()}
+            meta["raw_files"], meta["raw_from_ema"] = _write_tensors(tmp, "raw", raw16, max_shard_bytes), False
         if content.ema_model is not None:
             files = verify_model_folder(content.ema_model)
             meta["ema"] = {"model": files.name, "fingerprint": files.fingerprint}
@@ -195,6 +203,8 @@ def read_compact_state(folder: str | Path, ema_model: Optional[str | Path] = Non
         for key, value in flat.items():
             kind, name = key.split("/", 1)
             moments.setdefault(name, {})[kind] = value.float()
+    if meta.get("raw_from_ema"):
+        raw = {k: v.clone() for k, v in ema.items()}
     return CompactState(folder, meta, raw, ema, moments)
 
 

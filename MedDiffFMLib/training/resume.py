@@ -89,9 +89,11 @@ def resume_from_compact(trainer: "Trainer", state: CompactState) -> None:
 
 
 def compact_content(trainer: "Trainer", *, ema_model: Optional[str | Path] = None, moments: bool = False,
-                    chunks: Optional[list] = None, data: Optional[dict] = None) -> CompactContent:
+                    chunks: Optional[list] = None, data: Optional[dict] = None,
+                    raw_weights: bool = True) -> CompactContent:
     """What :func:`~.compact.write_compact_state` writes for ``trainer``'s run now. ``ema_model``: a
-    model folder exported from the current EMA, named instead of storing the EMA again."""
+    model folder exported from the current EMA, named instead of storing the EMA again.
+    ``raw_weights=False``: no raw weights; a resumed run restarts them from the EMA."""
     cfg = trainer.config
     meta = {
         "kind": trainer.objective.kind,
@@ -117,7 +119,7 @@ def compact_content(trainer: "Trainer", *, ema_model: Optional[str | Path] = Non
         moment_tensors = {names[i]: {"exp_avg": v["exp_avg"], "exp_avg_sq": v["exp_avg_sq"]}
                           for i, v in trainer.optimizer.state_dict()["state"].items()}
     return CompactContent(
-        meta=meta, raw={k: v.detach().cpu() for k, v in trainer.trainable.state_dict().items()},
+        meta=meta, raw={k: v.detach().cpu() for k, v in trainer.trainable.state_dict().items()} if raw_weights else None,
         ema=None if ema_model else trainer.ema.state_dict()["shadow"], ema_model=Path(ema_model) if ema_model else None,
         moments=moment_tensors,
     )

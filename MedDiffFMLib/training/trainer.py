@@ -232,12 +232,15 @@ class Trainer:
             resume_from_checkpoint(self, path)
 
     def save_compact(self, folder: str | Path, *, ema_model: Optional[str | Path] = None, moments: bool = False,
-                     chunks: Optional[list] = None, data: Optional[dict] = None) -> Optional[Path]:
+                     chunks: Optional[list] = None, data: Optional[dict] = None,
+                     raw_weights: bool = True) -> Optional[Path]:
         """Write the compact state of this run (see ``compact``). ``ema_model``: a model folder exported
-        from this run's current EMA, which the state then names instead of storing the EMA again."""
+        from this run's current EMA, which the state then names instead of storing the EMA again;
+        ``raw_weights=False`` stores no raw weights (a resumed run restarts them from the EMA)."""
         if not self.dist.is_main:
             return None
-        content = compact_content(self, ema_model=ema_model, moments=moments, chunks=chunks, data=data)
+        content = compact_content(self, ema_model=ema_model, moments=moments, chunks=chunks, data=data,
+                                  raw_weights=raw_weights)
         return write_compact_state(folder, content, int(self.config.export.max_shard_mib * 2**20))
 
     # ------------------------------------------------------------------ pieces
