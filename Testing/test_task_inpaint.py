@@ -179,3 +179,14 @@ def test_surround_start_needs_something_around_the_mask(tiny_engines):
     assert result.mask_voxels == everything.size
     with pytest.raises(InputError, match="--init must be one of surround, noise"):
         _run(tiny_engines["base"], image, box_mask(image), init="biharmonic")
+
+
+def test_api_passes_the_start_choice_through(tiny_models):
+    image = task_ct()
+    with pytest.raises(InputError, match="--init must be one of"):
+        api.inpaint(image, box_mask(image), model=str(tiny_models.base), device="cpu", init="zeros")
+    out = api.inpaint(image, box_mask(image), model=str(tiny_models.base), device="cpu", steps=2, region="chest",
+                      init="noise", start_step=5)
+    mask = box_mask(image) == 1
+    before, after = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(out)
+    assert np.array_equal(after[~mask], before[~mask])
