@@ -132,7 +132,9 @@ def projected_checkout_bytes(paths: dict, moments: bool = False) -> tuple[int, d
     replaced = tree_bytes(weight_files(paths["model_dir"])) + tree_bytes(weight_files(paths["state_dir"]))
     params = parameter_count(paths["model"], paths["task"], paths["cfg"].superres_factors)
     model_bytes = 2 * params                      # float16 EMA in the shipped model
-    raw_bytes = 0 if paths["task"] else 2 * params
+    from MedDiffFMLib.training.chunk import keeps_raw_weights
+
+    raw_bytes = 2 * params if keeps_raw_weights(paths["cfg"]) else 0
     state_bytes = raw_bytes + (4 * params if moments else 0)  # float16 raw (+ bfloat16 moments)
     return current - replaced + model_bytes + state_bytes, {"params": params, "model_bytes": model_bytes,
                                                              "state_bytes": state_bytes}

@@ -17,7 +17,8 @@ HELP = "inpaint: regenerate the voxels inside a mask as healthy tissue (RePaint,
 DESCRIPTION = (
     "Regenerate the voxels inside MASK as plausible tissue with the foundation model (RePaint: the rest of the "
     "image steers every step). By default the mask starts from a smooth fill of the tissue around it, noised to "
-    "half the schedule, so it keeps its surroundings' intensity (--init noise: from pure noise). Every voxel outside the mask is bit-identical to the input (same pixel type). "
+    "half the schedule, so it keeps its surroundings' intensity (--init noise: from pure noise). Every voxel "
+    "outside the mask is bit-identical to the input (same pixel type). "
     "A mask on another grid is resampled onto the image by physical position (nearest neighbour)."
 )
 

@@ -27,8 +27,8 @@ import torch
 
 from .. import option_checks as checks
 from ..engine import Engine
-from ..io import image_from_array
 from ..errors import InputError
+from ..io import image_from_array
 from ..preprocessing.model_masks import covering_mask, mask_for_image, region_of_interest
 from ..preprocessing.surround_fill import surround_fill
 from ..progress import CancelCheck, ProgressCallback

@@ -2,9 +2,9 @@
 train one shard for a time budget, export the EMA as the shipped model folder, write the new compact
 state, and pack everything so that it comes back through the device's limits (at most 8 files of at
 most 16 MiB). A config with a ``task`` fine-tunes that ControlNet on its frozen base the same way
-(``meddifffm finetune``); its state keeps no raw weights (they restart from the exported EMA), so
-that it adds nothing to what travels beside the base's state. The quality check is a callback (benchmarks/chunk_quality.py), so this layer does not
-import the benchmarks. See docs/TRAINING.md, "GPU sessions", for the routine around it.
+(``meddifffm finetune``); its state keeps no raw weights (:func:`keeps_raw_weights`), so that it adds
+nothing to what travels beside the base's state. The quality check is a callback
+(benchmarks/chunk_quality.py), so this layer does not import the benchmarks. See docs/TRAINING.md, "GPU sessions", for the routine around it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ class ChunkOptions:
     moments: bool = False                 # keep AdamW's moments in the state
     shard: Optional[int] = None           # override the rotation
     total_shards: Optional[int] = None    # shards in the whole plan, when only the chunk's own one travelled
-    raw_weights: Optional[bool] = None    # keep raw weights in the state (None: yes for a base, no for a ControlNet)
+
+
+def keeps_raw_weights(cfg: TrainConfig) -> bool:
+    """Whether a chunk's compact state stores the raw weights: a base model's do; a ControlNet's
+    (``task`` set) restart from its exported EMA, so its state costs nothing beside the model folder."""
+    return not cfg.task
 
 
 def chunk_shards(shards: Path) -> list[Path]:
@@ -94,7 +99,6 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     cfg.checkpoint_minutes = 10**6
     cfg.keep_checkpoints = 1
     mode = "finetune" if cfg.task else "train"
-    raw_weights = options.raw_weights if options.raw_weights is not None else mode == "train"
     fresh = f"fresh {cfg.task} ControlNet on {cfg.base_model}" if cfg.task else f"fresh init of {cfg.model}"
     log(f"chunk {number}: {'resuming from ' + str(options.state_dir) if meta else fresh}"
         f" (step {meta['step'] if meta else 0}); shard {shard.name} of {total}; "
@@ -135,7 +139,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
         record["quality"] = checked.get("figures")
         append_to_card(model, checked.get("card", []))
     state = trainer.save_compact(stage / "state", ema_model=model, moments=options.moments, chunks=all_chunks,
-                                 data={"shard": shard.name, "shards": total}, raw_weights=raw_weights)
+                                 data={"shard": shard.name, "shards": total}, raw_weights=keeps_raw_weights(cfg))
     assert state is not None
     (stage / "chunk.json").write_text(json.dumps(record, indent=1))
     if (Path(cfg.run_dir) / "log.csv").is_file():
