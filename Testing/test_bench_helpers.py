@@ -15,7 +15,8 @@ pytest.importorskip("monai")
 
 from benchmarks import common, speed  # noqa: E402
 from benchmarks.inpaint_quality import place_sphere, shell_mean  # noqa: E402
-from benchmarks.superres_quality import factor_for, make_thick  # noqa: E402
+from benchmarks.superres_quality import factor_for, make_thick, set_control_scale  # noqa: E402
+from helpers.models import tiny_models  # noqa: E402,F401  (fixture)
 
 
 def _tiny_model():
@@ -111,3 +112,23 @@ def test_naive_baseline_keeps_the_default_weight_layout():
     assert all(p.is_contiguous() for p in plain.parameters())
     assert speed.uses_sdpa(plain) == speed.uses_sdpa(model)
     assert speed.naive_model(plain) is plain
+
+
+def test_control_scale_zero_leaves_the_base_model_alone(tiny_models):
+    """`superres_quality --control-scale 0`: the ControlNet's residuals vanish, so the network is its base."""
+    from MedDiffFMLib.engine import Engine, EngineOptions
+
+    engine = Engine(EngineOptions(model=str(tiny_models.superres), device="cpu"), role="superres",
+                    expect_task="superres")
+    model = engine.loaded.model
+    assert common.redraw_zero_weights(model) > 0  # zero-initialised outputs would hide the scale
+    # any network input of the right channels will do (noisy image, position and anatomy channels)
+    x, t, region = torch.randn(1, engine.config.input_channels, 16, 16, 16), torch.tensor([500]), torch.tensor([0])
+    condition = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        base = model.unet(x, t, region, None, None)
+        full = model(x, t, region, condition)
+        set_control_scale(engine, 0.0)
+        scaled = model(x, t, region, condition)
+    assert not torch.allclose(full, base, atol=1e-4)
+    torch.testing.assert_close(scaled, base)

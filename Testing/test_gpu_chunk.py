@@ -21,7 +21,7 @@ from test_training_data import make_cache
 from MedDiffFMLib.models.weights import verify_model_folder
 from MedDiffFMLib.training.chunk import cases_seen, chunk_card_lines, chunks_hardware
 from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
-from MedDiffFMLib.training.shards import build_shards, plan_shards, validation_for_shard
+from MedDiffFMLib.training.shards import build_shards, plan_shards, usable_shards, validation_for_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FILES, MAX_BYTES, TRAVEL = 8, 16 * 2**20, 64 * 2**20
@@ -211,6 +211,27 @@ def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weigh
     assert [c["steps"] for c in meta["chunks"]] == [[0, 2], [2, 4]]
     assert "GPU chunks: 2" in verify_model_folder(carry / "models" / "tiny-lesion-chunk").card
 
+    # Held back: the chunk's model waits in the state, the shipped one stays, the next chunk resumes
+    # from the candidate, and `promote` ships it.
+    shipped = verify_model_folder(carry / "models" / "tiny-lesion-chunk").fingerprint
+    candidate = carry / "lesion_state" / "candidate"
+    for n, steps in ((3, 6), (4, 8)):
+        chunk = _run_chunk(carry, carry / f"lesion_out{n}", steps=steps, **kwargs)
+        assert chunk.returncode == 0, chunk.stderr[-4000:] + chunk.stdout[-2000:]
+        assert "resuming" in chunk.stdout
+        script.main(["apply", str(carry / f"lesion_out{n}"), "--hold", *apply_args])
+        assert verify_model_folder(carry / "models" / "tiny-lesion-chunk").fingerprint == shipped
+        held = verify_model_folder(candidate)
+        assert f"GPU chunks: {n}" in held.card  # (its weights may round to the shipped ones' float16)
+        assert read_compact_meta(carry / "lesion_state")["chunks"][-1]["model_sha256"] == held.fingerprint
+        read_compact_state(carry / "lesion_state", ema_model=candidate)
+    assert [c["steps"] for c in read_compact_meta(carry / "lesion_state")["chunks"]][2:] == [[4, 6], [6, 8]]
+    script.main(["promote", *apply_args])
+    promoted = verify_model_folder(carry / "models" / "tiny-lesion-chunk")
+    assert promoted.fingerprint == held.fingerprint and "GPU chunks: 4" in promoted.card
+    assert not candidate.exists()
+    read_compact_state(carry / "lesion_state", ema_model=carry / "models" / "tiny-lesion-chunk")
+
 
 def test_travelling_size_of_the_shipped_configuration_fits():
     """What a device call sends for the shipped GPU configs: the staged carry when there is one, else
@@ -265,3 +286,48 @@ def test_the_card_headline_names_every_machine_the_chunks_ran_on():
     assert chunks_hardware(chunks) == "NVIDIA H200 and NVIDIA H100 80GB HBM3"
     assert chunks_hardware(chunks[:2]) == "NVIDIA H200"
     assert chunks_hardware(chunks + [{"hardware": "CPU"}]) == "NVIDIA H200, NVIDIA H100 80GB HBM3 and CPU"
+
+
+def test_only_a_controlnet_chunk_can_be_held_back(carry):
+    """A base model's state keeps raw weights, so the travel budget has no room for a second model: `apply
+    --hold` refuses it before touching anything."""
+    with pytest.raises(SystemExit, match="only a ControlNet config"):
+        _script().main(["apply", str(carry / "nothing"), "--hold", "--config", str(carry / "tiny_chunk.json"),
+                        "--state-dir", str(carry / "no_state"), "--model-dir", str(carry / "models" / "none")])
+    assert not (carry / "no_state").exists()
+
+
+def test_promote_without_a_held_back_model_says_so(carry, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _script().main(["promote", "--config", str(carry / "tiny_chunk.json"), "--state-dir", str(carry / "no_state"),
+                        "--model-dir", str(carry / "models" / "none")])
+    assert exit_info.value.code == 2 and "no held-back model" in capsys.readouterr().err
+
+
+def test_one_model_is_held_back_at_a_time(tmp_path):
+    """Each held-back model costs every chunk's shards its size: a second one is refused, and a ControlNet's
+    travel budget leaves no room for its own candidate while another model's is held."""
+    from helpers.models import write_tiny_models
+
+    base = write_tiny_models(tmp_path / "tiny").base
+    config = tmp_path / "lesion.json"
+    config.write_text(json.dumps({"task": "lesion", "base_model": str(base), "cache": "unused", "run_dir": "unused",
+                                  "export": {"name": "tiny-lesion-held"}}))
+    (tmp_path / "states" / "theirs" / "candidate").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="already held back"):
+        _script().main(["apply", str(tmp_path / "nothing"), "--hold", "--config", str(config),
+                        "--state-dir", str(tmp_path / "states" / "mine"), "--model-dir", str(tmp_path / "shipped")])
+    script = _script()
+    paths = script.config_paths(config)
+    paths["state_dir"] = tmp_path / "states" / "mine"
+    assert script.projected_checkout_bytes(paths)[1]["models"] == 1
+    (tmp_path / "states" / "theirs" / "candidate").rmdir()
+    assert script.projected_checkout_bytes(paths)[1]["models"] == 2
+
+
+def test_a_lesion_chunk_skips_shards_without_a_lesion():
+    plan = {"shards": [{"train": ["a", "b"]}, {"train": ["big"]}, {"train": ["c"]}]}
+    index = {"cases": [{"id": "a", "lesion_voxels": 0}, {"id": "b", "lesion_voxels": 12}, {"id": "big"},
+                       {"id": "c", "lesion_voxels": 3}]}
+    assert usable_shards(plan, index, needs_lesion=False) == [0, 1, 2]
+    assert usable_shards(plan, index, needs_lesion=True) == [0, 2]

@@ -48,6 +48,10 @@ def test_finetune_exports_a_controlnet_that_loads_and_samples(setup, tmp_path, t
     assert files.controlnet_config.base_model == "tiny-base"
     assert files.controlnet_config.base_sha256 == base_files.fingerprint
     assert "ControlNet" in files.card and "tiny-base" in files.card
+    # the card's configuration names the base's network, not the unused `model` field of a train config
+    listed = json.loads(files.card.split("```json", 1)[1].split("```", 1)[0])
+    assert "model" not in listed["training"] and listed["training"]["task"] == task
+    assert listed["model"]["name"] == base_files.model_config.name
     loaded = load_pipeline_model(result.export, role=task, device="cpu", expect_task=task)
     cfg = loaded.config
     shape = (1, 1, 20, 18, 16)

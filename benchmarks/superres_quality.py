@@ -8,7 +8,12 @@ The thick volume is restored onto the original thin grid by:
 * linear interpolation along the slice axis (SimpleITK ``sitkLinear``);
 * cubic B-spline interpolation (SimpleITK ``sitkBSpline``);
 * MedDiffFM: ``MedDiffFMLib.api.super_resolve`` (superres ControlNet + DiffPIR, default options,
-  ``factor_z`` = F); its output grid is the thin grid (checked; resampled onto it otherwise).
+  ``factor_z`` = F); its output grid is the thin grid (checked; resampled onto it otherwise);
+* with ``--compare-model PATH``: ``meddifffm_compare``, a second superres ControlNet in the same run.
+
+``--control-scale S`` multiplies the ControlNet residuals of the MedDiffFM rows by S (the ControlNet's
+``conditioning_scale``; 0 leaves the base model with DiffPIR's data step alone), to see what the
+ControlNet adds.
 
 Beyond the first and last slab centres the interpolators extrapolate the nearest thick slice.
 Scores against the thin original, over the whole box:
@@ -22,12 +27,14 @@ Scores against the thin original, over the whole box:
 Cases default to thin-slice scans: cta_aorta_crop (1.5 mm, F = 3 -> 4.5 mm), lidc_chest_1mm
 (1 mm, F = 5 -> 5 mm, the paper's setting), chest_upper_abdomen (2.5 mm, F = 2 -> 5 mm).
 
-Usage: python -m benchmarks.superres_quality [--quick] [--model SUPERRES_CONTROLNET | --config default] [--save]
+Usage: python -m benchmarks.superres_quality [--quick] [--model SUPERRES_CONTROLNET | --config default]
+       [--compare-model SUPERRES_CONTROLNET] [--control-scale S] [--save]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -46,6 +53,7 @@ THICK_MM = 5.0
 CROP_MM = 128.0
 QUICK_CROP_MM = 96.0
 METHODS = ["linear", "bspline", "meddifffm"]
+COMPARE = "meddifffm_compare"
 
 
 def factor_for(dz: float, thick_mm: float = THICK_MM) -> int:
@@ -87,6 +95,12 @@ def on_reference(result: sitk.Image, reference: sitk.Image) -> tuple[np.ndarray,
     return sitk.GetArrayFromImage(out), "output grid differed from the thin grid: resampled"
 
 
+def set_control_scale(engine, scale: float) -> None:
+    """Scale the loaded ControlNet's residuals (its config's ``conditioning_scale``) for this run only."""
+    controlnet = engine.loaded.model.controlnet
+    controlnet.control = dataclasses.replace(controlnet.control, conditioning_scale=float(scale))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +110,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--crop-mm", type=float, default=None,
                         help=f"box size in mm (default {CROP_MM:.0f}, quick {QUICK_CROP_MM:.0f})")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
+    parser.add_argument("--compare-model", default=None,
+                        help="a second superres ControlNet folder, scored in the same run (rows meddifffm_compare)")
+    parser.add_argument("--control-scale", type=float, default=None,
+                        help="multiply the ControlNet residuals by this (default: the model's, 1)")
     args = parser.parse_args(argv)
     common.setup_threads(args)
     machine = common.machine_info(args.device)
@@ -103,12 +121,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     crop_mm = args.crop_mm or (QUICK_CROP_MM if args.quick else CROP_MM)
     model = common.resolve_bench_model(args, role="superres")
     common.print_header("Super-resolution quality (thick slices -> thin)", machine, model)
-    engine, load_s = None, float("nan")
-    if model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, role="superres", **common.engine_options(args)))
-        print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
-    else:
-        print("MedDiffFM: not available (no superres model).")
+    models = {"meddifffm": model}
+    if args.compare_model:
+        models[COMPARE] = common.bench_model(args.compare_model, "superres")
+    methods = METHODS + ([COMPARE] if args.compare_model else [])
+    engines = {}
+    for method, bench in models.items():
+        if not bench.available:
+            print(f"{method}: not available (no superres model).")
+            continue
+        engines[method], load_s = common.timed(
+            lambda: common.make_engine(bench, args.device, role="superres", **common.engine_options(args)))
+        if args.control_scale is not None:
+            set_control_scale(engines[method], args.control_scale)
+        print(f"{method}: {bench.ref} loaded in {load_s:.1f} s (not included in the per-case seconds).")
 
     case_table = common.Table("Cases", [("case", "case"), ("shape", "thin box z×y×x"),
                                         ("thin", "thin mm"), ("factor", "F"), ("thick", "thick mm"),
@@ -116,7 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     per_case = common.Table("Per case", [("case", "case"), ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"),
                                          ("ssim", "SSIM 3D", "{:.4f}"), ("rmse", "RMSE body HU", "{:.1f}"),
                                          ("seconds", "s", "{:.2f}"), ("note", "note")])
-    results: dict[str, list[dict]] = {m: [] for m in METHODS}
+    results: dict[str, list[dict]] = {m: [] for m in methods}
     for name in cases:
         image = common.read_case(name)
         hu = sitk.GetArrayFromImage(image)
@@ -133,19 +159,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                        thick=f"{dz * factor:.2f}", mvox=reference.size / 1e6,
                        training=common.training_status(model, name))
         print(f"[{name}] thin box {reference.shape}, F {factor} ({dz:.2f} -> {dz * factor:.2f} mm)", flush=True)
-        for method in METHODS:
+        for method in methods:
             note = ""
             if method in ("linear", "bspline"):
                 out, seconds = common.timed(lambda: interpolate(thick, thin, method))
-            elif engine is None:
+            elif method not in engines:
                 per_case.add(case=name, method=method, note="not available (no superres model)")
                 continue
             else:
                 from MedDiffFMLib import api
 
                 kwargs = {"steps": args.steps} if args.steps else {}
-                result, seconds = common.timed(lambda: api.super_resolve(thick, engine=engine, factor_z=factor,
-                                                                         **kwargs))
+                result, seconds = common.timed(lambda: api.super_resolve(thick, engine=engines[method],
+                                                                         factor_z=factor, **kwargs))
                 out, note = on_reference(result, thin)
             row = {"case": name, "method": method, "psnr": metrics.psnr(reference, out),
                    "ssim": metrics.ssim_3d(reference, out, window=metrics.HU_RANGE),
@@ -158,10 +184,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     summary = common.Table(f"Mean over {len(cases)} case(s) ({crop_mm:.0f} mm boxes, ~{args.thick_mm:g} mm thick)", [
         ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM 3D", "{:.4f}"),
         ("rmse", "RMSE body HU", "{:.1f}"), ("seconds", "total s", "{:.1f}"), ("note", "note")])
-    for method in METHODS:
+    for method in methods:
         rows = results[method]
         if not rows:
-            summary.add(method=method, note="not available (no superres model)" if method == "meddifffm" else "")
+            summary.add(method=method, note="" if method in ("linear", "bspline") else "not available (no superres model)")
             continue
         summary.add(method=method, **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "rmse")},
                     seconds=sum(r["seconds"] for r in rows))
@@ -169,6 +195,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         t.print()
     if args.save:
         notes = ["PSNR over [-1000, 1000] HU; SSIM 3D over [-1000, 1000] HU; RMSE inside the body."]
+        notes += [f"{method}: {bench.ref}" for method, bench in models.items()]
+        if args.control_scale is not None:
+            notes.append(f"ControlNet residuals scaled by {args.control_scale:g} (--control-scale).")
         common.save_results("superres_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 

@@ -3,19 +3,24 @@ what came back. docs/TRAINING.md ("GPU sessions") gives the routine step by step
 
   python scripts/gpu_chunk.py stage [--config configs/gpu_default.json]   (here, needs SimpleITK)
   bash scripts/gpu_train_chunk.sh MINUTES                                 (on the device; calls `run`)
-  python scripts/gpu_chunk.py apply FILES_AT                              (here: into the repository)
+  python scripts/gpu_chunk.py apply FILES_AT [--hold]                     (here: into the repository)
+  python scripts/gpu_chunk.py promote --config CONFIG                     (here: ship a held-back model)
   python scripts/gpu_chunk.py size                                        (what would travel now)
 
 ``stage`` records the config in the carry (``carry.json``); ``run`` and ``apply`` take it from there
 unless ``--config`` is given. ``configs/gpu_superres.json`` and ``configs/gpu_lesion.json`` fine-tune
 the ControlNets on the shipped base the same way (no quality boxes: the device has no SimpleITK to
-run super-resolution or lesions; their benchmarks run here after ``apply``).
+run super-resolution or lesions; their benchmarks run here after ``apply``). A ControlNet chunk's model
+can be held back (``apply --hold``): it waits in ``training_state/NAME/candidate``, the next chunk
+resumes from it, the shipped ``Resources/Models/NAME`` stays, and ``promote`` ships the candidate once
+its benchmark beats the shipped model (a chunk that scores worse must not replace what users have).
 
 What travels to the device is the checkout (tracked and untracked-not-ignored files) plus the carried
 folder ``.cache/gpu_carry`` (the chunk's shard, the quality boxes, the monai wheel): at most 64 MiB.
 ``stage`` sizes the shards so that the steady state fits: the checkout with the shipped model and the
-compact state at the config's size, plus the wheel, the quality boxes and the largest shard. It
-records that budget in ``configs/gpu_chunk_budget/NAME.json``.
+compact state at the config's size (for a ControlNet, with room for a held-back candidate beside the
+shipped model), plus the wheel, the quality boxes and the largest shard. It records that budget in
+``configs/gpu_chunk_budget/NAME.json``.
 """
 
 from __future__ import annotations
@@ -127,17 +132,20 @@ def parameter_count(model_config, task: Optional[str] = None, superres_factors=(
 
 def projected_checkout_bytes(paths: dict, moments: bool = False) -> tuple[int, dict]:
     """The checkout once the shipped model and the compact state have the config's size (a ControlNet
-    state keeps no raw weights: they restart from the shipped EMA)."""
-    current = tree_bytes(checkout_files())
-    replaced = tree_bytes(weight_files(paths["model_dir"])) + tree_bytes(weight_files(paths["state_dir"]))
-    params = parameter_count(paths["model"], paths["task"], paths["cfg"].superres_factors)
-    model_bytes = 2 * params                      # float16 EMA in the shipped model
-    from MedDiffFMLib.training.chunk import keeps_raw_weights
+    state keeps no raw weights: they restart from the EMA; it has room for a held-back candidate model
+    beside the shipped one unless another model's candidate is held)."""
+    from MedDiffFMLib.training.chunk import can_hold_back, candidate_dir, keeps_raw_weights, other_candidates
 
+    current = tree_bytes(checkout_files())
+    replaced = sum(tree_bytes(weight_files(folder)) for folder in
+                   (paths["model_dir"], paths["state_dir"], candidate_dir(paths["state_dir"])))
+    params = parameter_count(paths["model"], paths["task"], paths["cfg"].superres_factors)
+    models = 2 if can_hold_back(paths["cfg"]) and not other_candidates(paths["state_dir"]) else 1
+    model_bytes = 2 * params * models             # float16 EMA: the shipped model (and a candidate)
     raw_bytes = 2 * params if keeps_raw_weights(paths["cfg"]) else 0
     state_bytes = raw_bytes + (4 * params if moments else 0)  # float16 raw (+ bfloat16 moments)
     return current - replaced + model_bytes + state_bytes, {"params": params, "model_bytes": model_bytes,
-                                                             "state_bytes": state_bytes}
+                                                             "models": models, "state_bytes": state_bytes}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -170,7 +178,9 @@ def _link_tree(src: Path, dst: Path) -> None:
 def stage(args: argparse.Namespace) -> None:
     from MedDiffFMLib.training import load_manifest, prepare_cache
     from MedDiffFMLib.training.compact import is_compact_state, read_compact_meta
-    from MedDiffFMLib.training.shards import build_shards, read_plan, shard_for_chunk
+    from MedDiffFMLib.errors import MedDiffFMError
+    from MedDiffFMLib.training.conditions import condition_builder
+    from MedDiffFMLib.training.shards import build_shards, read_plan, shard_for_chunk, usable_shards
 
     from benchmarks.chunk_quality import make_quality_cases
 
@@ -192,13 +202,19 @@ def stage(args: argparse.Namespace) -> None:
     projected, sizes = projected_checkout_bytes(paths, args.moments)
     fixed = projected + wheel.stat().st_size + tree_bytes(carried_quality) + 4096 + MARGIN
     max_shard = TRAVEL_LIMIT - fixed
-    print(f"  steady-state checkout {mib(projected)} ({sizes['params']:,} parameters: model {mib(sizes['model_bytes'])}"
+    models = "model" if sizes["models"] == 1 else "shipped + held-back models"
+    print(f"  steady-state checkout {mib(projected)} ({sizes['params']:,} parameters: {models} "
+          f"{mib(sizes['model_bytes'])}"
           f", state {mib(sizes['state_bytes'])}); wheel {mib(wheel.stat().st_size)}; quality {mib(tree_bytes(carried_quality))}"
           f" -> shards up to {mib(max_shard)}")
     shards = work / f"shards_{tag}"
     plan = read_plan(shards)
     index_bytes = json.loads((cache / "index.json").read_text())["total_bytes"]
-    if (args.rebuild_shards or plan is None or plan.get("max_bytes", 0) > max_shard
+    # The plan is shared by the configs of one spacing but sized by each one's budget: rebuild it when it
+    # was made for another size (from the cached LZMA copies, seconds), so no config trains shards
+    # another one's budget shrank.
+    made_for = plan.get("max_bytes", 0) if plan else 0
+    if (args.rebuild_shards or plan is None or not 0.95 * max_shard <= made_for <= max_shard
             or plan.get("source_bytes") != index_bytes):
         plan = build_shards(cache, shards, max_shard, lzma=not args.no_lzma, leave_out_oversized=True)
         plan["source_bytes"] = index_bytes
@@ -208,7 +224,12 @@ def stage(args: argparse.Namespace) -> None:
               "the GPU chunks; prepare the cache at a coarser spacing or ship smaller models to bring it back.")
     meta = read_compact_meta(paths["state_dir"]) if is_compact_state(paths["state_dir"]) else None
     chunk = len(meta.get("chunks", [])) if meta else 0
-    pick = args.shard if args.shard is not None else shard_for_chunk(chunk, len(plan["shards"]))
+    needs_lesion = bool(paths["task"]) and condition_builder(paths["task"]).needs_lesion
+    usable = usable_shards(plan, json.loads((cache / "index.json").read_text()), needs_lesion)
+    if not usable:
+        raise MedDiffFMError(f"stage: no shard of the plan holds a training case with a lesion mask, so "
+                             f"{args.config} has nothing to train on. Check the manifest's lesion masks.")
+    pick = args.shard if args.shard is not None else usable[shard_for_chunk(chunk, len(usable))]
     chosen = plan["shards"][pick % len(plan["shards"])]
     carry = REPO / CARRY
     shutil.rmtree(carry, ignore_errors=True)
@@ -246,7 +267,7 @@ def stage(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from MedDiffFMLib.training.chunk import ChunkOptions, run_chunk
+    from MedDiffFMLib.training.chunk import ChunkOptions, ema_model_dir, run_chunk
 
     from benchmarks.chunk_quality import card_lines, evaluate
 
@@ -265,10 +286,11 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="meddifffm-chunk-"))
     overrides = json.loads(args.overrides) if args.overrides else {}
     staged = json.loads((carry / "carry.json").read_text()) if (carry / "carry.json").is_file() else {}
-    options = ChunkOptions(config=args.config, shards=carry / "shard", state_dir=args.state_dir or paths["state_dir"],
-                           model_dir=args.model_dir or paths["model_dir"], out=Path(args.out), work=work,
-                           minutes=args.minutes, device=device, overrides=overrides, moments=args.moments,
-                           shard=args.shard, total_shards=staged.get("shards"))
+    state_dir = args.state_dir or paths["state_dir"]
+    options = ChunkOptions(config=args.config, shards=carry / "shard", state_dir=state_dir,
+                           model_dir=ema_model_dir(state_dir, args.model_dir or paths["model_dir"]),
+                           out=Path(args.out), work=work, minutes=args.minutes, device=device, overrides=overrides,
+                           moments=args.moments, shard=args.shard, total_shards=staged.get("shards"))
     record = run_chunk(options, quality)
     shutil.rmtree(work, ignore_errors=True)
     print(summary(record))
@@ -297,35 +319,86 @@ def summary(record: dict) -> str:
 
 
 def apply(args: argparse.Namespace) -> None:
+    """Install a returned chunk: its state into training_state/NAME, its model into Resources/Models/NAME
+    (it ships) or, with ``--hold``, into the state's candidate folder (the shipped model stays)."""
     from MedDiffFMLib.models.weights import verify_model_folder
-    from MedDiffFMLib.training.chunk import unpack_outputs
+    from MedDiffFMLib.training.chunk import can_hold_back, candidate_dir, other_candidates, unpack_outputs
     from MedDiffFMLib.training.compact import read_compact_state
 
     args.config = args.config or staged_config()
     paths = config_paths(args.config)
     paths["model_dir"] = args.model_dir or paths["model_dir"]
     paths["state_dir"] = args.state_dir or paths["state_dir"]
+    if args.hold and not can_hold_back(paths["cfg"]):
+        raise SystemExit(f"apply: --hold keeps the chunk's model beside the shipped one, and only a ControlNet config "
+                         f"budgets the room for that ({args.config} trains a base model, whose state keeps raw "
+                         "weights). Apply without --hold.")
+    held = other_candidates(paths["state_dir"]) if args.hold else []
+    if held:
+        raise SystemExit(f"apply: {os.path.relpath(held[0], REPO)} is already held back, and one model is held at a "
+                         "time (each one held shrinks every chunk's shards by its size). Promote it first "
+                         "(`gpu_chunk.py promote`), or apply this chunk without --hold.")
     staged = unpack_outputs(Path(args.returned), REPO / WORK / "returned")
     model = verify_model_folder(staged / "model")
     if model.name != paths["name"]:
         raise SystemExit(f"apply: the returned model is '{model.name}', the config's is '{paths['name']}'.")
     read_compact_state(staged / "state", ema_model=staged / "model")  # the pair is consistent
-    for src, dst in ((staged / "model", paths["model_dir"]), (staged / "state", paths["state_dir"])):
+    destination = candidate_dir(paths["state_dir"]) if args.hold else paths["model_dir"]
+    # The state goes first: replacing it drops an older candidate, so a chunk that ships leaves none.
+    for src, dst in ((staged / "state", paths["state_dir"]), (staged / "model", destination)):
         if dst.exists():
             shutil.rmtree(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst)
-    verify_model_folder(paths["model_dir"])
-    read_compact_state(paths["state_dir"], ema_model=paths["model_dir"])
+    verify_model_folder(destination)
+    read_compact_state(paths["state_dir"], ema_model=destination)
     record = json.loads((staged / "chunk.json").read_text())
     logs = sorted(staged.glob("log-chunk*.csv"))
     if logs:
         (REPO / WORK / "logs").mkdir(parents=True, exist_ok=True)
         for log in logs:
             shutil.copy2(log, REPO / WORK / "logs" / log.name)
-    model_dir, state_dir = (os.path.relpath(paths[k], REPO) for k in ("model_dir", "state_dir"))
-    print(f"Installed chunk {record['chunk']}: {model_dir} and {state_dir}. Commit them:\n  git add {model_dir} "
-          f"{state_dir} && git commit -m 'GPU chunk {record['chunk']}: steps {record['steps'][0]}-{record['steps'][1]}'")
+    model_dir, state_dir, held = (os.path.relpath(p, REPO)
+                                  for p in (paths["model_dir"], paths["state_dir"], destination))
+    steps = f"steps {record['steps'][0]}-{record['steps'][1]}"
+    if args.hold:
+        print(f"Held back chunk {record['chunk']}: its model waits in {held}; {model_dir} still ships. Benchmark it "
+              f"with --model {held}; ship it once it beats {model_dir}:\n  python scripts/gpu_chunk.py promote "
+              f"--config {args.config}\nCommit the state now:\n  git add -A {state_dir} && git commit -m "
+              f"'GPU chunk {record['chunk']} (held back): {steps}'")
+    else:
+        print(f"Installed chunk {record['chunk']}: {model_dir} and {state_dir}. Commit them:\n  git add -A {model_dir} "
+              f"{state_dir} && git commit -m 'GPU chunk {record['chunk']}: {steps}'")
+
+
+def promote(args: argparse.Namespace) -> None:
+    """Ship a held-back candidate: it replaces Resources/Models/NAME (the state then reads its EMA there)."""
+    from MedDiffFMLib.errors import MedDiffFMError
+    from MedDiffFMLib.models.weights import verify_model_folder
+    from MedDiffFMLib.training.chunk import candidate_dir
+    from MedDiffFMLib.training.compact import read_compact_state
+
+    paths = config_paths(args.config)
+    paths["state_dir"] = args.state_dir or paths["state_dir"]
+    candidate = candidate_dir(paths["state_dir"])
+    model_dir = args.model_dir or paths["model_dir"]
+    if not candidate.is_dir():
+        raise MedDiffFMError(f"promote: there is no held-back model in {os.path.relpath(candidate, REPO)}; the last "
+                             f"chunk's model already ships in {os.path.relpath(model_dir, REPO)}.")
+    verify_model_folder(candidate)
+    read_compact_state(paths["state_dir"], ema_model=candidate)
+    incoming = model_dir.with_name(model_dir.name + ".promoting")
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.copytree(candidate, incoming)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    incoming.rename(model_dir)
+    shutil.rmtree(candidate)
+    verify_model_folder(model_dir)
+    read_compact_state(paths["state_dir"], ema_model=model_dir)
+    shipped, state_dir = (os.path.relpath(p, REPO) for p in (model_dir, paths["state_dir"]))
+    print(f"Promoted: {shipped} now holds the state's model. Commit it with the benchmark that justified it:\n"
+          f"  git add -A {shipped} {state_dir} && git commit")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -356,7 +429,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--out", required=True, help="where the results go ($OUT)")
     p.add_argument("--carry", type=Path, default=CARRY)
     p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--model-dir", type=Path, default=None)
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="the shipped model folder (default: Resources/Models/NAME); a held-back candidate in "
+                        "the state wins")
     p.add_argument("--device", default=None)
     p.add_argument("--overrides", default=None, help="JSON object of config keys (tests: a tiny CPU model)")
     p.add_argument("--moments", action="store_true")
@@ -370,7 +445,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("returned", type=Path, help="the folder the device's files came back to (files_at)")
     p.add_argument("--state-dir", type=Path, default=None, help="default: training_state/NAME")
     p.add_argument("--model-dir", type=Path, default=None, help="default: Resources/Models/NAME")
+    p.add_argument("--hold", action="store_true",
+                   help="keep the chunk's model in training_state/NAME/candidate instead of shipping it (ControlNets)")
     p.set_defaults(func=apply)
+
+    p = sub.add_parser("promote", help="ship a held-back model: training_state/NAME/candidate -> Resources/Models/NAME")
+    p.add_argument("--config", type=Path, required=True, help="the model's training config")
+    p.add_argument("--state-dir", type=Path, default=None, help="default: training_state/NAME")
+    p.add_argument("--model-dir", type=Path, default=None, help="default: Resources/Models/NAME")
+    p.set_defaults(func=promote)
 
     p = sub.add_parser("size", help="print what a device call would send now")
     p.add_argument("--carry", type=Path, action="append", default=None)

@@ -3,8 +3,10 @@ train one shard for a time budget, export the EMA as the shipped model folder, w
 state, and pack everything so that it comes back through the device's limits (at most 8 files of at
 most 16 MiB). A config with a ``task`` fine-tunes that ControlNet on its frozen base the same way
 (``meddifffm finetune``); its state keeps no raw weights (:func:`keeps_raw_weights`), so that it adds
-nothing to what travels beside the base's state. The quality check is a callback
-(benchmarks/chunk_quality.py), so this layer does not import the benchmarks. See docs/TRAINING.md, "GPU sessions", for the routine around it.
+nothing to what travels beside the base's state, and its model may be held back in the state
+(:func:`candidate_dir`) until a benchmark says it beats the shipped one. The quality check is a
+callback (benchmarks/chunk_quality.py), so this layer does not import the benchmarks. See
+docs/TRAINING.md, "GPU sessions", for the routine around it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_RETURN_FILES = 8
 MAX_RETURN_BYTES = 16 * 2**20
 META_TAR = "meta.tar"
 LOOSE_MIN_BYTES = 2**20  # files this big come back as they are; smaller ones go into meta.tar
+CANDIDATE = "candidate"
 
 # The quality check: (model folder) -> {"figures": {...}, "card": [model-card lines]}.
 QualityCheck = Callable[[Path], dict]
@@ -45,7 +48,7 @@ class ChunkOptions:
     config: Path                          # training config (JSON)
     shards: Path                          # a folder of shard-NN caches, or one prepared cache
     state_dir: Path                       # the committed compact state (absent: fresh init)
-    model_dir: Path                       # the shipped model folder that holds the state's EMA
+    model_dir: Path                       # the model folder that holds the state's EMA (ema_model_dir)
     out: Path                             # where the packed results go ($OUT on the device)
     work: Path                            # scratch: run folder and the staged results
     minutes: float = 6.0                  # training budget
@@ -60,6 +63,32 @@ def keeps_raw_weights(cfg: TrainConfig) -> bool:
     """Whether a chunk's compact state stores the raw weights: a base model's do; a ControlNet's
     (``task`` set) restart from its exported EMA, so its state costs nothing beside the model folder."""
     return not cfg.task
+
+
+def can_hold_back(cfg: TrainConfig) -> bool:
+    """Whether a chunk's model may wait in its state (:func:`candidate_dir`) instead of shipping, until a
+    benchmark says it beats the shipped one. Only a state without raw weights leaves room in the device's
+    64 MiB for a second copy of the model; ``gpu_chunk.py stage`` budgets for it then."""
+    return not keeps_raw_weights(cfg)
+
+
+def candidate_dir(state_dir: Path) -> Path:
+    """Where a held-back chunk's model folder waits: inside the compact state it belongs to."""
+    return Path(state_dir) / CANDIDATE
+
+
+def other_candidates(state_dir: Path) -> list[Path]:
+    """Held-back models of the other states beside ``state_dir``: one model is held back at a time, since
+    each one held costs every chunk's shards its size (a second would leave a ControlNet chunk 1-case shards)."""
+    state_dir = Path(state_dir).resolve()
+    return sorted(p for p in state_dir.parent.glob(f"*/{CANDIDATE}") if p.parent != state_dir and p.is_dir())
+
+
+def ema_model_dir(state_dir: Path, shipped_dir: Path) -> Path:
+    """The model folder holding a compact state's EMA: its held-back candidate when it has one, else the
+    shipped model folder."""
+    candidate = candidate_dir(state_dir)
+    return candidate if candidate.is_dir() else Path(shipped_dir)
 
 
 def chunk_shards(shards: Path) -> list[Path]:

@@ -197,12 +197,18 @@ def model_card(run: RunReport, result: TrainResult, name: str) -> str:
         "## Configuration",
         "",
         "```json",
-        json.dumps({"model": mc.to_dict(), "training": {k: v for k, v in _plain(cfg.to_dict()).items()
-                                                         if k not in ("config_path",)}}, indent=1),
+        json.dumps({"model": mc.to_dict(), "training": _training_settings(cfg)}, indent=1),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _training_settings(cfg: TrainConfig) -> dict:
+    """The training config as the card lists it: a fine-tune's network comes from its base model, so the
+    ``model`` field (used by ``train`` only) would name an architecture the ControlNet never had."""
+    unused = {"config_path"} | ({"model"} if cfg.task else set())
+    return {k: v for k, v in _plain(cfg.to_dict()).items() if k not in unused}
 
 
 def _plain(value):

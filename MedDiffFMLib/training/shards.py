@@ -156,6 +156,15 @@ def shard_for_chunk(chunk: int, count: int) -> int:
     return int(chunk) % max(1, int(count))
 
 
+def usable_shards(plan: dict, index: dict, needs_lesion: bool) -> list[int]:
+    """The plan's shards a chunk can train: all of them, or for a lesion ControlNet those holding at least
+    one training case with a lesion mask (a shard without one would stop the chunk on the device)."""
+    if not needs_lesion:
+        return list(range(len(plan["shards"])))
+    with_lesion = {c["id"] for c in index["cases"] if c.get("lesion_voxels", 0) > 0}
+    return [i for i, shard in enumerate(plan["shards"]) if with_lesion & set(shard["train"])]
+
+
 def read_plan(out_dir: str | Path) -> Optional[dict]:
     path = Path(out_dir) / SHARDS_JSON
     return json.loads(path.read_text()) if path.is_file() else None
