@@ -132,3 +132,22 @@ def test_control_scale_zero_leaves_the_base_model_alone(tiny_models):
         scaled = model(x, t, region, condition)
     assert not torch.allclose(full, base, atol=1e-4)
     torch.testing.assert_close(scaled, base)
+
+
+def test_controlnet_timesteps_scores_the_condition_base_and_controlnet(tiny_models):
+    """One-step x0 errors on a synthetic CT at the tiny model's 4 mm grid: the condition's error does not
+    depend on t or the network; the network's estimates are finite and the base's differs from the
+    ControlNet's once the ControlNet's zero-initialised outputs are redrawn."""
+    from benchmarks.controlnet_timesteps import one_step_errors
+    from MedDiffFMLib.engine import Engine, EngineOptions
+
+    thin_full = speed.synthetic_ct((24, 24, 40), (4.0, 4.0, 4.0))
+    thin, thick = make_thick(thin_full, 2)
+    engine = Engine(EngineOptions(model=str(tiny_models.superres), device="cpu"), role="superres",
+                    expect_task="superres")
+    assert common.redraw_zero_weights(engine.loaded.model) > 0
+    errors = one_step_errors(engine, thin, thick, 2, "chest", [50, 500], [0.0, 1.0])
+    assert set(errors) == {(None, 0), (0.0, 50), (0.0, 500), (1.0, 50), (1.0, 500)}
+    assert all(np.isfinite(v) and v >= 0 for v in errors.values())
+    assert errors[(None, 0)] > 0  # thick slices lose the through-plane detail
+    assert errors[(0.0, 500)] != errors[(1.0, 500)]
