@@ -176,9 +176,9 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def stage(args: argparse.Namespace) -> None:
+    from MedDiffFMLib.errors import MedDiffFMError
     from MedDiffFMLib.training import load_manifest, prepare_cache
     from MedDiffFMLib.training.compact import is_compact_state, read_compact_meta
-    from MedDiffFMLib.errors import MedDiffFMError
     from MedDiffFMLib.training.conditions import condition_builder
     from MedDiffFMLib.training.shards import build_shards, read_plan, shard_for_chunk, usable_shards
 
