@@ -49,12 +49,12 @@ def one_step_errors(engine, thin: sitk.Image, thick: sitk.Image, factor: int, re
     from MedDiffFMLib.models.conditions import superres_condition
     from MedDiffFMLib.preprocessing import ModelSpace
     from MedDiffFMLib.sampling import Conditions, sampler_for
-    from MedDiffFMLib.tasks.superres import _to_model_units, output_geometry
+    from MedDiffFMLib.tasks.superres import output_geometry, thick_condition
 
     window = engine.window(region)
     space = ModelSpace.for_grid(output_geometry(thick, factor), engine.config.spacing_mm[::-1], window,
                                 min_size=engine.config.patch_size)
-    condition = _to_model_units(thick, space.model_geometry, space, pad_z=True)
+    condition = thick_condition(thick, space)
     crop = tuple(slice(a, a + n) for (a, _), n in zip(space.padding, space.model_geometry.shape))
     truth = np.full(condition.shape, -1.0, np.float32)
     thin_hu = np.clip(sitk.GetArrayFromImage(thin).astype(np.float32), window.low, window.high)

@@ -96,6 +96,8 @@ def shell_mean(hu: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from MedDiffFMLib.tasks.repaint import INITS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
@@ -103,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--radius-mm", type=float, default=RADIUS_MM)
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box around the sphere given to every method")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
-    parser.add_argument("--init", choices=("surround", "noise"), default=None,
+    parser.add_argument("--init", choices=INITS, default=None,
                         help="what the mask starts from (default: the API default)")
     parser.add_argument("--start-step", type=int, default=None, help="MedDiffFM start step (default: the API default)")
     args = parser.parse_args(argv)

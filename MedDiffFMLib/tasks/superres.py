@@ -182,6 +182,12 @@ def _to_model_units(image: sitk.Image, grid: Geometry, space: ModelSpace, pad_z:
     return window.hu_to_model(np.pad(values, padding, constant_values=window.low))
 
 
+def thick_condition(image: sitk.Image, space: ModelSpace) -> np.ndarray:
+    """The thick image (HU) in model units on ``space``'s padded model grid, linearly interpolated along
+    z: what the superres ControlNet is conditioned on (and what the model's change is added to)."""
+    return _to_model_units(image, space.model_geometry, space, pad_z=True)
+
+
 def super_resolve_image(
     image: sitk.Image,
     engine: Engine,
@@ -208,7 +214,7 @@ def super_resolve_image(
     with preprocessing(progress, cancel):
         space = ModelSpace.for_grid(out_geometry, engine.config.spacing_mm[::-1], engine.window(region),
                                     min_size=engine.config.patch_size)
-        condition = _to_model_units(image, space.model_geometry, space, pad_z=True)
+        condition = thick_condition(image, space)
         model = space.model_geometry
         measure_grid = Geometry(size=(model.size[0], model.size[1], thick.size[2]),
                                 spacing=(model.spacing[0], model.spacing[1], thick.spacing[2]),

@@ -118,8 +118,9 @@ def compact_content(trainer: "Trainer", *, ema_model: Optional[str | Path] = Non
         names = _optimised_names(trainer)
         moment_tensors = {names[i]: {"exp_avg": v["exp_avg"], "exp_avg_sq": v["exp_avg_sq"]}
                           for i, v in trainer.optimizer.state_dict()["state"].items()}
+    raw = {k: v.detach().cpu() for k, v in trainer.trainable.state_dict().items()} if raw_weights else None
     return CompactContent(
-        meta=meta, raw={k: v.detach().cpu() for k, v in trainer.trainable.state_dict().items()} if raw_weights else None,
+        meta=meta, raw=raw,
         ema=None if ema_model else trainer.ema.state_dict()["shadow"], ema_model=Path(ema_model) if ema_model else None,
         moments=moment_tensors,
     )
