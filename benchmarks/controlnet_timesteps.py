@@ -102,6 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     models = {"controlnet": model}
     if args.compare_model:
         models["controlnet_compare"] = common.bench_model(args.compare_model, "superres")
+    engines = {label: common.make_engine(bench, args.device, role="superres", **common.engine_options(args))
+               for label, bench in models.items() if bench.available}
     table = common.Table("One-step x0 RMSE (HU) against the thin box, per time step",
                          [("case", "case"), ("method", "method")]
                          + [(f"t{t}", f"t = {t}", "{:.1f}") for t in timesteps] + [("note", "note")])
@@ -113,10 +115,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         thin, thick = make_thick(common.crop_image(image, tuple(box)), factor)
         print(f"[{name}] box {thin.GetSize()[::-1]}, F {factor}", flush=True)
         for label, bench in models.items():
-            if not bench.available:
+            if label not in engines:
                 table.add(case=name, method=label, note=bench.reason)
                 continue
-            engine = common.make_engine(bench, args.device, role="superres", **common.engine_options(args))
+            engine = engines[label]
             own = engine.loaded.model.controlnet.control.conditioning_scale
             scales = [0.0, own] if label == "controlnet" else [own]
             errors = one_step_errors(engine, thin, thick, factor, args.region, timesteps, scales)
