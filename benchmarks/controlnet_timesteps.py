@@ -71,8 +71,7 @@ def one_step_errors(engine, thin: sitk.Image, thick: sitk.Image, factor: int, re
     errors = {(None, 0): rmse(torch.from_numpy(condition)[None, None])}
     schedule = sampler_for(engine.config).schedule
     for scale in scales:
-        if scale is not None:
-            set_control_scale(engine, scale)
+        set_control_scale(engine, scale)
         predictor = engine.predictor(space, Conditions(region=engine.region_index(region),
                                                        control=superres_condition(condition)))
         for t in timesteps:

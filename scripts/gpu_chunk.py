@@ -209,7 +209,8 @@ def stage(args: argparse.Namespace) -> None:
           f" -> shards up to {mib(max_shard)}")
     shards = work / f"shards_{tag}"
     plan = read_plan(shards)
-    index_bytes = json.loads((cache / "index.json").read_text())["total_bytes"]
+    index = json.loads((cache / "index.json").read_text())
+    index_bytes = index["total_bytes"]
     # The plan is shared by the configs of one spacing but sized by each one's budget: rebuild it when it
     # was made for another size (from the cached LZMA copies, seconds), so no config trains shards
     # another one's budget shrank.
@@ -225,7 +226,7 @@ def stage(args: argparse.Namespace) -> None:
     meta = read_compact_meta(paths["state_dir"]) if is_compact_state(paths["state_dir"]) else None
     chunk = len(meta.get("chunks", [])) if meta else 0
     needs_lesion = bool(paths["task"]) and condition_builder(paths["task"]).needs_lesion
-    usable = usable_shards(plan, json.loads((cache / "index.json").read_text()), needs_lesion)
+    usable = usable_shards(plan, index, needs_lesion)
     if not usable:
         raise MedDiffFMError(f"stage: no shard of the plan holds a training case with a lesion mask, so "
                              f"{args.config} has nothing to train on. Check the manifest's lesion masks.")
