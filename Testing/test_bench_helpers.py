@@ -15,7 +15,7 @@ pytest.importorskip("monai")
 
 from benchmarks import common, speed  # noqa: E402
 from benchmarks.inpaint_quality import place_sphere, shell_mean  # noqa: E402
-from benchmarks.superres_quality import factor_for, make_thick, set_control_scale  # noqa: E402
+from benchmarks.superres_quality import factor_for, make_thick, set_control  # noqa: E402
 from helpers.models import tiny_models  # noqa: E402,F401  (fixture)
 
 
@@ -128,7 +128,7 @@ def test_control_scale_zero_leaves_the_base_model_alone(tiny_models):
     with torch.no_grad():
         base = model.unet(x, t, region, None, None)
         full = model(x, t, region, condition)
-        set_control_scale(engine, 0.0)
+        set_control(engine, 0.0)
         scaled = model(x, t, region, condition)
     assert not torch.allclose(full, base, atol=1e-4)
     torch.testing.assert_close(scaled, base)

@@ -226,9 +226,14 @@ def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weigh
         assert read_compact_meta(carry / "lesion_state")["chunks"][-1]["model_sha256"] == held.fingerprint
         read_compact_state(carry / "lesion_state", ema_model=candidate)
     assert [c["steps"] for c in read_compact_meta(carry / "lesion_state")["chunks"]][2:] == [[4, 6], [6, 8]]
+    # A ControlNet setting chosen after the chunk (by a benchmark) ships with the promoted model.
+    config = json.loads((carry / "tiny_lesion_chunk.json").read_text())
+    (carry / "tiny_lesion_chunk.json").write_text(json.dumps({**config, "controlnet": {"min_timestep": 400}}))
     script.main(["promote", *apply_args])
     promoted = verify_model_folder(carry / "models" / "tiny-lesion-chunk")
     assert promoted.fingerprint == held.fingerprint and "GPU chunks: 4" in promoted.card
+    assert held.controlnet_config.min_timestep == 0 and promoted.controlnet_config.min_timestep == 400
+    assert "- min_timestep: 0 -> 400 (set in" in promoted.card
     assert not candidate.exists()
     read_compact_state(carry / "lesion_state", ema_model=carry / "models" / "tiny-lesion-chunk")
 

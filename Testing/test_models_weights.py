@@ -20,7 +20,8 @@ from MedDiffFMLib.models import (
     save_model,
     verify_model_folder,
 )
-from MedDiffFMLib.models.weights import MANIFEST, sha256_of
+from MedDiffFMLib.models.network import ConditionedModel
+from MedDiffFMLib.models.weights import MANIFEST, set_controlnet_settings, sha256_of
 
 
 def _inputs(config, batch=2):
@@ -150,6 +151,60 @@ def test_controlnet_starts_as_the_base_model(tiny_folder, tmp_path):
         torch.testing.assert_close(loaded.model(x, t, r, cond), base.eval()(x, t, r))
     with pytest.raises(ModelError, match="superres"):
         load_pipeline_model(tmp_path / "tiny-lesion", expect_task="superres")
+
+
+def _redraw_zeros(module):
+    """MONAI zero-initialises output convolutions: random values make every path show in the output."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.ndim >= 2 and not bool(p.any()):
+                p.normal_(0.0, 0.05)
+
+
+def _tiny_controlnet(files, base, min_timestep=0):
+    torch.manual_seed(2)
+    control = MedDiffFMControlNet(files.model_config, ControlNetConfig(task="superres", min_timestep=min_timestep))
+    control.initialise_from(base)
+    _redraw_zeros(control)
+    return control
+
+
+def test_a_controlnet_acts_from_its_min_timestep_up_only(tiny_folder):
+    """Below min_timestep the model's output is the base model's alone (the ControlNet is not even run
+    for a batch wholly below it); from it up the ControlNet changes it; a mixed batch is gated per sample."""
+    files, base = tiny_folder
+    _redraw_zeros(base)
+    model = ConditionedModel(base.eval(), _tiny_controlnet(files, base, min_timestep=400).eval())
+    x, _, r = _inputs(files.model_config)
+    cond = torch.rand(2, 1, *files.model_config.patch_size)
+    calls = []
+    model.controlnet.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        for t in ([5, 399], [400, 900], [5, 900]):
+            t = torch.tensor(t)
+            out, alone = model(x, t, r, cond), base(x, t, r)
+            for i, step in enumerate(t.tolist()):
+                same = torch.allclose(out[i], alone[i], atol=1e-6)
+                assert same == (step < 400), (step, same)
+    assert len(calls) == 2  # skipped for [5, 399]
+
+
+def test_controlnet_settings_change_without_touching_the_weights(tiny_folder, tmp_path):
+    files, base = tiny_folder
+    folder = tmp_path / "tiny-superres"
+    saved = save_model(_tiny_controlnet(files, base), folder, name="tiny-superres", card="# tiny-superres\n\nA test.\n")
+    changed = set_controlnet_settings(folder, {"min_timestep": 400, "conditioning_scale": 1.0}, reason="benchmarked")
+    assert changed.controlnet_config.min_timestep == 400 and changed.fingerprint == saved.fingerprint
+    assert changed.card.endswith("## Settings changed after training\n\n- min_timestep: 0 -> 400 (benchmarked)\n")
+    assert load_pipeline_model(folder, expect_task="superres").model.controlnet.control.min_timestep == 400
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    set_controlnet_settings(folder, {"min_timestep": 400})  # nothing to change: nothing written
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    with pytest.raises(ModelError, match="not channels"):
+        set_controlnet_settings(folder, {"channels": [4]})
+    with pytest.raises(ModelError, match="base model"):
+        set_controlnet_settings(files.path, {"min_timestep": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-base", "tiny-superres"]  # no leftovers
 
 
 def test_controlnet_loads_on_a_later_version_of_its_base_only(tmp_path):

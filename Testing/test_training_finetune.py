@@ -81,3 +81,24 @@ def test_cli_finetune_and_its_errors(setup, tmp_path, capsys):
     plain.write_text(json.dumps({"model": "tiny", "cache": str(cache), "run_dir": "r4", "task": "lesion"}))
     assert main(["train", str(plain), "--progress", "none"]) == 2
     assert "finetune" in capsys.readouterr().err
+
+
+def test_a_controlnet_min_timestep_is_trained_exported_and_checked(setup, tmp_path, capsys):
+    """controlnet.min_timestep reaches the exported ControlNet and the time steps training draws; a
+    value that leaves nothing to train, a negative one or an unknown 'controlnet' key is refused."""
+    cache, models = setup
+    settings = {"task": "superres", "base_model": str(models / "tiny-base"), "cache": str(cache),
+                "run_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 2, "warmup_steps": 1, "val_every": 0,
+                "val_samples_per_case": 1, "levels": [0, 0, 1], "device": "cpu", "tensorboard": False,
+                "controlnet": {"min_timestep": 600},
+                "export": {"dir": str(tmp_path / "tiny-sr"), "name": "tiny-sr", "storage_dtype": "float16"}}
+    trainer = Trainer(TrainConfig.from_dict(settings), mode="finetune", progress="none")
+    result = trainer.run()
+    assert trainer.objective.recipe.min_timestep == 600  # the data draws t from [600, T)
+    assert verify_model_folder(result.export).controlnet_config.min_timestep == 600
+    path = tmp_path / "bad.json"
+    for controlnet, message in (({"min_timestep": 1000}, "leaves no time step"),
+                                ({"min_timestep": -5}, "0 or more"), ({"min_t": 5}, "not min_t")):
+        path.write_text(json.dumps({**settings, "run_dir": str(tmp_path / "bad"), "controlnet": controlnet}))
+        assert main(["finetune", str(path), "--progress", "none", "--no-export"]) == 2
+        assert message in capsys.readouterr().err

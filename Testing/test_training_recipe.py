@@ -37,6 +37,22 @@ def test_low_biased_sampling_favours_the_small_steps_and_still_covers_all():
     assert t.min() >= 0 and t.max() <= 999 and np.mean(t > 900) > 0.03
 
 
+def test_a_controlnet_min_timestep_bounds_every_draw():
+    """A ControlNet that acts at t >= min_timestep only is trained only there, also under low_biased
+    sampling (whose low range falls back to uniform when it lies wholly below min_timestep)."""
+    for recipe in (Recipe(min_timestep=400), Recipe(min_timestep=400, timestep_sampling="low_biased",
+                                                    low_t_max=250, low_t_fraction=0.9),
+                   Recipe(min_timestep=100, timestep_sampling="low_biased", low_t_max=250, low_t_fraction=1.0)):
+        rng = np.random.default_rng(0)
+        t = np.array([recipe.sample_timestep(rng, 1000) for _ in range(5000)])
+        assert t.min() >= recipe.min_timestep and t.max() <= 999
+        if recipe.low_t_max > recipe.min_timestep:
+            assert t.max() < 250  # low_t_fraction 1: every draw from [min_timestep, low_t_max)
+        else:
+            assert abs(np.mean(t) - 699.5) < 10
+    assert Recipe(min_timestep=-1).problems() == ["'min_timestep' must be at least 0"]
+
+
 def test_min_snr_weights():
     abar = NoiseSchedule.from_config(named_config("tiny")).alphas_cumprod[[5, 300, 900]].float()
     snr = abar / (1 - abar)

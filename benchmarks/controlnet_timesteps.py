@@ -9,7 +9,8 @@ the whole box, for:
 
 * ``condition``: the thick slices interpolated back (the condition itself, no network);
 * ``base``: the ControlNet's residuals scaled to 0 (the base model alone);
-* ``controlnet``: the ControlNet at its own scale;
+* ``controlnet``: the ControlNet at its own scale, at every t (also below its ``min_timestep``,
+  where sampling leaves it off: this table is what chooses that step);
 * ``controlnet_compare`` (``--compare-model``): a second superres ControlNet.
 
 A sampler's last steps are the low t: a ControlNet worse than the base there costs the output detail
@@ -34,7 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from benchmarks import common
-from benchmarks.superres_quality import factor_for, make_thick, set_control_scale
+from benchmarks.superres_quality import factor_for, make_thick, set_control
 
 DEFAULT_CASE = "lidc_chest_1mm"
 CROP_MM = 96.0
@@ -71,7 +72,8 @@ def one_step_errors(engine, thin: sitk.Image, thick: sitk.Image, factor: int, re
     errors = {(None, 0): rmse(torch.from_numpy(condition)[None, None])}
     schedule = sampler_for(engine.config).schedule
     for scale in scales:
-        set_control_scale(engine, scale)
+        # Every t scores the ControlNet itself, also below a min_timestep the model would skip it at.
+        set_control(engine, scale, min_timestep=0)
         predictor = engine.predictor(space, Conditions(region=engine.region_index(region),
                                                        control=superres_condition(condition)))
         for t in timesteps:

@@ -11,9 +11,10 @@ The thick volume is restored onto the original thin grid by:
   ``factor_z`` = F); its output grid is the thin grid (checked; resampled onto it otherwise);
 * with ``--compare-model PATH``: ``meddifffm_compare``, a second superres ControlNet in the same run.
 
-``--control-scale S`` multiplies the ControlNet residuals of the MedDiffFM rows by S (the ControlNet's
-``conditioning_scale``; 0 leaves the base model with DiffPIR's data step alone), to see what the
-ControlNet adds.
+``--control-scale S`` multiplies the ControlNet residuals of the ``meddifffm`` rows by S (the
+ControlNet's ``conditioning_scale``; 0 leaves the base model with DiffPIR's data step alone), to see
+what the ControlNet adds; ``--control-min-t T`` applies it only at time steps t >= T (its
+``min_timestep``). Both try a setting before it ships; the compare model runs as it ships.
 
 Beyond the first and last slab centres the interpolators extrapolate the nearest thick slice.
 Scores against the thin original, over the whole box:
@@ -28,7 +29,7 @@ Cases default to thin-slice scans: cta_aorta_crop (1.5 mm, F = 3 -> 4.5 mm), lid
 (1 mm, F = 5 -> 5 mm, the paper's setting), chest_upper_abdomen (2.5 mm, F = 2 -> 5 mm).
 
 Usage: python -m benchmarks.superres_quality [--quick] [--model SUPERRES_CONTROLNET | --config default]
-       [--compare-model SUPERRES_CONTROLNET] [--control-scale S] [--save]
+       [--compare-model SUPERRES_CONTROLNET] [--control-scale S] [--control-min-t T] [--save]
 """
 
 from __future__ import annotations
@@ -95,10 +96,16 @@ def on_reference(result: sitk.Image, reference: sitk.Image) -> tuple[np.ndarray,
     return sitk.GetArrayFromImage(out), "output grid differed from the thin grid: resampled"
 
 
-def set_control_scale(engine, scale: float) -> None:
-    """Scale the loaded ControlNet's residuals (its config's ``conditioning_scale``) for this run only."""
+def set_control(engine, scale: Optional[float] = None, min_timestep: Optional[int] = None) -> None:
+    """Override the loaded ControlNet's residual scale (``conditioning_scale``) and/or the lowest time
+    step it acts at (``min_timestep``) for this run only; None keeps the model's own."""
     controlnet = engine.loaded.model.controlnet
-    controlnet.control = dataclasses.replace(controlnet.control, conditioning_scale=float(scale))
+    changes: dict = {}
+    if scale is not None:
+        changes["conditioning_scale"] = float(scale)
+    if min_timestep is not None:
+        changes["min_timestep"] = int(min_timestep)
+    controlnet.control = dataclasses.replace(controlnet.control, **changes)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -113,7 +120,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--compare-model", default=None,
                         help="a second superres ControlNet folder, scored in the same run (rows meddifffm_compare)")
     parser.add_argument("--control-scale", type=float, default=None,
-                        help="multiply the ControlNet residuals by this (default: the model's, 1)")
+                        help="multiply --model's ControlNet residuals by this (default: the model's, 1)")
+    parser.add_argument("--control-min-t", type=int, default=None,
+                        help="apply --model's ControlNet only at time steps t >= this, the base alone below "
+                             "(default: the model's min_timestep)")
     args = parser.parse_args(argv)
     common.setup_threads(args)
     machine = common.machine_info(args.device)
@@ -132,8 +142,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             continue
         engines[method], load_s = common.timed(
             lambda: common.make_engine(bench, args.device, role="superres", **common.engine_options(args)))
-        if args.control_scale is not None:
-            set_control_scale(engines[method], args.control_scale)
+        if method == "meddifffm":  # the compare model runs as it ships
+            set_control(engines[method], args.control_scale, args.control_min_t)
         print(f"{method}: {bench.ref} loaded in {load_s:.1f} s (not included in the per-case seconds).")
 
     case_table = common.Table("Cases", [("case", "case"), ("shape", "thin box z×y×x"),
@@ -197,7 +207,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes = ["PSNR over [-1000, 1000] HU; SSIM 3D over [-1000, 1000] HU; RMSE inside the body."]
         notes += [f"{method}: {bench.ref}" for method, bench in models.items()]
         if args.control_scale is not None:
-            notes.append(f"ControlNet residuals scaled by {args.control_scale:g} (--control-scale).")
+            notes.append(f"meddifffm's ControlNet residuals scaled by {args.control_scale:g} (--control-scale).")
+        if args.control_min_t is not None:
+            notes.append(f"meddifffm's ControlNet applied at t >= {args.control_min_t} only (--control-min-t).")
         common.save_results("superres_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 

@@ -373,9 +373,15 @@ def apply(args: argparse.Namespace) -> None:
 
 
 def promote(args: argparse.Namespace) -> None:
-    """Ship a held-back candidate: it replaces Resources/Models/NAME (the state then reads its EMA there)."""
+    """Ship a held-back candidate: it replaces Resources/Models/NAME (the state then reads its EMA there).
+
+    The training config's ControlNet settings that apply without retraining (``controlnet.min_timestep``,
+    ``controlnet.conditioning_scale``) go into the shipped config, so one set after the candidate's
+    chunk (and benchmarked with superres_quality's --control-min-t / --control-scale) ships with it.
+    """
     from MedDiffFMLib.errors import MedDiffFMError
-    from MedDiffFMLib.models.weights import verify_model_folder
+    from MedDiffFMLib.models.config import CONTROLNET_RUNTIME_SETTINGS
+    from MedDiffFMLib.models.weights import set_controlnet_settings, verify_model_folder
     from MedDiffFMLib.training.chunk import candidate_dir
     from MedDiffFMLib.training.compact import read_compact_state
 
@@ -388,6 +394,9 @@ def promote(args: argparse.Namespace) -> None:
                              f"chunk's model already ships in {os.path.relpath(model_dir, REPO)}.")
     verify_model_folder(candidate)
     read_compact_state(paths["state_dir"], ema_model=candidate)
+    settings = {k: v for k, v in paths["cfg"].controlnet.items() if k in CONTROLNET_RUNTIME_SETTINGS}
+    if paths["task"] and settings:
+        set_controlnet_settings(candidate, settings, reason=f"set in {args.config} after the chunk")
     incoming = model_dir.with_name(model_dir.name + ".promoting")
     shutil.rmtree(incoming, ignore_errors=True)
     shutil.copytree(candidate, incoming)

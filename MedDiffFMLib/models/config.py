@@ -151,6 +151,10 @@ class ModelConfig:
         return cls(**data)
 
 
+# ControlNetConfig fields that change how a trained ControlNet is applied, not its weights.
+CONTROLNET_RUNTIME_SETTINGS = ("conditioning_scale", "min_timestep")
+
+
 @dataclass
 class ControlNetConfig:
     """A ControlNet for one downstream task, attached to a base model.
@@ -161,6 +165,10 @@ class ControlNetConfig:
         embedding_channels: channels of the condition encoder; one entry keeps it at full resolution,
             as a voxel-space model needs.
         conditioning_scale: weight of the ControlNet residuals.
+        min_timestep: the residuals apply at time steps t >= min_timestep only; below it the base
+            model predicts alone, and training draws no time step there. diffusers'
+            ``control_guidance_end`` as a time step, so it means the same at any number of sampler
+            steps. 0: every step.
         base_model: name of the base model it was trained with.
         base_sha256: checksum of that base model's weights.
     """
@@ -169,6 +177,7 @@ class ControlNetConfig:
     condition_channels: int = 1
     embedding_channels: tuple[int, ...] = (16,)
     conditioning_scale: float = 1.0
+    min_timestep: int = 0
     base_model: str = ""
     base_sha256: str = ""
 

@@ -92,7 +92,11 @@ class MedDiffFMControlNet(nn.Module):
 
 
 class ConditionedModel(nn.Module):
-    """The base U-Net, optionally with a ControlNet, behind one ``forward``."""
+    """The base U-Net, optionally with a ControlNet, behind one ``forward``.
+
+    The ControlNet's residuals reach a sample only at time steps t >= its ``min_timestep``; below it
+    that sample gets the base model's prediction alone.
+    """
 
     def __init__(self, unet: MedDiffFMUNet, controlnet: Optional[MedDiffFMControlNet] = None) -> None:
         super().__init__()
@@ -111,5 +115,10 @@ class ConditionedModel(nn.Module):
         if self.controlnet is not None:
             if condition is None:
                 raise ValueError("This model has a ControlNet: a condition volume is required.")
-            down, mid = self.controlnet(inputs, timesteps, condition, region)
+            active = timesteps.reshape(-1) >= self.controlnet.control.min_timestep
+            if bool(active.any()):  # a sampler step below min_timestep skips the ControlNet entirely
+                down, mid = self.controlnet(inputs, timesteps, condition, region)
+                if not bool(active.all()):
+                    gate = active.to(mid.dtype).reshape(-1, *([1] * (mid.dim() - 1)))
+                    down, mid = [d * gate for d in down], mid * gate
         return self.unet(inputs, timesteps, region, down, mid)

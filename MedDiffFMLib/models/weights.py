@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ModelChecksumError, ModelConfigError, ModelError
 from ..io.permissions import make_shareable
-from .config import ControlNetConfig, ModelConfig
+from .config import CONTROLNET_RUNTIME_SETTINGS, ControlNetConfig, ModelConfig
 from .network import MedDiffFMControlNet, MedDiffFMUNet
 
 FORMAT = "meddifffm-weights/1"
@@ -85,6 +85,19 @@ def _split_state(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[st
     return shards
 
 
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished folder ``tmp`` (same parent), never leaving a mix of the two."""
+    make_shareable(tmp)
+    if out_dir.exists():
+        backup = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(out_dir, backup)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
 def save_model(
     module: MedDiffFMUNet | MedDiffFMControlNet,
     out_dir: str | Path,
@@ -123,19 +136,53 @@ def save_model(
             save_file(shard, str(tmp / fname), metadata={"format": FORMAT, "name": name})
         files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "kind": config_doc["kind"], "files": files}, indent=2))
-        make_shareable(tmp)
-        if out_dir.exists():
-            backup = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(out_dir, backup)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return verify_model_folder(out_dir)
+
+
+def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") -> ModelFiles:
+    """Change how a ControlNet folder is applied (``CONTROLNET_RUNTIME_SETTINGS``: its residual scale,
+    the lowest time step it acts at) without touching its weights, so their fingerprint stays.
+
+    config.json, the model card (one line per changed value, with ``reason``) and the manifest are
+    rewritten in a copy of the folder that then replaces it, so a failure leaves the folder as it was.
+    Returns the verified folder; unchanged values write nothing.
+    """
+    files = verify_model_folder(path)
+    if files.controlnet_config is None:
+        raise ModelError(f"'{files.path}' is a base model; only a ControlNet has "
+                         f"{', '.join(CONTROLNET_RUNTIME_SETTINGS)}.")
+    unknown = sorted(set(settings) - set(CONTROLNET_RUNTIME_SETTINGS))
+    if unknown:
+        raise ModelError(f"Only {', '.join(CONTROLNET_RUNTIME_SETTINGS)} can change after training, "
+                         f"not {', '.join(unknown)}.")
+    current = files.controlnet_config.to_dict()
+    changed = {k: v for k, v in settings.items() if current[k] != v}
+    if not changed:
+        return files
+    doc = json.loads((files.path / CONFIG).read_text())
+    doc["controlnet"].update(changed)
+    ControlNetConfig.from_dict(doc["controlnet"])  # still a valid config
+    lines = "".join(f"- {k}: {current[k]} -> {v}{f' ({reason})' if reason else ''}\n" for k, v in changed.items())
+    card = files.card.rstrip("\n") + f"\n\n## Settings changed after training\n\n{lines}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{files.path.name}.", dir=files.path.parent))
+    try:
+        for name in files.files:
+            shutil.copy2(files.path / name, tmp / name)
+        (tmp / CONFIG).write_text(json.dumps(doc, indent=2))
+        (tmp / CARD).write_text(card)
+        manifest = json.loads((files.path / MANIFEST).read_text())
+        manifest["files"] = {name: sha256_of(tmp / name) for name in files.files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        verify_model_folder(tmp)
+        _move_into_place(tmp, files.path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return verify_model_folder(files.path)
 
 
 def verify_model_folder(path: str | Path) -> ModelFiles:

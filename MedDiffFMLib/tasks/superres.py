@@ -14,7 +14,8 @@ Method (paper: ControlNet fine-tuned with the low-resolution image, 5x in z, 100
 2. the measurement y is the thick image on a grid with the model's x/y sampling and the thick
    z slices; the operator A averages the model slices each thick slab overlaps (weights = overlap
    length, :class:`~MedDiffFMLib.sampling.consistency.SliceAverageOperator`);
-3. the shared sampler runs from pure noise with the ControlNet; at each step the predicted x0 gets
+3. the shared sampler runs from pure noise with the ControlNet (from its ``min_timestep`` up; the
+   base alone below); at each step the predicted x0 gets
    DiffPIR's data step x0 + A^T (A A^T + rho_t I)^-1 (y - A x0), rho_t = lambda sigma_n^2 / sigma_t^2;
 4. back on the output grid: the input interpolated along z plus the model's change (so x/y detail
    finer than the model grid is kept; voxels outside the HU window keep the interpolated input),

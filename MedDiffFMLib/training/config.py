@@ -17,6 +17,9 @@ from ..errors import InputError
 from ..models.config import ModelConfig, named_config
 from .recipe import Recipe
 
+# What a fine-tuning config's 'controlnet' section may set (fields of models.config.ControlNetConfig).
+CONTROLNET_TRAIN_KEYS = ("embedding_channels", "conditioning_scale", "min_timestep")
+
 
 class TrainConfigError(InputError):
     """The training config file is unusable."""
@@ -80,7 +83,7 @@ class TrainConfig:
     # Fine-tuning (meddifffm finetune)
     task: Optional[str] = None          # superres | lesion
     base_model: Optional[str] = None    # base model name or folder (frozen)
-    controlnet: dict = field(default_factory=dict)  # ControlNetConfig fields: embedding_channels, conditioning_scale
+    controlnet: dict = field(default_factory=dict)  # ControlNetConfig fields of CONTROLNET_TRAIN_KEYS
     superres_factors: tuple = (2, 3, 4, 5)
     lesion_focus: float = 0.8           # chance that a crop is centred on a lesion voxel
     # Filled in on load
@@ -158,6 +161,12 @@ class TrainConfig:
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout <= 1.0:
             problems.append("'condition_dropout' must be in [0, 1]")
         problems.extend(self.recipe().problems())
+        unknown = sorted(set(self.controlnet) - set(CONTROLNET_TRAIN_KEYS))
+        if unknown:
+            problems.append(f"'controlnet' takes only {', '.join(CONTROLNET_TRAIN_KEYS)}, not {', '.join(unknown)}")
+        min_t = self.controlnet.get("min_timestep", 0)
+        if not isinstance(min_t, int) or isinstance(min_t, bool) or min_t < 0:
+            problems.append("'controlnet.min_timestep' must be a whole time step, 0 or more")
         if self.export.storage_dtype not in ("float32", "float16", "bfloat16"):
             problems.append("'export.storage_dtype' must be float32, float16 or bfloat16")
         if problems:

@@ -35,6 +35,8 @@ class Recipe:
     timestep_sampling: str = "uniform"
     low_t_fraction: float = 0.5
     low_t_max: int = 250
+    # Set from a ControlNet's min_timestep (not a TrainConfig key): steps where it is off are not drawn.
+    min_timestep: int = 0
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty when they are usable)."""
@@ -49,13 +51,18 @@ class Recipe:
             found.append("'low_t_fraction' must be in [0, 1]")
         if int(self.low_t_max) < 1:
             found.append("'low_t_max' must be at least 1")
+        if int(self.min_timestep) < 0:
+            found.append("'min_timestep' must be at least 0")
         return found
 
     def sample_timestep(self, rng: np.random.Generator, num_timesteps: int) -> int:
-        """One training time step in ``[0, num_timesteps)``, drawn from ``rng``."""
+        """One training time step in ``[min_timestep, num_timesteps)``, drawn from ``rng``."""
+        low = min(int(self.min_timestep), num_timesteps - 1)
         if self.timestep_sampling == "low_biased" and rng.random() < self.low_t_fraction:
-            return int(rng.integers(0, min(int(self.low_t_max), num_timesteps)))
-        return int(rng.integers(0, num_timesteps))
+            high = min(int(self.low_t_max), num_timesteps)
+            if high > low:
+                return int(rng.integers(low, high))
+        return int(rng.integers(low, num_timesteps))
 
     def loss_weight(self, abar: torch.Tensor, prediction_type: str = "epsilon") -> torch.Tensor:
         """Per-sample loss weights for the cumulative signal fractions ``abar`` (shape (B,))."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -30,7 +31,7 @@ from .cache import TrainingCache, atomic_write_text
 from .checkpoint import latest_checkpoint, list_checkpoints, rng_state, save_checkpoint
 from .compact import read_compact_state, write_compact_state
 from .conditions import condition_builder
-from .config import TrainConfig, TrainConfigError
+from .config import CONTROLNET_TRAIN_KEYS, TrainConfig, TrainConfigError
 from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
 from .distributed import DistInfo, barrier, broadcast_flag, mean_across, setup, teardown
 from .ema import EMA
@@ -161,9 +162,12 @@ class Trainer:
         builder = condition_builder(cfg.task, {"superres_factors": cfg.superres_factors})
         control = ControlNetConfig(task=cfg.task, condition_channels=builder.channels,
                                    base_model=self.base_files.name, base_sha256=self.base_files.fingerprint,
-                                   **{k: v for k, v in cfg.controlnet.items() if k in ("embedding_channels",
-                                                                                        "conditioning_scale")})
-        return ControlNetObjective(self.model_config, base, control, builder, cfg.recipe())
+                                   **{k: v for k, v in cfg.controlnet.items() if k in CONTROLNET_TRAIN_KEYS})
+        if control.min_timestep >= self.model_config.num_train_timesteps:
+            raise TrainConfigError(f"'controlnet.min_timestep' {control.min_timestep} leaves no time step to train: "
+                                   f"the base model has {self.model_config.num_train_timesteps}.")
+        recipe = dataclasses.replace(cfg.recipe(), min_timestep=control.min_timestep)
+        return ControlNetObjective(self.model_config, base, control, builder, recipe)
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.config
