@@ -95,7 +95,8 @@ def test_a_controlnet_min_timestep_is_trained_exported_and_checked(setup, tmp_pa
     trainer = Trainer(TrainConfig.from_dict(settings), mode="finetune", progress="none")
     result = trainer.run()
     assert trainer.objective.recipe.min_timestep == 600  # the data draws t from [600, T)
-    assert verify_model_folder(result.export).controlnet_config.min_timestep == 600
+    exported = verify_model_folder(result.export)
+    assert exported.controlnet_config.min_timestep == 600 and "time steps t >= 600 only" in exported.card
     path = tmp_path / "bad.json"
     for controlnet, message in (({"min_timestep": 1000}, "leaves no time step"),
                                 ({"min_timestep": -5}, "0 or more"), ({"min_t": 5}, "not min_t")):

@@ -151,6 +151,9 @@ def model_card(run: RunReport, result: TrainResult, name: str) -> str:
                  f"validation cases: {len(val_cases)} ({', '.join(c.id for c in val_cases) or 'none'}).")
     if run.condition:
         lines.append(f"- Condition: {run.condition}.")
+    if run.control is not None and run.control.min_timestep:
+        lines.append(f"- Applied and trained at time steps t >= {run.control.min_timestep} only (`min_timestep`); below "
+                     "it the base model predicts alone, so the validation losses there are the base's.")
     lines.append("- Sources and licences:")
     for source, count in sorted(sources.items()):
         lines.append(f"  - {source} ({count} volume{'s' if count != 1 else ''})")
