@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InputError
-from ..models.config import ModelConfig, named_config
+from ..models.config import CONTROLNET_RUNTIME_SETTINGS, ModelConfig, named_config
 from .recipe import Recipe
 
 # What a fine-tuning config's 'controlnet' section may set (fields of models.config.ControlNetConfig).
-CONTROLNET_TRAIN_KEYS = ("embedding_channels", "conditioning_scale", "min_timestep")
+CONTROLNET_TRAIN_KEYS = ("embedding_channels", *CONTROLNET_RUNTIME_SETTINGS)
 
 
 class TrainConfigError(InputError):
