@@ -115,10 +115,12 @@ class ConditionedModel(nn.Module):
         if self.controlnet is not None:
             if condition is None:
                 raise ValueError("This model has a ControlNet: a condition volume is required.")
-            active = timesteps.reshape(-1) >= self.controlnet.control.min_timestep
-            if bool(active.any()):  # a sampler step below min_timestep skips the ControlNet entirely
+            min_t = self.controlnet.control.min_timestep
+            # One host sync per call only when a threshold is set (training draws no t below it).
+            active = int((timesteps >= min_t).sum()) if min_t else timesteps.numel()
+            if active:  # a sampler step below min_timestep skips the ControlNet entirely
                 down, mid = self.controlnet(inputs, timesteps, condition, region)
-                if not bool(active.all()):
-                    gate = active.to(mid.dtype).reshape(-1, *([1] * (mid.dim() - 1)))
+                if active < timesteps.numel():
+                    gate = (timesteps.reshape(-1) >= min_t).to(mid.dtype).reshape(-1, *([1] * (mid.dim() - 1)))
                     down, mid = [d * gate for d in down], mid * gate
         return self.unet(inputs, timesteps, region, down, mid)

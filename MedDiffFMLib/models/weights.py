@@ -165,7 +165,6 @@ def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") 
         return files
     doc = json.loads((files.path / CONFIG).read_text())
     doc["controlnet"].update(changed)
-    ControlNetConfig.from_dict(doc["controlnet"])  # still a valid config
     lines = "".join(f"- {k}: {current[k]} -> {v}{f' ({reason})' if reason else ''}\n" for k, v in changed.items())
     card = files.card.rstrip("\n") + f"\n\n## Settings changed after training\n\n{lines}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{files.path.name}.", dir=files.path.parent))
@@ -175,7 +174,7 @@ def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") 
         (tmp / CONFIG).write_text(json.dumps(doc, indent=2))
         (tmp / CARD).write_text(card)
         manifest = json.loads((files.path / MANIFEST).read_text())
-        manifest["files"] = {name: sha256_of(tmp / name) for name in files.files}
+        manifest["files"] = {**files.files, CONFIG: sha256_of(tmp / CONFIG), CARD: sha256_of(tmp / CARD)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         verify_model_folder(tmp)
         _move_into_place(tmp, files.path)
