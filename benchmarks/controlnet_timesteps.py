@@ -77,12 +77,10 @@ def one_step_errors(engine, thin: sitk.Image, thick: sitk.Image, factor: int, re
         predictor = engine.predictor(space, Conditions(region=engine.region_index(region),
                                                        control=superres_condition(condition)))
         for t in timesteps:
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(t)))
-            a_t = schedule.alpha_bar(int(t))
-            x_t = a_t ** 0.5 * x0 + (1 - a_t) ** 0.5 * noise
+            x_t = schedule.add_noise(x0, int(t), torch.Generator().manual_seed(int(t)))
             with torch.no_grad():
                 eps = predictor(x_t, int(t))
-            errors[(scale, t)] = rmse((x_t - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5)
+            errors[(scale, t)] = rmse(schedule.predict_x0(x_t, eps, int(t)))
     return errors
 
 
