@@ -651,3 +651,13 @@ def print_header(title: str, machine: dict[str, Any], model: Optional[BenchModel
     if model is not None:
         print(f"Model: {model.describe()}")
     sys.stdout.flush()
+
+
+def whole_scan_region(image: sitk.Image) -> str:
+    """The region the library guesses on the whole scan, as a user running a task on a loaded CT gets;
+    "unknown" when it finds none, so that a box cut from it is not guessed again (STS_035's tumour box,
+    a thigh crop around its femur, reads as head and neck)."""
+    from MedDiffFMLib.models.config import UNKNOWN_REGION
+    from MedDiffFMLib.preprocessing import guess_region
+
+    return guess_region(image) or UNKNOWN_REGION

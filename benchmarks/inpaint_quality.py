@@ -11,7 +11,8 @@ around it. Each method fills the sphere from the rest of the box:
   RMSE, and the texture-free answer);
 * MedDiffFM: ``MedDiffFMLib.api.inpaint`` with its default options (RePaint with the base model),
   but for the region: the one the library guesses on the *whole* scan, as a user inpainting a loaded
-  CT gets. The box alone, cut from inside the body, has no skin edge to guess from (None), and a
+  CT gets ("unknown" where that finds none, so the box is not guessed again). The box alone, cut
+  from inside the body, has no skin edge to guess from (None), and a
   region-less fill follows the model's region-less prior: with the GPU-trained 1 mm model, mostly the
   sarcoma thigh crops, air (-728 HU in a 44 HU liver at 10 steps; 10 HU with the abdomen's region).
 
@@ -160,11 +161,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             else:
                 from MedDiffFMLib import api
 
-                from MedDiffFMLib.preprocessing import guess_region
-
                 kwargs = {k: v for k, v in (("steps", args.steps), ("init", args.init),
                                             ("start_step", args.start_step)) if v is not None}
-                kwargs["region"] = guess_region(image)  # on the whole scan (see the module doc)
+                kwargs["region"] = common.whole_scan_region(image)  # see the module doc
                 hidden_image = common.like(hidden, crop)
                 mask_image = common.like(mask.astype(np.uint8), crop)
                 result, seconds = common.timed(lambda: api.inpaint(hidden_image, mask_image, engine=engine, **kwargs))

@@ -41,7 +41,9 @@ Methods (rows):
 * ``healthy_inpaint``: ``MedDiffFMLib.api.inpaint`` with the lesion ControlNet's own base model
   (RePaint, no ControlNet): what the ControlNet adds over healthy tissue;
 * ``meddifffm``: ``MedDiffFMLib.api.generate_lesion`` with its default options (lesion ControlNet
-  + RePaint, 50 steps, seed 0);
+  + RePaint, 50 steps, seed 0) but for the region: the one guessed on the whole scan, "unknown"
+  where that finds none (the sarcoma thighs, as their training cases had no region), never a guess
+  on the tumour's box (STS_035's reads as head and neck, a narrow window the tumour is clipped by);
 * with ``--compare-model PATH``: ``meddifffm_compare`` and ``healthy_inpaint_compare``, the same
   for a second lesion ControlNet (and its base), so that two models sit in one table.
 
@@ -208,10 +210,12 @@ class LesionModel:
         return rows
 
 
-def run_model(method: str, engine, hidden_image: sitk.Image, fill: np.ndarray, steps: Optional[int]) -> np.ndarray:
+def run_model(method: str, engine, hidden_image: sitk.Image, fill: np.ndarray, steps: Optional[int],
+              region: str) -> np.ndarray:
     from MedDiffFMLib import api
 
     kwargs = {"steps": steps} if steps else {}
+    kwargs["region"] = region
     mask_image = common.like(fill.astype(np.uint8), hidden_image)
     run = api.generate_lesion if method.startswith("meddifffm") else api.inpaint
     result = run(hidden_image, mask_image, engine=engine, **kwargs)
@@ -269,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("case", "case"), ("box", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"), ("voxels", "tumour voxels"),
         ("ml", "tumour ml", "{:.0f}"), ("filled", "filled voxels"), ("mean", "tumour mean HU", "{:.1f}"),
         ("std", "tumour std HU", "{:.1f}"), ("grad", "tumour gradient HU/mm", "{:.1f}"),
-        ("training", "model training")]
+        ("region", "region"), ("training", "model training")]
         + ([("training_compare", "compare model training")] if args.compare_model else []))
     columns = [("method", "method"), ("mean", "mean HU", "{:.1f}"), ("abs_mean", "abs Δ mean HU", "{:.1f}"),
                ("std_ratio", "std ratio", "{:.2f}"), ("w1", "W1 HU", "{:.1f}"),
@@ -288,16 +292,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         tumour = tumour_full[box]
         fill = dilate_mm(tumour, spacing, args.dilate_mm)
         real = RealTumour(original, tumour, spacing)
+        region = common.whole_scan_region(image)
         hidden = shell_mean(original, fill)  # nothing of the real tumour survives inside the fill mask
         hidden_image = common.like(hidden, crop)
         row = dict(case=name, box="×".join(map(str, original.shape)),
                    spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), voxels=int(tumour.sum()),
                    ml=float(tumour.sum() * np.prod(spacing) / 1000.0), filled=int(fill.sum()), mean=real.mean,
-                   std=real.std, grad=real.gradient, training=common.training_status(model, name))
+                   std=real.std, grad=real.gradient, region=region, training=common.training_status(model, name))
         if args.compare_model:
             row["training_compare"] = common.training_status(models[1].model, name)
         case_table.add(**row)
-        print(f"[{name}] box {original.shape}, tumour {int(tumour.sum())} voxels (mean {real.mean:.1f} HU, "
+        print(f"[{name}] region {region} (guessed on the whole scan); box {original.shape}, tumour {int(tumour.sum())} voxels (mean {real.mean:.1f} HU, "
               f"std {real.std:.1f}, gradient {real.gradient:.1f} HU/mm), fill {int(fill.sum())} voxels", flush=True)
         for method, note, engine in methods:
             if method == "shell_mean":
@@ -308,7 +313,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 per_case.add(case=name, method=method, note=f"not available ({note})")
                 continue
             else:
-                out, seconds = common.timed(lambda: run_model(method, engine, hidden_image, fill, args.steps))
+                out, seconds = common.timed(lambda: run_model(method, engine, hidden_image, fill, args.steps, region))
             scores = lesion_scores(real, out)
             per_case.add(case=name, method=method, seconds=seconds, note=note, **scores)
             results[method].append({**scores, "seconds": seconds})

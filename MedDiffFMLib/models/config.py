@@ -16,6 +16,9 @@ from ..errors import ModelError
 DEFAULT_SAMPLER = "ddim"
 
 REGIONS: tuple[str, ...] = ("head_neck", "chest", "abdomen")
+# A task's region "unknown": no guess from the image, the region-less class (0) and the default window,
+# as training gives a case whose manifest region is empty (e.g. limb CT, or a crop the guess misreads).
+UNKNOWN_REGION = "unknown"
 
 # What the network may predict (models/prediction.py turns each into the noise inference uses).
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..models.config import REGIONS
+from ..models.config import REGIONS, UNKNOWN_REGION
 from .anomaly import AnomalyOptions, anomaly_map_image
 from .denoise import DenoiseOptions, denoise_image
 from .inpaint import InpaintOptions, inpaint_image
@@ -55,7 +55,9 @@ SAMPLING = (
     Argument("--seed", "seed", "random seed (same seed, same result)", "int"),
 )
 CT_INPUT = (
-    Argument("--region", "region", "body region (default: guessed from the image)", "str", REGIONS),
+    Argument("--region", "region", f"body region (default: guessed from the image; '{UNKNOWN_REGION}' skips the guess "
+             "and uses the model's region-less window, e.g. for limbs or a crop it misreads)", "str",
+             REGIONS + (UNKNOWN_REGION,)),
     Argument("--allow-non-hu", "allow_non_hu", "skip the check that the input is CT in HU", "flag"),
 )
 NOISE_HU = Argument("--noise-hu", "noise_hu", "noise std of the input in HU (default: estimated)")

@@ -10,19 +10,24 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..engine import Engine
+from ..models.config import UNKNOWN_REGION
 from ..progress import ProgressCallback, ProgressEvent, notify
 from ..sampling import Sampler
 
 
 def check_region(engine: Engine, region: Optional[str], required: bool = False) -> Optional[str]:
-    """Return ``region`` if the model knows it; InputError naming the choices otherwise."""
+    """Return ``region`` if the model knows it (or, unless ``required``, it is ``"unknown"``); InputError
+    naming the choices otherwise."""
     known = tuple(engine.config.regions)
     if region is None:
         if required:
             raise InputError(f"A body region is required: pass one of {', '.join(known)} (--region).")
         return None
+    if region == UNKNOWN_REGION and not required:
+        return region
     if region not in known:
-        raise InputError(f"Unknown region '{region}'. This model knows: {', '.join(known)} (--region).")
+        extra = "" if required else f", or '{UNKNOWN_REGION}' for none"
+        raise InputError(f"Unknown region '{region}'. This model knows: {', '.join(known)}{extra} (--region).")
     return region
 
 

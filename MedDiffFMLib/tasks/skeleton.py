@@ -29,6 +29,7 @@ from ..device import check_fits_in_memory
 from ..engine import Engine
 from ..errors import InputError
 from ..io import validate_volume
+from ..models.config import UNKNOWN_REGION
 from ..preprocessing import check_hu, guess_region
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..sampling import Sampler, SamplingHooks, VolumeNoisePredictor, run_sampler
@@ -38,12 +39,15 @@ from .shared import check_region, sampling_timesteps
 def prepare_ct(
     image: sitk.Image, *, region: Optional[str] = None, allow_non_hu: bool = False, name: str = "input"
 ) -> tuple[sitk.Image, Optional[str]]:
-    """Validate a CT volume and settle its body region (given, or guessed from the image)."""
+    """Validate a CT volume and settle its body region: the given one, None for ``"unknown"`` (no guess),
+    or guessed from the image when None."""
     validate_volume(image, name)
     # The input, its float copy, the resampled copies and the result live at once.
     check_fits_in_memory(int(np.prod(image.GetSize())), 6, f"Processing the {name} volume")
     if not allow_non_hu:
         check_hu(image, name)
+    if region == UNKNOWN_REGION:
+        return image, None
     if region is None:
         region = guess_region(image)
     return image, region
