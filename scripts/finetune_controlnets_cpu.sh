@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Fine-tune (or continue) the shipped superres and lesion ControlNets on CPU, on the installed base
-# model Resources/Models/meddifffm-default (frozen; trained in GPU chunks, docs/TRAINING.md section 8),
-# and install them in Resources/Models.
+# Fine-tune (or continue) shipped ControlNets on CPU, on the installed base model
+# Resources/Models/meddifffm-default (frozen; trained in GPU chunks, docs/TRAINING.md section 8), and
+# install them in Resources/Models.
 #
-#   scripts/finetune_controlnets_cpu.sh [MINUTES_PER_CONTROLNET]
+#   [TASKS="superres lesion"] scripts/finetune_controlnets_cpu.sh [MINUTES_PER_CONTROLNET]
+#
+# TASKS defaults to superres alone: the shipped lesion ControlNet was trained on a GPU (10,000 steps),
+# and a CPU run installed over it would replace it with a far shorter one. Name lesion only to start
+# its CPU starter again (e.g. after the base changed).
 #
 # Each ControlNet's run folder in .cache/runs/ is resumed when it exists, so calling this again
 # continues where it stopped (each call adds the given minutes). A run made against an older base is
@@ -13,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-35}
+TASKS=${TASKS:-superres}
 DATA_ROOT=${DATA_ROOT:-../shared/data/ct}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 CLI="python -m MedDiffFMLib.cli"
@@ -24,7 +29,7 @@ $CLI prepare configs/shared_ct_manifest.json .cache/gpu/cache_1mm --spacing 1 --
 resume_flag() { [ -d "$1/checkpoints" ] && ls "$1"/checkpoints/step-*.pt >/dev/null 2>&1 && echo --resume || true; }
 
 # 2. The ControlNets on the installed base.
-for task in superres lesion; do
+for task in $TASKS; do
     $CLI finetune "configs/finetune_${task}_cpu.json" $(resume_flag ".cache/runs/cpu_${task}_1mm") \
         --max-minutes "$MINUTES" --progress none
     $CLI finetune "configs/finetune_${task}_cpu.json" --export-only --export-dir "Resources/Models/meddifffm-${task}" \
