@@ -35,6 +35,7 @@ def test_finetune_exports_a_controlnet_that_loads_and_samples(setup, tmp_path, t
         "task": task, "base_model": str(models / "tiny-base"), "cache": str(cache), "run_dir": str(tmp_path / "run"),
         "max_steps": 2, "batch_size": 2, "warmup_steps": 1, "val_every": 0, "val_samples_per_case": 1,
         "levels": [0, 0, 1], "device": "cpu", "tensorboard": False, "superres_factors": [2, 3],
+        "lesion_loss_weight": 3.0 if task == "lesion" else 0.0,
         "export": {"dir": str(models / f"tiny-{task}"), "name": f"tiny-{task}", "storage_dtype": "float16"},
     })
     trainer = Trainer(config, mode="finetune", progress="none")
@@ -48,6 +49,7 @@ def test_finetune_exports_a_controlnet_that_loads_and_samples(setup, tmp_path, t
     assert files.controlnet_config.base_model == "tiny-base"
     assert files.controlnet_config.base_sha256 == base_files.fingerprint
     assert "ControlNet" in files.card and "tiny-base" in files.card
+    assert ("lesion voxels weigh 4x" in files.card) == (task == "lesion")
     # the card's configuration names the base's network, not the unused `model` field of a train config
     listed = json.loads(files.card.split("```json", 1)[1].split("```", 1)[0])
     assert "model" not in listed["training"] and listed["training"]["task"] == task

@@ -116,6 +116,39 @@ def test_validation_loss_of_a_v_model_is_the_l1_of_its_implied_noise():
     assert weighted[0] < 0.1 * weighted[1]  # t = 10 is down-weighted by Min-SNR
 
 
+def test_lesion_voxels_weigh_more_in_training_and_not_in_validation():
+    objective = DiffusionObjective(named_config("tiny"), Recipe(lesion_loss_weight=4.0))
+    model = objective.build_model()
+    gen = torch.Generator().manual_seed(2)
+    lesion = torch.zeros((2, 1, 16, 16, 16), dtype=torch.uint8)
+    lesion[0, 0, 4:8, 4:8, 4:8] = 1  # sample 1 has no lesion
+    batch = {"image": torch.rand((2, 1, 16, 16, 16), generator=gen) * 2 - 1,
+             "noise": torch.randn((2, 1, 16, 16, 16), generator=gen), "timestep": torch.tensor([300, 600]),
+             "coords": torch.rand((2, 3, 16, 16, 16), generator=gen) * 2 - 1,
+             "anatomy": torch.zeros((2, 16, 16, 16), dtype=torch.uint8), "region": torch.zeros(2, dtype=torch.long),
+             "lesion": lesion}
+    cpu = torch.device("cpu")
+    model.train()
+    error = (objective.predicted_noise(model, batch, cpu, contextlib.nullcontext) - batch["noise"]).abs()
+    weights = 1.0 + 4.0 * lesion.float()
+    expected = (error * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
+    loss = objective.per_sample_loss(model, batch, cpu, contextlib.nullcontext)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss[1], error[1].mean())  # no lesion: the plain mean
+    assert not torch.isclose(loss[0], error[0].mean())
+    model.eval()
+    torch.testing.assert_close(objective.per_sample_loss(model, batch, cpu, contextlib.nullcontext),
+                               error.flatten(1).mean(1))  # validation stays unweighted
+    assert Recipe().voxel_weights(lesion) is None
+
+
+def test_a_negative_lesion_loss_weight_is_refused(tmp_path):
+    with pytest.raises(TrainConfigError, match="lesion_loss_weight"):
+        TrainConfig.from_dict({"cache": str(tmp_path), "run_dir": str(tmp_path / "run"), "lesion_loss_weight": -1})
+    assert TrainConfig.from_dict({"cache": str(tmp_path), "run_dir": str(tmp_path / "run"),
+                                  "lesion_loss_weight": 3}).recipe().lesion_loss_weight == 3.0
+
+
 def test_a_run_with_the_recipe_trains_and_resumes(tmp_path):
     cache = make_cache(tmp_path / "cache", n_train=2, n_val=1)
     data = {"model": {**named_config("tiny").to_dict(), "prediction_type": "v"}, "cache": str(cache),

@@ -65,6 +65,7 @@ class TrainConfig:
     timestep_sampling: str = "uniform"  # uniform | low_biased
     low_t_fraction: float = 0.5         # low_biased: share of samples with t < low_t_max
     low_t_max: int = 250
+    lesion_loss_weight: float = 0.0     # > 0: lesion voxels weigh 1 + this in the L1 mean
     val_every: int = 200                # steps between validations (0: only at the end)
     val_samples_per_case: int = 4
     val_timesteps: tuple = (50, 250, 500, 750, 950)
@@ -176,7 +177,7 @@ class TrainConfig:
         """The loss weighting and time-step distribution of this run."""
         return Recipe(loss_weighting=self.loss_weighting, min_snr_gamma=float(self.min_snr_gamma),
                       timestep_sampling=self.timestep_sampling, low_t_fraction=float(self.low_t_fraction),
-                      low_t_max=int(self.low_t_max))
+                      low_t_max=int(self.low_t_max), lesion_loss_weight=float(self.lesion_loss_weight))
 
     def model_config(self) -> ModelConfig:
         if isinstance(self.model, dict):

@@ -159,7 +159,9 @@ def model_card(run: RunReport, result: TrainResult, name: str) -> str:
         lines.append(f"  - {source} ({count} volume{'s' if count != 1 else ''})")
     lines += ["", "## Training", ""]
     lines += [
-        f"- Objective: cosine DDPM, T = {mc.num_train_timesteps}, L1 loss on the predicted noise; multi-level "
+        f"- Objective: cosine DDPM, T = {mc.num_train_timesteps}, L1 loss on the predicted noise"
+        + (f" (lesion voxels weigh {1 + cfg.lesion_loss_weight:g}x)" if cfg.lesion_loss_weight > 0 else "")
+        + "; multi-level "
         f"integrated sampling (image / double / patch chances {list(cfg.levels)}); whole-image sinusoidal position "
         f"embedding ({mc.position_frequencies} frequencies); region{' and anatomy' if mc.anatomy_channels else ''} "
         f"condition dropout {mc.condition_dropout:g}; left-right flip {cfg.flip_lr:g}, intensity jitter "

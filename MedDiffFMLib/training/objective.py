@@ -68,13 +68,19 @@ class DiffusionObjective:
     def per_sample_loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> torch.Tensor:
         """L1 loss of each sample of ``batch`` (a tensor of shape (B,)).
 
-        In training mode: L1 to the model's target (noise or v), weighted by the recipe. In eval mode
-        (validation): the unweighted L1 of the implied noise, so runs of any recipe compare.
+        In training mode: L1 to the model's target (noise or v), weighted by the recipe (per voxel on
+        lesions, per sample by time step). In eval mode (validation): the unweighted L1 of the implied
+        noise, so runs of any recipe compare.
         """
         output, x0, noise, x_t, t = self._forward(model, batch, device, autocast)
         if not model.training:
             return (self.schedule.noise_from_output(output, x_t, t) - noise).abs().flatten(1).mean(dim=1)
-        loss = (output - self.schedule.training_target(x0, noise, t)).abs().flatten(1).mean(dim=1)
+        error = (output - self.schedule.training_target(x0, noise, t)).abs()
+        weights = self.recipe.voxel_weights(batch["lesion"].to(device)) if "lesion" in batch else None
+        if weights is None:
+            loss = error.flatten(1).mean(dim=1)
+        else:  # a weighted mean: a crop without a lesion keeps the plain mean's scale
+            loss = (error * weights).flatten(1).sum(dim=1) / weights.flatten(1).sum(dim=1)
         return loss * self.recipe.loss_weight(self.schedule.abar_of(t, x0).flatten(), self.config.prediction_type)
 
 

@@ -1,6 +1,6 @@
 """Training-recipe choices on top of the paper's objective (L1 noise loss, uniform time steps).
 
-Two training-only knobs, each off by default (the paper's method):
+Three training-only knobs, each off by default (the paper's method):
 
 * ``loss_weighting = "min_snr"``: Min-SNR-gamma weighting (Hang et al., ICCV 2023) of each sample's
   loss, ``min(SNR_t, gamma) / SNR_t`` for an epsilon target (``/ (SNR_t + 1)`` for a v target), with
@@ -11,6 +11,10 @@ Two training-only knobs, each off by default (the paper's method):
   noise matches the CT's (10-60 HU: t of about 2-200 with the paper's windows, see
   ``tasks/denoise.py``), so these steps get more of a short training's samples while every step
   is still trained (synthesis and inpainting start at T - 1).
+* ``lesion_loss_weight = w > 0``: each voxel of the crop's lesion mask weighs ``1 + w`` in the L1
+  mean (the other voxels 1). A lesion fills a small part of an 80^3 crop, so in the plain mean the
+  lesion ControlNet's one job, what goes inside the mask, is a few per cent of the loss (the first
+  GPU-trained one hardly moved a lesion's intensity from its surroundings).
 
 ``benchmarks/training_recipe.py`` compares them at a fixed budget; docs/TRAINING.md gives the figures.
 """
@@ -35,6 +39,7 @@ class Recipe:
     timestep_sampling: str = "uniform"
     low_t_fraction: float = 0.5
     low_t_max: int = 250
+    lesion_loss_weight: float = 0.0
     # Set from a ControlNet's min_timestep (not a TrainConfig key): steps where it is off are not drawn.
     min_timestep: int = 0
 
@@ -51,6 +56,8 @@ class Recipe:
             found.append("'low_t_fraction' must be in [0, 1]")
         if int(self.low_t_max) < 1:
             found.append("'low_t_max' must be at least 1")
+        if not float(self.lesion_loss_weight) >= 0.0:
+            found.append("'lesion_loss_weight' must be 0 (off) or more")
         if int(self.min_timestep) < 0:
             found.append("'min_timestep' must be at least 0")
         return found
@@ -63,6 +70,13 @@ class Recipe:
             if high > low:
                 return int(rng.integers(low, high))
         return int(rng.integers(low, num_timesteps))
+
+    def voxel_weights(self, lesion: torch.Tensor) -> torch.Tensor | None:
+        """Per-voxel L1 weights from a batch's lesion masks (B, 1, z, y, x): ``1 + lesion_loss_weight``
+        inside a lesion, 1 elsewhere; None when the weight is off (every voxel weighs the same)."""
+        if float(self.lesion_loss_weight) <= 0.0:
+            return None
+        return 1.0 + float(self.lesion_loss_weight) * (lesion > 0).float()
 
     def loss_weight(self, abar: torch.Tensor, prediction_type: str = "epsilon") -> torch.Tensor:
         """Per-sample loss weights for the cumulative signal fractions ``abar`` (shape (B,))."""
