@@ -480,11 +480,11 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
         return volume[window].repeat(batch, 1, 1, 1, 1).to(device)
 
     def full_input(batch: int) -> torch.Tensor:
-        pos = predictor._patch_positions([window] * batch, full_shape) if config.position_channels else None
-        parts = [patches(batch)] + ([pos] if pos is not None else [])
-        if config.anatomy_channels:
-            parts.append(torch.zeros((batch, config.anatomy_channels, *patch), device=device))
-        return torch.cat(parts, 1)
+        """The U-Net input of ``batch`` copies of the patch, by the network-input contract (as sampling builds it)."""
+        from MedDiffFMLib.models.inputs import network_input
+
+        coords = predictor._patch_coordinates([window] * batch, full_shape) if config.position_channels else None
+        return network_input(patches(batch), coords, None, config)
 
     def direct(model, batch: int, dtype=None, ctx=torch.no_grad) -> Callable[[], torch.Tensor]:
         inputs = full_input(batch)
@@ -575,7 +575,10 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
             best = min(best, time.perf_counter() - start)
         return best
 
-    embed_s = best_of(lambda: predictor._patch_positions([window], full_shape)) if config.position_channels else 0.0
+    from MedDiffFMLib.models.position import sinusoidal_embedding
+
+    embed_s = best_of(lambda: sinusoidal_embedding(predictor._patch_coordinates([window], full_shape),
+                                                   config.position_frequencies)) if config.position_channels else 0.0
     from monai.data.utils import compute_importance_map
 
     importance_s = best_of(lambda: compute_importance_map(patch, mode="gaussian", sigma_scale=0.125, device=device))
