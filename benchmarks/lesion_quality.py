@@ -302,8 +302,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.compare_model:
             row["training_compare"] = common.training_status(models[1].model, name)
         case_table.add(**row)
-        print(f"[{name}] region {region} (guessed on the whole scan); box {original.shape}, tumour {int(tumour.sum())} voxels (mean {real.mean:.1f} HU, "
-              f"std {real.std:.1f}, gradient {real.gradient:.1f} HU/mm), fill {int(fill.sum())} voxels", flush=True)
+        print(f"[{name}] region {region} (guessed on the whole scan); box {original.shape}, tumour "
+              f"{int(tumour.sum())} voxels (mean {real.mean:.1f} HU, std {real.std:.1f}, gradient "
+              f"{real.gradient:.1f} HU/mm), fill {int(fill.sum())} voxels", flush=True)
         for method, note, engine in methods:
             if method == "shell_mean":
                 out, seconds = hidden, 0.0

@@ -483,7 +483,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
         """The U-Net input of ``batch`` copies of the patch, by the network-input contract (as sampling builds it)."""
         from MedDiffFMLib.models.inputs import network_input
 
-        coords = predictor._patch_coordinates([window] * batch, full_shape) if config.position_channels else None
+        coords = predictor.patch_coordinates([window] * batch, full_shape) if config.position_channels else None
         return network_input(patches(batch), coords, None, config)
 
     def direct(model, batch: int, dtype=None, ctx=torch.no_grad) -> Callable[[], torch.Tensor]:
@@ -577,7 +577,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
 
     from MedDiffFMLib.models.position import sinusoidal_embedding
 
-    embed_s = best_of(lambda: sinusoidal_embedding(predictor._patch_coordinates([window], full_shape),
+    embed_s = best_of(lambda: sinusoidal_embedding(predictor.patch_coordinates([window], full_shape),
                                                    config.position_frequencies)) if config.position_channels else 0.0
     from monai.data.utils import compute_importance_map
 

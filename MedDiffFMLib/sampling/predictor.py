@@ -89,7 +89,10 @@ class VolumeNoisePredictor:
             return None
         return torch.cat([p.to(self.volume_device, torch.float32) for p in parts])[None]
 
-    def _patch_coordinates(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
+    def patch_coordinates(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
+        """(B, 3, z, y, x) whole-image coordinates of the patches at ``windows`` (slices of the sampled
+        volume, ``(batch, channel, z, y, x)``) in a volume of ``full_shape``, as the network input gets them
+        (:func:`~MedDiffFMLib.models.inputs.network_input`); public so benchmarks build the same input."""
         coords = []
         for window in windows:
             spatial = window[2:]
@@ -103,7 +106,7 @@ class VolumeNoisePredictor:
         self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
     ) -> torch.Tensor:
         batch = patches.shape[0]
-        coords = self._patch_coordinates(windows, full_shape) if self.config.position_channels else None
+        coords = self.patch_coordinates(windows, full_shape) if self.config.position_channels else None
         anatomy_channels = self.config.anatomy_channels
         anatomy = control = None
         if condition is not None:
