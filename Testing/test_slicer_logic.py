@@ -17,7 +17,7 @@ from slicer_helpers.scene import (  # noqa: E402,F401  (mrmlScene is a fixture)
 
 from MedDiffFMModuleLib.Logic import (  # noqa: E402
     Logic, MedDiffFMModuleError, RunCancelled, TaskRequest, requestFromParameters)
-from MedDiffFMModuleLib.Tasks import Device, Region, Task, TaskOptions  # noqa: E402
+from MedDiffFMModuleLib.Tasks import Device, InputRegion, Region, Task, TaskOptions  # noqa: E402
 
 
 @pytest.fixture
@@ -242,6 +242,32 @@ def test_synthesize_with_and_without_reference(mrmlScene, logic, record):
     assert "--like" in recordedArgs(record)[-1]
 
 
+def test_console_region_is_the_input_cts_outside_synthesis(mrmlScene, logic, record):
+    volume, _ = addCtVolume()
+
+    def region():
+        argv = recordedArgs(record)[-1]
+        return argv[argv.index("--region") + 1] if "--region" in argv else None
+
+    logic.denoise(volume)
+    assert region() is None  # left to the library's guess
+    logic.denoise(volume, region="Unknown")
+    assert region() == "unknown"
+    logic.anomalyMap(volume, region="head-neck")
+    assert region() == "head_neck"
+    logic.superResolve(volume, factorZ=2, region=InputRegion.ABDOMEN)
+    assert region() == "abdomen"
+    before = mrmlScene.nodeIds()
+    calls = len(recordedArgs(record))
+    with pytest.raises(MedDiffFMModuleError, match="Unknown body region 'thigh'. Choose one of: auto, chest, abdomen, "
+                                                   "head_neck, unknown"):
+        logic.denoise(volume, region="thigh")
+    with pytest.raises(MedDiffFMModuleError, match="Unknown body region 'unknown'. Choose one of: chest, abdomen, "
+                                                   "head_neck"):
+        logic.synthesize(region="unknown")
+    assert mrmlScene.nodeIds() == before and len(recordedArgs(record)) == calls
+
+
 def test_super_resolution_divides_z_spacing(mrmlScene, logic):
     volume, array = addCtVolume(shape=(5, 8, 9))
     output = logic.superResolve(volume, factorZ=2)
@@ -372,8 +398,9 @@ def test_process_batch_from_folder_and_file_list(mrmlScene, logic, tmp_path, rec
         logic.processBatch([str(tmp_path / "missing.nrrd")], str(tmp_path / "out3"), "denoise")
     with pytest.raises(MedDiffFMModuleError, match="needs a folder of masks"):
         logic.processBatch(str(inputs), str(tmp_path / "out4"), "inpaint")
-    logic.processBatch(str(inputs), str(tmp_path / "out5"), "lesion", masks=str(inputs))
-    assert recordedArgs(record)[-1][6:8] == ["--masks", str(inputs)]
+    logic.processBatch(str(inputs), str(tmp_path / "out5"), "lesion", masks=str(inputs), region="unknown")
+    argv = recordedArgs(record)[-1]
+    assert argv[6:8] == ["--masks", str(inputs)] and argv[argv.index("--region") + 1] == "unknown"
 
 
 def test_models_and_weights(mrmlScene, logic, tmp_path):
@@ -407,8 +434,9 @@ def test_request_from_panel_parameters(mrmlScene):
     parameters = types.SimpleNamespace(
         task=Task.ANOMALY, inputVolume=volume, strength=0.5, steps=0, seed=-1, region=Region.CHEST,
         useThreshold=True, threshold=120.0, factorZ=0.0, segmentationNode=segmentation, segmentId="s1",
-        outputVolume=None, model="", device=Device.GPU)
+        outputVolume=None, model="", device=Device.GPU, inputRegion=InputRegion.UNKNOWN)
     request = requestFromParameters(parameters)
+    assert request.options.inputRegion is InputRegion.UNKNOWN
     assert request.options.threshold == 120.0 and request.options.device is Device.GPU
     assert request.segmentationNode is None  # not a mask task
     parameters.useThreshold = False

@@ -26,15 +26,15 @@ from slicer_helpers.scene import addCtVolume, addSegmentOnGrid, mrmlScene, slice
 from MedDiffFMModuleLib.Logic import Logic  # noqa: E402
 from MedDiffFMModuleLib.Panel import SETTINGS_DEVICE, SETTINGS_MODEL, MedDiffFMPanel  # noqa: E402
 from MedDiffFMModuleLib.ParameterNode import GUI_BOUND_PARAMETERS, MedDiffFMParameterNode  # noqa: E402
-from MedDiffFMModuleLib.Tasks import Device, Task  # noqa: E402
+from MedDiffFMModuleLib.Tasks import Device, InputRegion, Task  # noqa: E402
 
 TASK_ROWS = {
-    Task.DENOISE: {"strength", "steps", "seed"},
-    Task.ANOMALY: {"steps", "seed", "threshold"},
+    Task.DENOISE: {"strength", "inputRegion", "steps", "seed"},
+    Task.ANOMALY: {"inputRegion", "steps", "seed", "threshold"},
     Task.SYNTHESIZE: {"region", "steps", "seed"},
-    Task.SUPERRES: {"factorZ", "steps", "seed"},
-    Task.INPAINT: {"mask", "steps", "seed"},
-    Task.LESION: {"mask", "steps", "seed"},
+    Task.SUPERRES: {"factorZ", "inputRegion", "steps", "seed"},
+    Task.INPAINT: {"mask", "inputRegion", "steps", "seed"},
+    Task.LESION: {"mask", "inputRegion", "steps", "seed"},
 }
 
 
@@ -240,6 +240,30 @@ def test_anomaly_threshold_and_region_options(mrmlScene, harness):
     harness.waitUntil(lambda: not harness.panel.running)
     args = harness.lastArgs()
     assert args[args.index("--region") + 1] == "head_neck" and "--like" in args
+
+
+def test_input_region_is_automatic_by_default_and_none_reaches_the_library(mrmlScene, harness):
+    volume, _ = addCtVolume()
+    harness.ui.inputSelector.setCurrentNode(volume)
+    harness.ui.advancedCollapsibleButton.setCollapsed(False)
+    combo = harness.ui.inputRegionComboBox
+    assert [combo.itemText(i) for i in range(combo.count())] == [r.label() for r in InputRegion]
+    assert combo.currentText() == "Automatic (guessed from the image)" and combo.isVisible()
+    harness.ui.applyButton.click()
+    harness.waitUntil(lambda: not harness.panel.running)
+    assert "--region" not in harness.lastArgs()  # the library guesses
+    combo.setCurrentIndex(list(InputRegion).index(InputRegion.UNKNOWN))
+    qt_standins.processEvents()
+    assert harness.parameters.inputRegion is InputRegion.UNKNOWN
+    for task in (Task.DENOISE, Task.ANOMALY):
+        harness.chooseTask(task)
+        harness.ui.applyButton.click()
+        harness.waitUntil(lambda: not harness.panel.running)
+        args = harness.lastArgs()
+        assert args[0] == task.value and args[args.index("--region") + 1] == "unknown"
+    harness.chooseTask(Task.SYNTHESIZE)  # synthesis has its own region row, the input's is hidden
+    assert not combo.isVisible() and harness.ui.regionComboBox.isVisible()
+    assert harness.messages.errors == []
 
 
 def test_apply_becomes_cancel_gui_stays_responsive_and_cancel_changes_nothing(mrmlScene, harness):

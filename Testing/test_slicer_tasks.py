@@ -14,15 +14,15 @@ from MedDiffFMModuleLib import Tasks  # noqa: E402
 from MedDiffFMModuleLib.Dependencies import DependencyChecker, DependencyError  # noqa: E402
 from MedDiffFMModuleLib.Models import ModelInfo, estimateSeconds, formatDuration, parseInfoOutput  # noqa: E402
 from MedDiffFMModuleLib.Progress import ProgressParser, parseProgressLine  # noqa: E402
-from MedDiffFMModuleLib.Tasks import Device, Region, Task, TaskOptions, TaskPaths  # noqa: E402
+from MedDiffFMModuleLib.Tasks import Device, InputRegion, Region, Task, TaskOptions, TaskPaths  # noqa: E402
 
 EXPECTED_VISIBLE = {
-    Task.DENOISE: {"strength", "steps", "seed"},
-    Task.ANOMALY: {"steps", "seed", "threshold"},
+    Task.DENOISE: {"strength", "inputRegion", "steps", "seed"},
+    Task.ANOMALY: {"inputRegion", "steps", "seed", "threshold"},
     Task.SYNTHESIZE: {"region", "steps", "seed"},
-    Task.SUPERRES: {"factorZ", "steps", "seed"},
-    Task.INPAINT: {"mask", "steps", "seed"},
-    Task.LESION: {"mask", "steps", "seed"},
+    Task.SUPERRES: {"factorZ", "inputRegion", "steps", "seed"},
+    Task.INPAINT: {"mask", "inputRegion", "steps", "seed"},
+    Task.LESION: {"mask", "inputRegion", "steps", "seed"},
 }
 
 
@@ -67,8 +67,8 @@ def parse():
     return lambda argv: parser.parse_args(_hoist_global_options(list(argv)))
 
 
-EVERY_OPTION = TaskOptions(strength=0.3, steps=20, seed=7, region=Region.HEAD_NECK, threshold=150.0, factorZ=3,
-                           model="tiny", device=Device.GPU)
+EVERY_OPTION = TaskOptions(strength=0.3, steps=20, seed=7, region=Region.HEAD_NECK, inputRegion=InputRegion.UNKNOWN,
+                           threshold=150.0, factorZ=3, model="tiny", device=Device.GPU)
 EVERY_PATH = TaskPaths(input="i.nrrd", output="o.nrrd", mask="m.nrrd", reference="r.nrrd", anomalyMask="a.nrrd",
                        healthy="h.nrrd")
 
@@ -81,6 +81,9 @@ def _check_task_options(args, task):
         assert args.strength == 0.3
     if Tasks.REGION in shown:
         assert args.region == "head_neck"
+    if Tasks.INPUT_REGION in shown:
+        assert args.region == "unknown"
+    assert not (Tasks.REGION in shown and Tasks.INPUT_REGION in shown)  # one --region per task
     if Tasks.FACTOR_Z in shown:
         assert args.factor_z == 3
     if Tasks.THRESHOLD in shown:
@@ -125,6 +128,28 @@ def test_options_left_to_the_library_take_its_defaults(parse):
         assert args.steps == defaults["steps"]
         assert getattr(args, "strength", defaults.get("strength")) == defaults.get("strength")
         assert getattr(args, "threshold", None) is None and getattr(args, "mask_out", None) is None
+
+
+@pytest.mark.parametrize("task", [t for t in Task if t is not Task.SYNTHESIZE])
+def test_input_region_automatic_leaves_the_guess_to_the_library(task, parse):
+    from MedDiffFMLib.tasks.registry import TASKS
+
+    paths = TaskPaths(input="i", output="o", mask="m")
+    argv = Tasks.buildTaskArguments(task, paths, TaskOptions(), platform="linux")
+    assert "--region" not in argv and parse(argv).region == TASKS[task.value].defaults["region"]
+    for region in InputRegion:
+        argv = Tasks.buildTaskArguments(task, paths, TaskOptions(inputRegion=region), platform="linux")
+        expected = None if region is InputRegion.AUTO else region.value
+        assert parse(argv).region == (expected or TASKS[task.value].defaults["region"])
+    # the library takes every region the panel offers, and the panel offers every one it takes
+    choices = next(a.choices for a in TASKS[task.value].arguments if a.flag == "--region")
+    assert {r.value for r in InputRegion} - {"auto"} == set(choices)
+
+
+def test_input_region_labels():
+    assert [r.label() for r in InputRegion] == [
+        "Automatic (guessed from the image)", "Chest", "Abdomen", "Head and neck",
+        "None (limbs, or a crop the guess misreads)"]
 
 
 def test_missing_paths_and_masks_are_refused():

@@ -25,6 +25,7 @@ from .Process import ProcessRunner, defaultCommand, ensureLibraryImportable, lib
 from .Progress import ProgressUpdate
 from .Tasks import (
     Device,
+    InputRegion,
     Region,
     Task,
     TaskOptions,
@@ -56,6 +57,7 @@ def requestFromParameters(parameters) -> TaskRequest:
         steps=parameters.steps,
         seed=parameters.seed,
         region=Region(parameters.region),
+        inputRegion=InputRegion(parameters.inputRegion),
         threshold=parameters.threshold if (task is Task.ANOMALY and parameters.useThreshold) else None,
         factorZ=parameters.factorZ,
         model=parameters.model or None,
@@ -364,11 +366,22 @@ class Logic:
 
     # -- Python console API (blocking by default, return the new node) --------------------------
 
-    def _options(self, **kwargs) -> TaskOptions:
+    def _options(self, task: Optional[Task] = None, **kwargs) -> TaskOptions:
+        """Console options as :class:`TaskOptions`. ``region`` is the synthesised region for
+        synthesis (or no ``task``) and the input CT's region for every other task."""
         if "device" in kwargs:
             kwargs["device"] = _device(kwargs["device"])
-        if "region" in kwargs and kwargs["region"] is not None and not isinstance(kwargs["region"], Region):
-            kwargs["region"] = Region(str(kwargs["region"]).lower().replace("-", "_"))
+        region = kwargs.pop("region", None)
+        if region is not None:
+            synthesis = task is None or Task(task) is Task.SYNTHESIZE
+            regionType = Region if synthesis else InputRegion
+            try:
+                value = region if isinstance(region, regionType) else regionType(
+                    str(region).strip().lower().replace("-", "_").replace(" ", "_"))
+            except ValueError:
+                raise MedDiffFMModuleError(_("Unknown body region '{value}'. Choose one of: {choices}.").format(
+                    value=region, choices=", ".join(r.value for r in regionType))) from None
+            kwargs["region" if synthesis else "inputRegion"] = value
         return TaskOptions(**{k: v for k, v in kwargs.items() if v is not None})
 
     def _run(self, request: TaskRequest, wait: bool):
@@ -376,20 +389,26 @@ class Logic:
         return outcome.outputVolume if isinstance(outcome, TaskResult) else outcome
 
     def denoise(self, inputVolume, strength: float = 1.0, steps: Optional[int] = None, seed: Optional[int] = None,
-                model: Optional[str] = None, device: Union[str, Device] = "auto", outputVolume=None, wait: bool = True):
+                model: Optional[str] = None, device: Union[str, Device] = "auto", outputVolume=None, wait: bool = True,
+                region: Union[str, InputRegion, None] = None):
         """Denoise ``inputVolume``; return the new volume node "<input> denoised". ``strength``: the
         fraction of the estimated noise removed (0..1). ``seed=None``: a new random seed each run
-        (``logic.lastResult.seed`` tells which)."""
-        options = self._options(strength=strength, steps=steps, seed=seed, model=model, device=device)
+        (``logic.lastResult.seed`` tells which). ``region``: the CT's body region ("chest",
+        "abdomen", "head_neck", or "unknown" for none, e.g. a limb); ``None`` lets the library guess
+        it (the same in every task that reads a CT)."""
+        options = self._options(Task.DENOISE, strength=strength, steps=steps, seed=seed, model=model, device=device,
+                                region=region)
         return self._run(TaskRequest(Task.DENOISE, inputVolume=inputVolume, outputVolume=outputVolume, options=options), wait)
 
     def anomalyMap(self, inputVolume, threshold: Optional[float] = None, steps: Optional[int] = None,
                    seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
-                   keepHealthy: bool = False, outputVolume=None, wait: bool = True):
+                   keepHealthy: bool = False, outputVolume=None, wait: bool = True,
+                   region: Union[str, InputRegion, None] = None):
         """Anomaly map of ``inputVolume`` ("<input> anomaly map", shown as a colour overlay). With a
         ``threshold`` (HU) the voxels above it also become the segmentation "<input> anomalies"
         (``logic.lastResult.segmentationNode``)."""
-        options = self._options(threshold=threshold, steps=steps, seed=seed, model=model, device=device)
+        options = self._options(Task.ANOMALY, threshold=threshold, steps=steps, seed=seed, model=model,
+                                device=device, region=region)
         return self._run(TaskRequest(Task.ANOMALY, inputVolume=inputVolume, outputVolume=outputVolume,
                                      options=options, keepHealthy=keepHealthy), wait)
 
@@ -398,32 +417,33 @@ class Logic:
                    outputVolume=None, wait: bool = True):
         """Synthesize a CT of ``region`` ("synthetic CT", or "<reference> synthesized" on the grid
         of ``referenceVolume``)."""
-        options = self._options(region=region, steps=steps, seed=seed, model=model, device=device)
+        options = self._options(Task.SYNTHESIZE, region=region, steps=steps, seed=seed, model=model, device=device)
         return self._run(TaskRequest(Task.SYNTHESIZE, inputVolume=referenceVolume, outputVolume=outputVolume,
                                      options=options), wait)
 
     def superResolve(self, inputVolume, factorZ: Optional[int] = None, steps: Optional[int] = None,
                      seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
-                     outputVolume=None, wait: bool = True):
+                     outputVolume=None, wait: bool = True, region: Union[str, InputRegion, None] = None):
         """Super-resolve ``inputVolume`` along z ("<input> super-resolved"); ``factorZ``: thin slices
         per thick slice (whole number >= 2; ``None`` chooses it from the spacing)."""
-        options = self._options(factorZ=factorZ, steps=steps, seed=seed, model=model, device=device)
+        options = self._options(Task.SUPERRES, factorZ=factorZ, steps=steps, seed=seed, model=model, device=device,
+                                region=region)
         return self._run(TaskRequest(Task.SUPERRES, inputVolume=inputVolume, outputVolume=outputVolume,
                                      options=options), wait)
 
     def inpaint(self, inputVolume, segmentationNode, segmentId: str, steps: Optional[int] = None,
                 seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
-                outputVolume=None, wait: bool = True):
+                outputVolume=None, wait: bool = True, region: Union[str, InputRegion, None] = None):
         """Inpaint the region of the segment ("<input> with generated tissue")."""
-        options = self._options(steps=steps, seed=seed, model=model, device=device)
+        options = self._options(Task.INPAINT, steps=steps, seed=seed, model=model, device=device, region=region)
         return self._run(TaskRequest(Task.INPAINT, inputVolume=inputVolume, segmentationNode=segmentationNode,
                                      segmentId=segmentId, outputVolume=outputVolume, options=options), wait)
 
     def generateLesion(self, inputVolume, segmentationNode, segmentId: str, steps: Optional[int] = None,
                        seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
-                       outputVolume=None, wait: bool = True):
+                       outputVolume=None, wait: bool = True, region: Union[str, InputRegion, None] = None):
         """Generate a lesion in the region of the segment ("<input> with generated lesion")."""
-        options = self._options(steps=steps, seed=seed, model=model, device=device)
+        options = self._options(Task.LESION, steps=steps, seed=seed, model=model, device=device, region=region)
         return self._run(TaskRequest(Task.LESION, inputVolume=inputVolume, segmentationNode=segmentationNode,
                                      segmentId=segmentId, outputVolume=outputVolume, options=options), wait)
 
@@ -465,7 +485,9 @@ class Logic:
 
         :param paths: a folder of volumes, or a list of files (linked into a temporary folder).
         :param masks: for inpaint/lesion, a folder of masks named like the volumes (``--masks``).
-        :param options: ``strength``, ``steps``, ``seed``, ``threshold``, ``factorZ``, ``region``, ``model``, ``device``.
+        :param options: ``strength``, ``steps``, ``seed``, ``threshold``, ``factorZ``, ``region`` (synthesis: the
+            region synthesised; the other tasks: the CT's, "unknown" for none, left out = guessed), ``model``,
+            ``device``.
         """
         task = Task(task)
         self.ensureDependencies()
@@ -489,7 +511,7 @@ class Logic:
                     except (OSError, NotImplementedError):
                         (shutil.copytree if os.path.isdir(path) else shutil.copy2)(path, target)
             try:
-                args = buildBatchArguments(task, inputDir, str(outDir), self._options(**options),
+                args = buildBatchArguments(task, inputDir, str(outDir), self._options(task, **options),
                                            masksDir=str(masks) if masks else None)
             except ValueError as error:
                 raise MedDiffFMModuleError(str(error)) from error

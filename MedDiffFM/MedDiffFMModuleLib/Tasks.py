@@ -53,6 +53,28 @@ class Region(enum.Enum):
         }[self]
 
 
+class InputRegion(enum.Enum):
+    """Body region of the input CT, for the tasks that read one (their ``--region``). It sets the
+    model's region condition and HU window; AUTO passes nothing, so the library guesses it."""
+
+    AUTO = "auto"
+    CHEST = "chest"
+    ABDOMEN = "abdomen"
+    HEAD_NECK = "head_neck"
+    UNKNOWN = "unknown"
+
+    def label(self) -> str:
+        if self is InputRegion.AUTO:
+            return _("Automatic (guessed from the image)")
+        if self is InputRegion.UNKNOWN:
+            return _("None (limbs, or a crop the guess misreads)")
+        return Region(self.value).label()
+
+    def cliValue(self) -> Optional[str]:
+        """The ``--region`` value; None for AUTO (the library's guess)."""
+        return None if self is InputRegion.AUTO else self.value
+
+
 class Device(enum.Enum):
     """Where inference runs (``--device``)."""
 
@@ -80,11 +102,12 @@ STRENGTH = "strength"
 STEPS = "steps"
 SEED = "seed"
 REGION = "region"
+INPUT_REGION = "inputRegion"
 THRESHOLD = "threshold"
 FACTOR_Z = "factorZ"
 MASK = "mask"
 
-ALL_OPTIONS = (STRENGTH, STEPS, SEED, REGION, THRESHOLD, FACTOR_Z, MASK)
+ALL_OPTIONS = (STRENGTH, STEPS, SEED, REGION, INPUT_REGION, THRESHOLD, FACTOR_Z, MASK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +127,11 @@ class TaskSpec:
 
 TASK_SPECS: Dict[Task, TaskSpec] = {
     Task.DENOISE: TaskSpec(
-        Task.DENOISE, (STRENGTH, STEPS, SEED), outputSuffix="denoised",
+        Task.DENOISE, (STRENGTH, INPUT_REGION, STEPS, SEED), outputSuffix="denoised",
         description=_("Removes noise with the diffusion model as prior; the noise level is estimated from "
                       "the volume. Strength: the fraction of that noise removed (1 = all).")),
     Task.ANOMALY: TaskSpec(
-        Task.ANOMALY, (STEPS, SEED, THRESHOLD), outputSuffix="anomaly map",
+        Task.ANOMALY, (INPUT_REGION, STEPS, SEED, THRESHOLD), outputSuffix="anomaly map",
         description=_("Reconstructs a pseudo-healthy volume and maps where the input differs from it "
                       "(in HU). With a threshold, voxels above it become a segment.")),
     Task.SYNTHESIZE: TaskSpec(
@@ -116,14 +139,14 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
         description=_("Generates a synthetic CT of the chosen body region, on the grid of the "
                       "reference volume when one is selected.")),
     Task.SUPERRES: TaskSpec(
-        Task.SUPERRES, (FACTOR_Z, STEPS, SEED), outputSuffix="super-resolved",
+        Task.SUPERRES, (FACTOR_Z, INPUT_REGION, STEPS, SEED), outputSuffix="super-resolved",
         description=_("Generates thin slices from a thick-slice volume: the z factor is the number of thin "
                       "slices per thick slice (0 = chosen from the voxel spacing).")),
     Task.INPAINT: TaskSpec(
-        Task.INPAINT, (MASK, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated tissue",
+        Task.INPAINT, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated tissue",
         description=_("Replaces the region of the selected segment with plausible healthy tissue.")),
     Task.LESION: TaskSpec(
-        Task.LESION, (MASK, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated lesion",
+        Task.LESION, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated lesion",
         description=_("Generates a lesion inside the region of the selected segment.")),
 }
 
@@ -170,6 +193,9 @@ class TaskOptions:
     steps: Optional[int] = None
     seed: Optional[int] = None
     region: Region = Region.CHEST
+    """The region synthesised."""
+    inputRegion: InputRegion = InputRegion.AUTO
+    """The input CT's region, for the tasks that read a CT."""
     threshold: Optional[float] = None
     factorZ: Optional[int] = None
     keepHealthy: bool = False
@@ -184,7 +210,7 @@ class TaskOptions:
         model = self.model or None
         return dataclasses.replace(
             self, strength=None if self.strength is None else float(self.strength), steps=steps, seed=seed, factorZ=factorZ, model=model,
-            region=Region(self.region), device=Device(self.device),
+            region=Region(self.region), inputRegion=InputRegion(self.inputRegion), device=Device(self.device),
             threshold=None if self.threshold is None else float(self.threshold))
 
     def validate(self, task: Task) -> None:
@@ -218,6 +244,8 @@ def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
         args += ["--strength", _number(options.strength)]
     if REGION in shown:
         args += ["--region", options.region.value]
+    if INPUT_REGION in shown and options.inputRegion.cliValue():
+        args += ["--region", options.inputRegion.cliValue()]
     if FACTOR_Z in shown and options.factorZ is not None:
         args += ["--factor-z", str(int(options.factorZ))]
     if THRESHOLD in shown and options.threshold is not None:
