@@ -143,10 +143,12 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
         description=_("Generates thin slices from a thick-slice volume: the z factor is the number of thin "
                       "slices per thick slice (0 = chosen from the voxel spacing).")),
     Task.INPAINT: TaskSpec(
-        Task.INPAINT, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated tissue",
+        Task.INPAINT, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"),
+        outputSuffix="with generated tissue",
         description=_("Replaces the region of the selected segment with plausible healthy tissue.")),
     Task.LESION: TaskSpec(
-        Task.LESION, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"), outputSuffix="with generated lesion",
+        Task.LESION, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"),
+        outputSuffix="with generated lesion",
         description=_("Generates a lesion inside the region of the selected segment.")),
 }
 
