@@ -59,6 +59,44 @@ def test_build_shards_can_leave_out_a_case_larger_than_a_shard(tmp_path):
     assert largest not in planned and len(planned) == 3
 
 
+def test_build_shards_can_cut_a_case_larger_than_a_shard_into_slabs(tmp_path):
+    from MedDiffFMLib.training.cache import TrainingCache
+
+    cache = make_cache(tmp_path, n_train=4, n_val=1)
+    index = json.loads((cache / "index.json").read_text())
+    sizes = {c["id"]: sum((cache / f).stat().st_size for f in set(c["files"].values())) for c in index["cases"]}
+    largest = max((c for c in index["cases"] if c["split"] == "train"), key=lambda c: sizes[c["id"]])
+    limit = sizes[largest["id"]] - 1
+    plan = build_shards(cache, tmp_path / "shards", max_bytes=limit, split_oversized=True)
+    assert plan["left_out"] == [] and [c["id"] for c in plan["split"]] == [largest["id"]]
+    slabs = plan["split"][0]["slabs"]
+    assert slabs >= 2
+    expected = [f"{largest['id']}.slab{k}of{slabs}" for k in range(1, slabs + 1)]
+    planned = [i for shard in plan["shards"] for i in shard["train"]]
+    assert sorted(planned) == sorted([c["id"] for c in index["cases"] if c["split"] == "train"
+                                      and c["id"] != largest["id"]] + expected)  # every slab once, the scan never
+    assert all(shard["bytes"] <= limit for shard in plan["shards"])
+    original = TrainingCache(cache)
+    whole = original.arrays(next(c for c in original.cases if c.id == largest["id"]))
+    pieces = {}
+    for shard in plan["shards"]:
+        shard_cache = TrainingCache(tmp_path / "shards" / shard["name"])
+        for case in shard_cache.split("train"):
+            if case.id in expected:
+                assert case.slab_of == largest["id"] and case.region == largest["region"]
+                pieces[case.id] = (case, shard_cache.arrays(case))
+    assert sorted(pieces) == sorted(expected)
+    ordered = [pieces[i] for i in expected]
+    for key, array in whole.items():  # the slabs put back together are the scan, voxel for voxel
+        assert np.array_equal(np.concatenate([arrays[key] for _, arrays in ordered]), array), key
+    assert sum(case.shape[0] for case, _ in ordered) == largest["shape"][0]
+    assert sum(case.model_shape[0] for case, _ in ordered) == pytest.approx(largest["model_shape"][0], abs=slabs)
+    if largest.get("lesion_voxels"):
+        slab_index = {c["id"]: c for shard in plan["shards"]
+                      for c in json.loads((tmp_path / "shards" / shard["name"] / "index.json").read_text())["cases"]}
+        assert sum(slab_index[i]["lesion_voxels"] for i in expected) == largest["lesion_voxels"]
+
+
 def test_a_case_too_large_for_the_validation_cases_gets_a_shard_of_its_own():
     index = {"cases": [{"id": f"c{i}", "split": "train"} for i in range(4)]
              + [{"id": "v1", "split": "val"}, {"id": "v2", "split": "val"}]}

@@ -216,13 +216,13 @@ def stage(args: argparse.Namespace) -> None:
     # another one's budget shrank.
     made_for = plan.get("max_bytes", 0) if plan else 0
     if (args.rebuild_shards or plan is None or not 0.95 * max_shard <= made_for <= max_shard
-            or plan.get("source_bytes") != index_bytes):
-        plan = build_shards(cache, shards, max_shard, lzma=not args.no_lzma, leave_out_oversized=True)
+            or plan.get("source_bytes") != index_bytes or not plan.get("split_oversized")):
+        plan = build_shards(cache, shards, max_shard, lzma=not args.no_lzma, split_oversized=True)
         plan["source_bytes"] = index_bytes
         (shards / "shards.json").write_text(json.dumps(plan, indent=1))
-    for case in plan.get("left_out", []):
-        print(f"  WARNING: {case['id']} ({case['mib']} MiB packed) is larger than a shard may be and is left out of "
-              "the GPU chunks; prepare the cache at a coarser spacing or ship smaller models to bring it back.")
+    for case in plan.get("split", []):
+        print(f"  {case['id']} ({case['mib']} MiB packed) is larger than a shard may be: it travels as {case['slabs']} "
+              "slabs along z, each a case of its own.")
     meta = read_compact_meta(paths["state_dir"]) if is_compact_state(paths["state_dir"]) else None
     chunk = len(meta.get("chunks", [])) if meta else 0
     needs_lesion = bool(paths["task"]) and condition_builder(paths["task"]).needs_lesion
@@ -251,7 +251,7 @@ def stage(args: argparse.Namespace) -> None:
         "shards": [{"name": s["name"], "mib": round(s["bytes"] / 2**20, 2), "train_cases": len(s["train"])}
                    for s in plan["shards"]],
         "val_cases": plan["shards"][0]["val"],
-        "left_out": plan.get("left_out", []),
+        "split": plan.get("split", []),
     }
     (REPO / budget_file(paths["name"])).parent.mkdir(parents=True, exist_ok=True)
     (REPO / budget_file(paths["name"])).write_text(json.dumps(budget, indent=1) + "\n")

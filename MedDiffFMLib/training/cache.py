@@ -77,6 +77,8 @@ class CacheCase:
     source: str
     source_size_zyx: tuple[int, int, int]
     source_spacing_zyx: tuple[float, float, float]
+    slab_of: Optional[str] = None
+    """For a slab cut from a scan too large for a GPU shard (``shards.split_case_z``): that scan's id."""
 
     def model_shape_for(self, spacing_zyx) -> tuple[int, int, int]:
         """The shape of this image on a model grid of ``spacing_zyx`` (as inference computes it)."""
@@ -104,7 +106,7 @@ class TrainingCache:
             CacheCase(c["id"], c["split"], c.get("region"), tuple(c["shape"]), tuple(c["spacing_mm"]),
                       tuple(c["model_shape"]), tuple(c["window"]) if c.get("window") else None, dict(c["files"]),
                       int(c.get("lesion_voxels", 0)), bool(c.get("has_anatomy")), c.get("source", ""),
-                      tuple(c["source_size_xyz"][::-1]), tuple(c["source_spacing_xyz"][::-1]))
+                      tuple(c["source_size_xyz"][::-1]), tuple(c["source_spacing_xyz"][::-1]), c.get("slab_of"))
             for c in self.index["cases"]
         ]
         self.max_cached_cases = max(1, int(max_cached_cases))

@@ -137,7 +137,9 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
                       progress="none", export=False)
     trainer.setup()
     step0, seconds0 = trainer.step, trainer.train_seconds
-    trained = [{"id": c.id, "region": c.region, "source": c.source} for c in trainer._cases("train")]
+    # Slabs of one scan (shards.split_case_z) count as that scan.
+    trained = list({(c.slab_of or c.id): {"id": c.slab_of or c.id, "region": c.region, "source": c.source}
+                    for c in trainer._cases("train")}.values())
     result = trainer.run()
     record = {
         "chunk": number,

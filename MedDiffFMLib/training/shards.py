@@ -10,10 +10,16 @@ case has been seen, and the shards' similar sizes give each case about the same 
 No SimpleITK here: the files are copied (hard-linked when possible) from the prepared cache. With
 ``lzma=True`` the ``.npz`` files are re-packed with LZMA instead of zlib (about a fifth smaller on CT
 codes; ``numpy.load`` reads both, decoding LZMA a little slower), once, into ``OUT/_lzma``.
+
+A training case larger than a whole shard (a chest CT at 1 mm) is either refused, left out
+(``leave_out_oversized``) or, with ``split_oversized``, cut along z into slabs written to
+``OUT/_slabs``: each slab is a case of its own (``<id>.slabKofN``, with ``slab_of`` naming the scan), as
+a scan cropped to those slices would be, and the slabs are packed like any other case.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -21,10 +27,13 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from .cache import INDEX, TrainingCache, atomic_write_text
 from .manifest import ManifestError
 
 SHARDS_JSON = "shards.json"
+SLAB_MARK = ".slab"
 
 
 def _recompress_lzma(src: Path, dst: Path) -> None:
@@ -50,6 +59,58 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _read_case(source: Path, entry: dict) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for key, rel in entry["files"].items():
+        if rel.endswith(".npz"):
+            with np.load(source / rel) as archive:
+                arrays[key] = archive[key]
+        else:
+            arrays[key] = np.load(source / rel)
+    return arrays
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], lzma: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    compression = zipfile.ZIP_LZMA if lzma else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(tmp, "w", compression=compression) as archive:
+        for key, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array))
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def split_case_z(source: Path, entry: dict, parts: int, out: Path, lzma: bool) -> list[dict]:
+    """Cut the cached case ``entry`` (files under ``source``) along z into ``parts`` slabs of about equal
+    thickness, written as ``out/cases/<id>.slabKofN.npz``; returns their index entries: the shape, the
+    model-grid and source sizes scaled to the slab, the lesion voxels and anatomy labels recounted."""
+    arrays = _read_case(source, entry)
+    depth = int(arrays["image"].shape[0])
+    parts = max(1, min(int(parts), depth))
+    edges = np.linspace(0, depth, parts + 1).round().astype(int)
+    slabs = []
+    for number, (start, stop) in enumerate(zip(edges[:-1], edges[1:]), 1):
+        slab_id = f"{entry['id']}{SLAB_MARK}{number}of{parts}"
+        rel = f"cases/{slab_id}.npz"
+        payload = {key: array[start:stop] for key, array in arrays.items()}
+        _write_npz(out / rel, payload, lzma)
+        fraction = (stop - start) / depth
+        source_size = list(entry["source_size_xyz"])
+        source_size[2] = max(1, int(round(source_size[2] * fraction)))
+        slab = dict(entry, id=slab_id, slab_of=entry["id"], slab_z=[int(start), int(stop)],
+                    shape=[int(stop - start), *entry["shape"][1:]], files={key: rel for key in payload},
+                    model_shape=[max(1, int(round(entry["model_shape"][0] * fraction))), *entry["model_shape"][1:]],
+                    source_size_xyz=source_size)
+        if "lesion" in payload:
+            slab["lesion_voxels"] = int(np.count_nonzero(payload["lesion"]))
+        if "anatomy" in payload:
+            slab["anatomy_labels"] = sorted(int(v) for v in np.unique(payload["anatomy"]) if v)
+        slabs.append(slab)
+    return slabs
 
 
 def plan_shards(index: dict, sizes: dict[str, int], max_bytes: int) -> list[list[str]]:
@@ -101,13 +162,15 @@ def validation_for_shard(train_ids: list[str], val_ids: list[str], sizes: dict[s
 
 
 def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzma: bool = False,
-                 leave_out_oversized: bool = False) -> dict:
+                 leave_out_oversized: bool = False, split_oversized: bool = False) -> dict:
     """Split the prepared cache ``cache_dir`` into shard caches ``out_dir/shard-NN``; returns the plan
     (also written to ``out_dir/shards.json``). Shards of an earlier plan are replaced.
 
-    A training case larger than ``max_bytes`` makes this raise, unless ``leave_out_oversized``: then it
-    is left out of every shard and listed in the plan's ``left_out`` (id and MiB), so that a chunk can
-    still run when the shipped models leave little room to travel."""
+    A training case larger than ``max_bytes`` makes this raise, unless ``split_oversized``: then it is cut
+    along z into the fewest slabs that each fit beside the validation cases (or, when those leave too
+    little room, in a shard), listed in the plan's ``split``; or unless ``leave_out_oversized``: then it is
+    left out of every shard and listed in the plan's ``left_out`` (id and MiB), so that a chunk can still
+    run when the shipped models leave little room to travel."""
     cache_dir = Path(cache_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
     TrainingCache(cache_dir)  # checks the format
@@ -121,31 +184,57 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
                     _recompress_lzma(cache_dir / rel, source / rel)
                 else:
                     _link_or_copy(cache_dir / rel, source / rel)
+    origin = {rel: source for case in index["cases"] for rel in case["files"].values()}
     sizes = {c["id"]: _case_bytes(source, c) for c in index["cases"]}
-    left_out = [c["id"] for c in index["cases"]
-                if leave_out_oversized and c["split"] == "train" and sizes[c["id"]] > max_bytes]
-    bins = plan_shards(dict(index, cases=[c for c in index["cases"] if c["id"] not in left_out]), sizes, max_bytes)
+    oversized = [c for c in index["cases"] if c["split"] == "train" and sizes[c["id"]] > max_bytes]
+    left_out, split, cases = [], [], [c for c in index["cases"] if c not in oversized]
+    slab_dir = out_dir / "_slabs"
+    shutil.rmtree(slab_dir, ignore_errors=True)
+    val_bytes = sum(sizes[c["id"]] for c in index["cases"] if c["split"] != "train")
+    for case in oversized:
+        if not split_oversized:
+            if leave_out_oversized:
+                left_out.append(case["id"])
+                continue
+            cases.append(case)  # plan_shards refuses it with its message
+            continue
+        # The fewest slabs that share a shard with the validation cases (else that fit a shard at all).
+        room = max_bytes - val_bytes if max_bytes - val_bytes > max_bytes // 4 else max_bytes
+        parts = -(-sizes[case["id"]] // room)
+        while True:
+            slabs = split_case_z(source, case, parts, slab_dir, lzma)
+            slab_sizes = {slab["id"]: _case_bytes(slab_dir, slab) for slab in slabs}
+            if max(slab_sizes.values()) <= room or parts >= case["shape"][0]:
+                break
+            parts += 1
+        for slab in slabs:
+            origin.update({rel: slab_dir for rel in slab["files"].values()})
+        sizes.update(slab_sizes)
+        cases.extend(slabs)
+        split.append({"id": case["id"], "mib": round(sizes[case["id"]] / 2**20, 2), "slabs": len(slabs)})
+    bins = plan_shards(dict(index, cases=cases), sizes, max_bytes)
     if out_dir.exists():
         for old in out_dir.glob("shard-*"):
             shutil.rmtree(old)
     out_dir.mkdir(parents=True, exist_ok=True)
-    val = [c for c in index["cases"] if c["split"] != "train"]
-    by_id = {c["id"]: c for c in index["cases"]}
+    val = [c for c in cases if c["split"] != "train"]
+    by_id = {c["id"]: c for c in cases}
     shards = []
     for number, ids in enumerate(bins):
         name = f"shard-{number:02d}"
         kept = validation_for_shard(ids, [c["id"] for c in val], sizes, max_bytes)
-        cases = [by_id[i] for i in ids] + [c for c in val if c["id"] in kept]
-        for case in cases:
+        members = [by_id[i] for i in ids] + [c for c in val if c["id"] in kept]
+        for case in members:
             for rel in set(case["files"].values()):
-                _link_or_copy(source / rel, out_dir / name / rel)
-        total = sum(sizes[c["id"]] for c in cases)
-        sub = dict(index, cases=cases, total_bytes=total, shard={"name": name, "number": number, "of": len(bins)},
-                   sources=sorted({c["source"] for c in cases if c.get("source")}))
+                _link_or_copy(origin[rel] / rel, out_dir / name / rel)
+        total = sum(sizes[c["id"]] for c in members)
+        sub = dict(index, cases=members, total_bytes=total, shard={"name": name, "number": number, "of": len(bins)},
+                   sources=sorted({c["source"] for c in members if c.get("source")}))
         atomic_write_text(out_dir / name / INDEX, json.dumps(sub, indent=1))
         shards.append({"name": name, "bytes": total, "train": ids, "val": kept})
     plan = {"source_cache": str(cache_dir), "spacing_mm": index["spacing_mm"], "dtype": index.get("dtype"),
-            "max_bytes": int(max_bytes), "lzma": bool(lzma), "shards": shards,
+            "max_bytes": int(max_bytes), "lzma": bool(lzma), "split_oversized": bool(split_oversized),
+            "shards": shards, "split": split,
             "left_out": [{"id": i, "mib": round(sizes[i] / 2**20, 2)} for i in left_out]}
     atomic_write_text(out_dir / SHARDS_JSON, json.dumps(plan, indent=1))
     return plan
