@@ -76,12 +76,16 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], lzma: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     compression = zipfile.ZIP_LZMA if lzma else zipfile.ZIP_DEFLATED
-    with zipfile.ZipFile(tmp, "w", compression=compression) as archive:
-        for key, array in arrays.items():
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(array))
-            archive.writestr(f"{key}.npy", buffer.getvalue())
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=compression) as archive:
+            for key, array in arrays.items():
+                buffer = io.BytesIO()
+                np.save(buffer, np.ascontiguousarray(array))
+                archive.writestr(f"{key}.npy", buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def split_case_z(source: Path, entry: dict, parts: int, out: Path, lzma: bool) -> list[dict]:
