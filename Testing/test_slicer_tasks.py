@@ -152,6 +152,20 @@ def test_input_region_labels():
         "None (limbs, or a crop the guess misreads)"]
 
 
+def test_console_options_route_region_and_device():
+    assert Tasks.consoleOptions(Task.SYNTHESIZE, region="Head-Neck").region is Region.HEAD_NECK
+    options = Tasks.consoleOptions(Task.DENOISE, region="unknown", device="cuda:1", steps=None)
+    assert options.inputRegion is InputRegion.UNKNOWN and options.region is Region.CHEST  # synthesis' untouched
+    assert options.device is Device.GPU and options.steps is None
+    assert Tasks.consoleOptions(Task.ANOMALY, device="mps").device is Device.GPU
+    assert Tasks.consoleOptions(Task.ANOMALY, device="").device is Device.AUTO
+    assert Tasks.consoleOptions(Task.LESION).inputRegion is InputRegion.AUTO
+    with pytest.raises(ValueError, match="Unknown device 'tpu'. Choose one of: auto, gpu"):
+        Tasks.consoleOptions(Task.DENOISE, device="tpu")
+    with pytest.raises(ValueError, match="Unknown body region 'leg'. Choose one of: auto, chest"):
+        Tasks.consoleOptions(Task.SUPERRES, region="leg")
+
+
 def test_missing_paths_and_masks_are_refused():
     with pytest.raises(ValueError):
         Tasks.buildTaskArguments(Task.INPAINT, TaskPaths(input="i", output="o"), TaskOptions())

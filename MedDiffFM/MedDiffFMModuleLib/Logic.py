@@ -33,6 +33,7 @@ from .Tasks import (
     anomalySegmentationName,
     buildBatchArguments,
     buildTaskArguments,
+    consoleOptions,
     healthyVolumeName,
     needsMask,
     outputName,
@@ -103,15 +104,6 @@ def _temporaryRoot() -> str:
     except (ImportError, AttributeError):
         pass
     return tempfile.gettempdir()
-
-
-def _device(value) -> Device:
-    if isinstance(value, Device):
-        return value
-    text = str(value or "auto").lower()
-    if text in ("cuda", "mps", "gpu") or text.startswith("cuda:"):
-        return Device.GPU
-    return Device(text)
 
 
 class Logic:
@@ -366,23 +358,12 @@ class Logic:
 
     # -- Python console API (blocking by default, return the new node) --------------------------
 
-    def _options(self, task: Optional[Task] = None, **kwargs) -> TaskOptions:
-        """Console options as :class:`TaskOptions`. ``region`` is the synthesised region for
-        synthesis (or no ``task``) and the input CT's region for every other task."""
-        if "device" in kwargs:
-            kwargs["device"] = _device(kwargs["device"])
-        region = kwargs.pop("region", None)
-        if region is not None:
-            synthesis = task is None or Task(task) is Task.SYNTHESIZE
-            regionType = Region if synthesis else InputRegion
-            try:
-                value = region if isinstance(region, regionType) else regionType(
-                    str(region).strip().lower().replace("-", "_").replace(" ", "_"))
-            except ValueError:
-                raise MedDiffFMModuleError(_("Unknown body region '{value}'. Choose one of: {choices}.").format(
-                    value=region, choices=", ".join(r.value for r in regionType))) from None
-            kwargs["region" if synthesis else "inputRegion"] = value
-        return TaskOptions(**{k: v for k, v in kwargs.items() if v is not None})
+    @staticmethod
+    def _options(task: Optional[Task] = None, **kwargs) -> TaskOptions:
+        try:
+            return consoleOptions(task, **kwargs)
+        except ValueError as error:
+            raise MedDiffFMModuleError(str(error)) from None
 
     def _run(self, request: TaskRequest, wait: bool):
         outcome = self.runTask(request, wait=wait)

@@ -53,26 +53,26 @@ class Region(enum.Enum):
         }[self]
 
 
-class InputRegion(enum.Enum):
+class _InputRegionChoice(enum.Enum):
     """Body region of the input CT, for the tasks that read one (their ``--region``). It sets the
     model's region condition and HU window; AUTO passes nothing, so the library guesses it."""
 
-    AUTO = "auto"
-    CHEST = "chest"
-    ABDOMEN = "abdomen"
-    HEAD_NECK = "head_neck"
-    UNKNOWN = "unknown"
-
     def label(self) -> str:
-        if self is InputRegion.AUTO:
+        if self.name == "AUTO":
             return _("Automatic (guessed from the image)")
-        if self is InputRegion.UNKNOWN:
+        if self.name == "UNKNOWN":
             return _("None (limbs, or a crop the guess misreads)")
         return Region(self.value).label()
 
     def cliValue(self) -> Optional[str]:
         """The ``--region`` value; None for AUTO (the library's guess)."""
-        return None if self is InputRegion.AUTO else self.value
+        return None if self.name == "AUTO" else self.value
+
+
+# Region's members between the two choices only an input CT has, so the regions are listed once.
+InputRegion = _InputRegionChoice(
+    "InputRegion", [("AUTO", "auto"), *((r.name, r.value) for r in Region), ("UNKNOWN", "unknown")],
+    module=__name__, qualname="InputRegion")
 
 
 class Device(enum.Enum):
@@ -227,6 +227,33 @@ class TaskOptions:
                 float(options.factorZ) != int(options.factorZ) or int(options.factorZ) < 2):
             raise ValueError(_("The z factor must be a whole number of at least 2, or 0 for automatic "
                                "(got {value}).").format(value=options.factorZ))
+
+
+def consoleOptions(task: Optional[Task] = None, **values) -> TaskOptions:
+    """:class:`TaskOptions` from the Python console's keywords (``None`` = not given). ``device`` may be
+    "cuda", "mps" or "gpu"; ``region`` is the synthesised region for synthesis (or no ``task``) and the
+    input CT's region for every other task. ``ValueError`` naming the choices for an unknown value."""
+    values = {key: value for key, value in values.items() if value is not None}
+    if "device" in values and not isinstance(values["device"], Device):
+        text = str(values["device"] or "auto").strip().lower()
+        if text in ("cuda", "mps", "gpu") or text.startswith("cuda:"):
+            values["device"] = Device.GPU
+        elif text in {d.value for d in Device}:
+            values["device"] = Device(text)
+        else:
+            raise ValueError(_("Unknown device '{value}'. Choose one of: auto, gpu (cuda, mps), cpu.").format(
+                value=values["device"]))
+    if "region" in values:
+        synthesis = task is None or Task(task) is Task.SYNTHESIZE
+        regionType = Region if synthesis else InputRegion
+        region = values.pop("region")
+        try:
+            values["region" if synthesis else "inputRegion"] = region if isinstance(region, regionType) else \
+                regionType(str(region).strip().lower().replace("-", "_").replace(" ", "_"))
+        except ValueError:
+            raise ValueError(_("Unknown body region '{value}'. Choose one of: {choices}.").format(
+                value=region, choices=", ".join(r.value for r in regionType))) from None
+    return TaskOptions(**values)
 
 
 def _number(value) -> str:
