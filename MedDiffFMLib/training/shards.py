@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from .cache import INDEX, TrainingCache, atomic_write_text
+from .cache import INDEX, TrainingCache, atomic_write_bytes, atomic_write_text
 from .manifest import ManifestError
 
 SHARDS_JSON = "shards.json"
@@ -61,38 +61,20 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _read_case(source: Path, entry: dict) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    for key, rel in entry["files"].items():
-        if rel.endswith(".npz"):
-            with np.load(source / rel) as archive:
-                arrays[key] = archive[key]
-        else:
-            arrays[key] = np.load(source / rel)
-    return arrays
+def _zip_arrays(path: Path, arrays: dict[str, np.ndarray], lzma: bool) -> None:
+    """An ``.npz`` of ``arrays`` (what ``np.savez_compressed`` writes, with LZMA when asked)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA if lzma else zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array))
+            archive.writestr(f"{key}.npy", buffer.getvalue())
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray], lzma: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    compression = zipfile.ZIP_LZMA if lzma else zipfile.ZIP_DEFLATED
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=compression) as archive:
-            for key, array in arrays.items():
-                buffer = io.BytesIO()
-                np.save(buffer, np.ascontiguousarray(array))
-                archive.writestr(f"{key}.npy", buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def split_case_z(source: Path, entry: dict, parts: int, out: Path, lzma: bool) -> list[dict]:
-    """Cut the cached case ``entry`` (files under ``source``) along z into ``parts`` slabs of about equal
-    thickness, written as ``out/cases/<id>.slabKofN.npz``; returns their index entries: the shape, the
-    model-grid and source sizes scaled to the slab, the lesion voxels and anatomy labels recounted."""
-    arrays = _read_case(source, entry)
+def split_case_z(arrays: dict[str, np.ndarray], entry: dict, parts: int, out: Path, lzma: bool) -> list[dict]:
+    """Cut a cached case (its index ``entry`` and its ``arrays``, as :meth:`TrainingCache.arrays` reads
+    them) along z into ``parts`` slabs of about equal thickness, written as ``out/cases/<id>.slabKofN.npz``;
+    returns their index entries: the shape, the model-grid and source sizes scaled to the slab, the
+    lesion voxels and anatomy labels recounted."""
     depth = int(arrays["image"].shape[0])
     parts = max(1, min(int(parts), depth))
     edges = np.linspace(0, depth, parts + 1).round().astype(int)
@@ -101,7 +83,7 @@ def split_case_z(source: Path, entry: dict, parts: int, out: Path, lzma: bool) -
         slab_id = f"{entry['id']}{SLAB_MARK}{number}of{parts}"
         rel = f"cases/{slab_id}.npz"
         payload = {key: array[start:stop] for key, array in arrays.items()}
-        _write_npz(out / rel, payload, lzma)
+        atomic_write_bytes(out / rel, lambda path, payload=payload: _zip_arrays(path, payload, lzma))
         fraction = (stop - start) / depth
         source_size = list(entry["source_size_xyz"])
         source_size[2] = max(1, int(round(source_size[2] * fraction)))
@@ -177,7 +159,7 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
     run when the shipped models leave little room to travel."""
     cache_dir = Path(cache_dir).expanduser().resolve()
     out_dir = Path(out_dir).expanduser().resolve()
-    TrainingCache(cache_dir)  # checks the format
+    cache = TrainingCache(cache_dir)  # checks the format
     index = json.loads((cache_dir / INDEX).read_text())
     source = cache_dir
     if lzma:
@@ -195,6 +177,7 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
     slab_dir = out_dir / "_slabs"
     shutil.rmtree(slab_dir, ignore_errors=True)
     val_bytes = sum(sizes[c["id"]] for c in index["cases"] if c["split"] != "train")
+    cached = {c.id: c for c in cache.cases}
     for case in oversized:
         if not split_oversized:
             if leave_out_oversized:
@@ -206,7 +189,7 @@ def build_shards(cache_dir: str | Path, out_dir: str | Path, max_bytes: int, lzm
         room = max_bytes - val_bytes if max_bytes - val_bytes > max_bytes // 4 else max_bytes
         parts = -(-sizes[case["id"]] // room)
         while True:
-            slabs = split_case_z(source, case, parts, slab_dir, lzma)
+            slabs = split_case_z(cache.arrays(cached[case["id"]]), case, parts, slab_dir, lzma)
             slab_sizes = {slab["id"]: _case_bytes(slab_dir, slab) for slab in slabs}
             if max(slab_sizes.values()) <= room or parts >= case["shape"][0]:
                 break
