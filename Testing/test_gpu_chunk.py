@@ -151,7 +151,7 @@ PLANNED_SHARDS = 7
 
 
 def _run_chunk(root: Path, out: Path, steps: int, config: str = "tiny_chunk.json", state: str = "state",
-               model: str = "tiny-chunk") -> subprocess.CompletedProcess:
+               model: str = "tiny-chunk", extra: tuple = ()) -> subprocess.CompletedProcess:
     blocker = root / "blocker"
     blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(BLOCKER)
@@ -161,7 +161,7 @@ def _run_chunk(root: Path, out: Path, steps: int, config: str = "tiny_chunk.json
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_train_chunk.sh"), "0.5", "--config", str(root / config),
          "--state-dir", str(root / state), "--model-dir", str(root / "models" / model), "--device", "cpu",
-         "--overrides", overrides, "--quality-steps", "2"],
+         "--overrides", overrides, "--quality-steps", "2", *extra],
         env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -170,8 +170,11 @@ def _returned(out: Path) -> list[Path]:
 
 
 def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_returned(carry):
-    first = _run_chunk(carry, carry / "out1", steps=3)
+    first = _run_chunk(carry, carry / "out1", steps=3, extra=("--speed-probe", "0.2"))
     assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
+    # the throughput probe ran on the staged shard, in the same call, and its table came back
+    probe = (carry / "out1" / "train_speed.md").read_text()
+    assert "Training step throughput (tiny_chunk.json, cache shard)" in probe and "| channels_last |" in probe
     assert "GPU chunk 0" in first.stdout and "fresh init" in first.stdout and "shard-00" in first.stdout
     files = _returned(carry / "out1")
     assert 0 < len(files) <= MAX_FILES and all(p.stat().st_size <= MAX_BYTES for p in files)

@@ -188,3 +188,31 @@ def test_cli_train_plans_its_outputs_before_any_work(cache, tmp_path, capsys, wh
              "export_is_file": ["--export-dir", str(tmp_path / "afile")]}[where]
     message = assert_refused(["train", cfg, "--progress", "none", *extra], capsys, tmp_path, [cfg, cache])
     assert "Nothing was written" in message
+
+
+def test_a_channels_last_run_matches_the_default_layout_and_saves_its_state(cache, tmp_path):
+    """``channels_last``: the same losses as the default layout (a layout, not a new model), and its
+    non-contiguous weights and moments still export, save compactly and resume."""
+    plain = Trainer(config(cache, tmp_path / "a", max_steps=3), progress="none", export=False).run()
+    out = tmp_path / "models" / "tiny-compact"
+    (tmp_path / "models").mkdir()
+    fast = Trainer(config(cache, tmp_path / "b", max_steps=3, channels_last=True, cudnn_benchmark=True,
+                          export={"storage_dtype": "float16", "name": "tiny-compact", "dir": str(out)}),
+                   progress="none")
+    result = fast.run()
+    conv = next(p for p in fast.model.parameters() if p.dim() == 5)
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    np.testing.assert_allclose([l for _, l in result.losses], [l for _, l in plain.losses], rtol=1e-4, atol=1e-6)
+    assert (out / "model.safetensors").is_file()
+    state = fast.save_compact(tmp_path / "state", moments=True)
+    resumed = Trainer(config(cache, tmp_path / "c", max_steps=4, channels_last=True), resume_compact=state,
+                      progress="none", export=False)
+    resumed.setup()
+    for key, value in fast.trainable.state_dict().items():  # raw weights travel as float16
+        torch.testing.assert_close(resumed.trainable.state_dict()[key], value.half().to(value.dtype), rtol=0, atol=0)
+    assert resumed.run().losses[-1][0] == 4
+
+
+def test_layout_options_must_be_true_or_false(cache, tmp_path):
+    with pytest.raises(MedDiffFMError, match="'channels_last' must be true or false"):
+        config(cache, tmp_path / "a", channels_last="yes")

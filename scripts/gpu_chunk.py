@@ -295,6 +295,20 @@ def run(args: argparse.Namespace) -> None:
     record = run_chunk(options, quality)
     shutil.rmtree(work, ignore_errors=True)
     print(summary(record))
+    if args.speed_probe:
+        speed_probe(args.config, carry / "shard", Path(args.out) / "train_speed.md", args.speed_probe, device)
+
+
+def speed_probe(config: Path, shards: Path, out: Path, seconds: float, device: Optional[str]) -> None:
+    """After a chunk, in the same device call: benchmarks/train_speed.py on the staged shard. The
+    chunk's results are already packed, so a failed probe only loses its own table."""
+    from benchmarks import train_speed
+
+    argv = ["--config", str(config), "--cache", str(shards), "--seconds", f"{seconds:g}", "--out", str(out)]
+    try:
+        train_speed.main(argv + (["--device", device] if device else []))
+    except Exception as error:  # noqa: BLE001 - the chunk's results stand whatever the probe does
+        print(f"train_speed failed ({type(error).__name__}: {error}); the chunk's results stand", file=sys.stderr)
 
 
 def summary(record: dict) -> str:
@@ -359,6 +373,12 @@ def apply(args: argparse.Namespace) -> None:
         (REPO / WORK / "logs").mkdir(parents=True, exist_ok=True)
         for log in logs:
             shutil.copy2(log, REPO / WORK / "logs" / log.name)
+    probe = Path(args.returned) / "train_speed.md"
+    if probe.is_file():  # --speed-probe's table: keep it beside the logs
+        (REPO / WORK / "logs").mkdir(parents=True, exist_ok=True)
+        kept = REPO / WORK / "logs" / f"train_speed-chunk{int(record['chunk']):03d}.md"
+        shutil.copy2(probe, kept)
+        print(f"The training throughput probe's table: {os.path.relpath(kept, REPO)}")
     model_dir, state_dir, held = (os.path.relpath(p, REPO)
                                   for p in (paths["model_dir"], paths["state_dir"], destination))
     steps = f"steps {record['steps'][0]}-{record['steps'][1]}"
@@ -448,6 +468,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--shard", type=int, default=None)
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--quality-steps", type=int, default=None)
+    p.add_argument("--speed-probe", type=float, default=None, metavar="SECONDS",
+                   help="after the chunk, time each training variant (benchmarks/train_speed.py) this long on the "
+                        "shard (about 5 x (SECONDS + 15) s more); the table comes back as train_speed.md")
     p.set_defaults(func=run)
 
     p = sub.add_parser("apply", help="install what a chunk returned into Resources/Models and training_state")

@@ -94,7 +94,8 @@ def _shard_names(prefix: str, count: int) -> list[str]:
 
 
 def _write_tensors(folder: Path, prefix: str, tensors: dict[str, torch.Tensor], max_bytes: int) -> list[str]:
-    shards = _split_state(tensors, max_bytes)
+    # safetensors stores only contiguous tensors (a channels-last run's weights and moments are not).
+    shards = _split_state({key: value.contiguous() for key, value in tensors.items()}, max_bytes)
     names = _shard_names(prefix, len(shards))
     for name, shard in zip(names, shards):
         save_file(shard, str(folder / name), metadata={"format": COMPACT_FORMAT})

@@ -77,6 +77,8 @@ class TrainConfig:
     num_workers: int = 0                # data-loading processes per training process
     device: str = "auto"
     precision: str = "auto"             # auto (bf16 autocast on CUDA) | bf16 | fp32
+    channels_last: bool = False         # channels-last 3D weights and activations (benchmarks/train_speed.py)
+    cudnn_benchmark: bool = False       # let cuDNN time its convolution algorithms on the first steps (CUDA)
     threads: Optional[int] = None       # torch CPU threads (None: torch's default / OMP_NUM_THREADS)
     tensorboard: bool = True            # also write TensorBoard events when tensorboard is installed
     data_description: str = ""          # for the model card
@@ -155,6 +157,9 @@ class TrainConfig:
             problems.append("'lr_schedule' must be 'constant' or 'cosine'")
         if self.precision not in ("auto", "bf16", "fp32"):
             problems.append("'precision' must be auto, bf16 or fp32")
+        for key in ("channels_last", "cudnn_benchmark"):
+            if not isinstance(getattr(self, key), bool):
+                problems.append(f"'{key}' must be true or false")
         if len(self.levels) != 3 or min(self.levels) < 0 or sum(self.levels) <= 0:
             problems.append("'levels' must be three non-negative chances (image, double, patch), not all zero")
         if not 0.0 <= float(self.ema_decay) < 1.0:

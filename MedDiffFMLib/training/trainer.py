@@ -124,6 +124,10 @@ class Trainer:
                 self.model_config.condition_dropout = float(cfg.condition_dropout)
             self.objective = DiffusionObjective(self.model_config, cfg.recipe())
         self.model = self.objective.build_model().to(self.device)
+        if cfg.channels_last:  # before the optimiser and the EMA, so their copies take the same layout
+            self.model.to(memory_format=torch.channels_last_3d)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
         self.trainable = self.objective.trainable(self.model)
         self.trainable.train()
         params = [p for p in self.trainable.parameters() if p.requires_grad]
