@@ -40,3 +40,27 @@ def test_train_speed_names_an_unknown_variant(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_speed.main(["--config", str(tmp_path / "c.json"), "--cache", str(tmp_path), "--variants", "fastest"])
     assert "unknown variant(s) ['fastest']" in capsys.readouterr().err
+
+
+def test_a_variant_out_of_memory_gets_a_row_of_its_own(tmp_path, monkeypatch):
+    import torch
+
+    cache = make_cache(tmp_path / "data", n_train=2, n_val=1)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model": "tiny", "cache": "unused", "run_dir": "unused", "batch_size": 2,
+                                  "device": "cpu", "tensorboard": False}))
+    real = train_speed.measure_variant
+
+    def measure(trainer, batches, warmup, seconds):
+        if trainer.config.batch_size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(trainer, batches, warmup, seconds)
+
+    monkeypatch.setattr(train_speed, "measure_variant", measure)
+    out = tmp_path / "speed.md"
+    assert train_speed.main(["--config", str(config), "--cache", str(cache), "--seconds", "0.1", "--warmup", "1",
+                             "--loader-seconds", "0", "--variants", "as configured,batch x2 + cudnn_benchmark",
+                             "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| batch x2 + cudnn_benchmark | out of memory | – | – | 4 |" in text
+    assert "| as configured |" in text and "Data loader" not in text

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -50,8 +51,8 @@ def describe_machine(device: torch.device) -> str:
     so it does not use benchmarks.common's description)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     what = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "CPU only"
-    return (f"Machine: {what}, {cores} usable CPU cores; torch {torch.__version__}, Python "
-            f"{platform.python_version()}; device {device}.")
+    return (f"Machine: {what}, {cores} usable CPU cores; torch {torch.__version__} ({torch.get_num_threads()} "
+            f"threads), Python {platform.python_version()}; device {device}.")
 
 
 def markdown_table(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -132,7 +133,16 @@ def measure_loader(trainer, seconds: float) -> dict:
         count += 1
     elapsed = time.perf_counter() - started
     stream.close()
-    return {"workers": workers, "samples_per_s": count * batch / elapsed, "batches": count}
+    return {"workers": workers, "samples_per_s": count * batch / elapsed, "batches": count, "batch": batch}
+
+
+def table_row(name: str, result: dict, reference: Optional[float]) -> list[str]:
+    if "error" in result:
+        return [name, result["error"], "–", "–", str(result["batch"]), "–", "–"]
+    ratio = "–" if not reference else f"{result['samples_per_s'] / reference:.2f}"
+    return [name, f"{result['samples_per_s']:.3g}", ratio, f"{result['s_per_step'] * 1000:.0f}", str(result["batch"]),
+            "–" if result["peak_gib"] is None else f"{result['peak_gib']:.2f}",
+            "–" if result["val_loss"] is None else f"{result['val_loss']:.5f}"]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -169,10 +179,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                 machine = describe_machine(trainer.device)
                 print(f"== Training throughput of {args.config.name} ==\n{machine}", flush=True)
             batches = [trainer.dataset[k] for k in range(max(1, args.batches))]
-            result = measure_variant(trainer, batches, args.warmup, args.seconds)
+            try:
+                result = measure_variant(trainer, batches, args.warmup, args.seconds)
+                print(f"  {name}: {result['samples_per_s']:.3g} samples/s ({result['s_per_step'] * 1000:.0f} ms/step, "
+                      f"batch {result['batch']}, {result['steps']} steps)", flush=True)
+            except torch.OutOfMemoryError:  # a larger batch may not fit: a row of its own, the others stand
+                result = {"error": "out of memory", "batch": int(batches[0]["image"].shape[0])}
+                print(f"  {name}: out of memory", flush=True)
             rows.append((name, result))
-            print(f"  {name}: {result['samples_per_s']:.1f} samples/s ({result['s_per_step'] * 1000:.0f} ms/step, "
-                  f"batch {result['batch']}, {result['steps']} steps)", flush=True)
             loader_seconds = args.seconds if args.loader_seconds is None else args.loader_seconds
             if index == 0 and loader_seconds > 0:
                 loader = measure_loader(trainer, loader_seconds)
@@ -180,17 +194,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    reference = rows[0][1]["samples_per_s"]
+    reference = rows[0][1].get("samples_per_s")
     table = markdown_table(
         f"Training step throughput ({args.config.name}, cache {args.cache.name})",
         ["variant", "samples/s", "x first row", "ms/step", "batch", "peak GiB", "val loss at the initial weights"],
-        [[name, f"{r['samples_per_s']:.1f}", f"{r['samples_per_s'] / reference:.2f}", f"{r['s_per_step'] * 1000:.0f}",
-          str(r["batch"]), "–" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}", "–" if r["val_loss"] is None else f"{r['val_loss']:.5f}"]
-         for name, r in rows])
-    text = f"{machine}\n\n{table}\n"
+        [table_row(name, r, reference) for name, r in rows])
+    command = "python -m benchmarks.train_speed " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = f"Command: `{command}`\n\n{machine}\n\n{table}\n"
     if loader is not None:
         text += (f"\nData loader ({loader['workers']} workers, {loader['batches']} micro-batches of "
-                 f"{rows[0][1]['batch']}): {loader['samples_per_s']:.1f} samples/s.\n")
+                 f"{loader['batch']}): {loader['samples_per_s']:.3g} samples/s.\n")
     print("\n" + text, flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
