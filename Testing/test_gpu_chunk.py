@@ -182,8 +182,11 @@ def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_return
 
     script = _script()
     script.main(["apply", str(carry / "out1"), "--config", str(carry / "tiny_chunk.json"),
-                 "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk")])
+                 "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk"),
+                 "--work", str(carry / "work")])
     model = verify_model_folder(carry / "models" / "tiny-chunk")
+    # the chunk's log and the probe's table are kept under --work (never in the checkout's own .cache)
+    assert {p.name for p in (carry / "work" / "logs").iterdir()} == {"log-chunk000.csv", "train_speed-chunk000.md"}
     meta = read_compact_meta(carry / "state")
     assert meta["step"] == 3 and len(meta["chunks"]) == 1 and meta["ema"]["model"] == "tiny-chunk"
     quality = meta["chunks"][0]["quality"]["cases"]["phantom"]
@@ -195,7 +198,8 @@ def test_chunk_runs_end_to_end_without_simpleitk_and_resumes_from_what_it_return
     assert second.returncode == 0, second.stderr[-4000:] + second.stdout[-2000:]
     assert "GPU chunk 1" in second.stdout and "resuming" in second.stdout and "shard-01" in second.stdout
     script.main(["apply", str(carry / "out2"), "--config", str(carry / "tiny_chunk.json"),
-                 "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk")])
+                 "--state-dir", str(carry / "state"), "--model-dir", str(carry / "models" / "tiny-chunk"),
+                 "--work", str(carry / "work")])
     meta = read_compact_meta(carry / "state")
     assert meta["step"] == 5 and [c["steps"] for c in meta["chunks"]] == [[0, 3], [3, 5]]
     assert meta["chunks"][1]["shard"] == f"shard-01 of {PLANNED_SHARDS}"
@@ -232,7 +236,7 @@ def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weigh
     script = _script()
     apply_args = ["--config", str(carry / "tiny_lesion_chunk.json"), "--state-dir", str(carry / "lesion_state"),
                   "--model-dir", str(carry / "models" / "tiny-lesion-chunk")]
-    script.main(["apply", str(carry / "lesion_out1"), *apply_args])
+    script.main(["apply", str(carry / "lesion_out1"), *apply_args, "--work", str(carry / "work")])
     control = verify_model_folder(carry / "models" / "tiny-lesion-chunk")
     assert control.kind == "controlnet" and control.controlnet_config.task == "lesion"
     assert control.controlnet_config.base_sha256 == verify_model_folder(base).fingerprint
@@ -247,7 +251,7 @@ def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weigh
     second = _run_chunk(carry, carry / "lesion_out2", steps=4, **kwargs)
     assert second.returncode == 0, second.stderr[-4000:] + second.stdout[-2000:]
     assert "GPU chunk 1" in second.stdout and "resuming" in second.stdout
-    script.main(["apply", str(carry / "lesion_out2"), *apply_args])
+    script.main(["apply", str(carry / "lesion_out2"), *apply_args, "--work", str(carry / "work")])
     meta = read_compact_meta(carry / "lesion_state")
     assert [c["steps"] for c in meta["chunks"]] == [[0, 2], [2, 4]]
     assert "GPU chunks: 2" in verify_model_folder(carry / "models" / "tiny-lesion-chunk").card
@@ -260,7 +264,7 @@ def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weigh
         chunk = _run_chunk(carry, carry / f"lesion_out{n}", steps=steps, **kwargs)
         assert chunk.returncode == 0, chunk.stderr[-4000:] + chunk.stdout[-2000:]
         assert "resuming" in chunk.stdout
-        script.main(["apply", str(carry / f"lesion_out{n}"), "--hold", *apply_args])
+        script.main(["apply", str(carry / f"lesion_out{n}"), "--hold", *apply_args, "--work", str(carry / "work")])
         assert verify_model_folder(carry / "models" / "tiny-lesion-chunk").fingerprint == shipped
         held = verify_model_folder(candidate)
         assert f"GPU chunks: {n}" in held.card  # (its weights may round to the shipped ones' float16)

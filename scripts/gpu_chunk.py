@@ -353,7 +353,8 @@ def apply(args: argparse.Namespace) -> None:
         raise SystemExit(f"apply: {os.path.relpath(held[0], REPO)} is already held back, and one model is held at a "
                          "time (each one held shrinks every chunk's shards by its size). Promote it first "
                          "(`gpu_chunk.py promote`), or apply this chunk without --hold.")
-    staged = unpack_outputs(Path(args.returned), REPO / WORK / "returned")
+    work = REPO / args.work  # an absolute --work stays as it is
+    staged = unpack_outputs(Path(args.returned), work / "returned")
     model = verify_model_folder(staged / "model")
     if model.name != paths["name"]:
         raise SystemExit(f"apply: the returned model is '{model.name}', the config's is '{paths['name']}'.")
@@ -370,13 +371,13 @@ def apply(args: argparse.Namespace) -> None:
     record = json.loads((staged / "chunk.json").read_text())
     logs = sorted(staged.glob("log-chunk*.csv"))
     if logs:
-        (REPO / WORK / "logs").mkdir(parents=True, exist_ok=True)
+        (work / "logs").mkdir(parents=True, exist_ok=True)
         for log in logs:
-            shutil.copy2(log, REPO / WORK / "logs" / log.name)
+            shutil.copy2(log, work / "logs" / log.name)
     probe = Path(args.returned) / "train_speed.md"
     if probe.is_file():  # --speed-probe's table: keep it beside the logs
-        (REPO / WORK / "logs").mkdir(parents=True, exist_ok=True)
-        kept = REPO / WORK / "logs" / f"train_speed-chunk{int(record['chunk']):03d}.md"
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+        kept = work / "logs" / f"train_speed-chunk{int(record['chunk']):03d}.md"
         shutil.copy2(probe, kept)
         print(f"The training throughput probe's table: {os.path.relpath(kept, REPO)}")
     model_dir, state_dir, held = (os.path.relpath(p, REPO)
@@ -480,6 +481,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--model-dir", type=Path, default=None, help="default: Resources/Models/NAME")
     p.add_argument("--hold", action="store_true",
                    help="keep the chunk's model in training_state/NAME/candidate instead of shipping it (ControlNets)")
+    p.add_argument("--work", type=Path, default=WORK,
+                   help=f"where the returned files are unpacked and the chunk logs kept (default: {WORK})")
     p.set_defaults(func=apply)
 
     p = sub.add_parser("promote", help="ship a held-back model: training_state/NAME/candidate -> Resources/Models/NAME")
