@@ -47,12 +47,15 @@ VARIANTS: dict[str, dict] = {
 
 
 def describe_machine(device: torch.device) -> str:
-    """What the figures were measured on (this script runs on the GPU image, which has no SimpleITK,
-    so it does not use benchmarks.common's description)."""
+    """What the figures were measured on: the training model card's hardware line, plus the CPU cores
+    the data loader has and the versions (benchmarks.common's description needs SimpleITK, which the
+    GPU image lacks)."""
+    from MedDiffFMLib.training.export import hardware_description
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    what = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "CPU only"
-    return (f"Machine: {what}, {cores} usable CPU cores; torch {torch.__version__} ({torch.get_num_threads()} "
-            f"threads), Python {platform.python_version()}; device {device}.")
+    loader = "" if device.type == "cpu" else f"; {cores} usable CPU cores"  # the CPU line already says so
+    return (f"Machine: {hardware_description(device, 1)}{loader}; torch {torch.__version__}, Python "
+            f"{platform.python_version()}; device {device}.")
 
 
 def markdown_table(title: str, header: list[str], rows: list[list[str]]) -> str:
