@@ -15,7 +15,7 @@ at the initial weights (a layout changes no result beyond rounding). Then the da
 loader: micro-batches of the config's size with its ``num_workers`` on this machine's CPUs, in
 samples/s, so one sees whether the network or the data bounds a chunk.
 
-Usage (on the GPU machine after a chunk, in the same call; ``SPEED_PROBE=10 bash scripts/gpu_train_chunk.sh 5``):
+Usage (on the GPU machine after a chunk, in the same call: ``bash scripts/gpu_train_chunk.sh 3 --speed-probe 8``):
   python -m benchmarks.train_speed --config configs/gpu_default.json --cache .cache/gpu_carry/shard --seconds 10
 """
 
@@ -172,6 +172,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from: {', '.join(VARIANTS)}")
 
+    loader_seconds = args.seconds if args.loader_seconds is None else args.loader_seconds
     rows = []
     loader = None
     machine = None
@@ -190,7 +191,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 result = {"error": "out of memory", "batch": int(batches[0]["image"].shape[0])}
                 print(f"  {name}: out of memory", flush=True)
             rows.append((name, result))
-            loader_seconds = args.seconds if args.loader_seconds is None else args.loader_seconds
             if index == 0 and loader_seconds > 0:
                 loader = measure_loader(trainer, loader_seconds)
             del trainer, batches
