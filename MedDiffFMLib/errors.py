@@ -14,6 +14,11 @@ class InputError(MedDiffFMError):
     """An input volume, mask or path is unusable."""
 
 
+class WriteError(InputError):
+    """An output could not be written completely (a full disk, a file-size limit, a folder made
+    read-only...); nothing was left under its name."""
+
+
 class ModelError(MedDiffFMError):
     """A model cannot be found, verified or loaded."""
 

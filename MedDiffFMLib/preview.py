@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .io.permissions import make_shareable
+from .io.durable import Staged, stage_file
 
 
 def _slices(image: sitk.Image, level: float, width: float) -> list[np.ndarray]:
@@ -39,7 +37,21 @@ def write_preview(
     difference: bool = True,
 ) -> Path:
     """Write a PNG with the input on the top row, the result below (soft-tissue window by default)
-    and, when ``difference`` and the grids match, the input minus the result (grey = 0, +-100 HU)."""
+    and, when ``difference`` and the grids match, the input minus the result (grey = 0, +-100 HU).
+    Atomic and verified (see :func:`stage_preview`)."""
+    return stage_preview(before, after, path, titles, window, difference).publish()
+
+
+def stage_preview(
+    before: sitk.Image,
+    after: sitk.Image,
+    path: str | Path,
+    titles: Sequence[str] = ("before", "after"),
+    window: tuple[float, float] = (40.0, 400.0),
+    difference: bool = True,
+) -> Staged:
+    """:func:`write_preview` up to the final rename: the PNG, read back whole and fsync'ed, waits
+    under a temporary name; ``.publish()`` puts it in place."""
     from PIL import Image, ImageDraw
 
     path = Path(path)
@@ -66,21 +78,17 @@ def write_preview(
     for title, row, (_, (level, width)) in zip(titles, rows, images):
         draw.text((4, offset + 3), f"{title}  (W{width:.0f} L{level:.0f})", fill=(255, 255, 0))
         offset += row.shape[0] + 18
+    return stage_file(path, lambda tmp: picture.save(tmp, format="PNG"), verify=_verify_png,
+                      what=f"the preview '{path.name}'")
+
+
+def _verify_png(file: Path) -> None:
+    """The PNG reads back whole (PIL checks every chunk's CRC and the image data's end)."""
+    from PIL import Image
+
     try:
-        handle, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    except OSError as exc:
-        raise InputError(f"Could not write the preview '{path}' ({exc.strerror or exc}). Check that its folder "
-                         "is writable.") from None
-    os.close(handle)
-    try:
-        picture.save(tmp, format="PNG")
-        make_shareable(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"Could not write the preview '{path}' ({exc.strerror or exc}). Check that the disk "
-                         "is not full.") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        with Image.open(file) as check:
+            check.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise OSError(f"the picture read back is damaged ({exc})") from None
+

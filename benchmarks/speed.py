@@ -137,7 +137,7 @@ class NaivePredictor:
         self._static = torch.cat([p.to(self.volume_device) for p in parts], 1) if parts else torch.zeros((1, 0, *shape))
         return self._static
 
-    def __call__(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, timestep: int, cancel=None) -> torch.Tensor:
         static = self._static_channels(tuple(x.shape[2:]))
         unet_channels = self.config.input_channels
         inputs = torch.cat([x.to(self.volume_device, torch.float32), static], 1)

@@ -182,8 +182,12 @@ class ProcessRunner:
                 processEvents()
             time.sleep(interval)
 
-    def cancel(self, gracePeriod: float = 2.0) -> None:
-        """End the process and every process it started; wait until they are gone."""
+    def cancel(self, gracePeriod: float = 5.0) -> None:
+        """End the process and every process it started; wait until they are gone.
+
+        SIGTERM first: the command line acts on it between two layers of the network (well under
+        5 s on a 2-core CPU) and removes its temporary files; SIGKILL only after ``gracePeriod``.
+        """
         self.cancelled = True
         process = self.process
         if process is None or process.poll() is not None:

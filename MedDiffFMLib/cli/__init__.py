@@ -166,8 +166,10 @@ def _main(argv: Optional[Sequence[str]], startup: _StartupInterrupt) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    from .common import CancelFlag
+    from .common import CancelFlag, quiet_native_warnings
 
+    if not args.debug:
+        quiet_native_warnings()
     args.cancel = CancelFlag()
     startup.check()  # a Ctrl-C just before the cancel handler took over
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..preview import write_preview
 from ..tasks.anomaly import anomaly_map_image
 from ..engine import Engine
 from ..tasks.registry import task_entry
@@ -46,16 +45,14 @@ def run(args: argparse.Namespace) -> None:
     common.check_before_work(args, [("output", args.output, common.VOLUME), ("--mask-out", args.mask_out, common.VOLUME),
                                     ("--healthy-out", args.healthy_out, common.VOLUME)], [args.input], [options],
                              role=ENTRY.role)
-    image = common.read_input(args.input, args.series)
+    image = common.read_task_input(args)
     engine = Engine(common.engine_options(args), role=ENTRY.role)
     progress = TaskProgress(args)
     result = anomaly_map_image(image, engine, options, progress=progress, cancel=args.cancel)
-    outputs = [common.write_output(result.anomaly_map, args.output, [args.input])]
-    if args.mask_out is not None:
-        outputs.append(common.write_output(result.mask, args.mask_out, [args.input]))
-    if args.healthy_out is not None:
-        outputs.append(common.write_output(result.healthy, args.healthy_out, [args.input]))
-    if args.preview:
-        outputs.append(write_preview(image, result.healthy, args.preview, titles=("input", "healthy reconstruction")))
-    common.finish(args, outputs, f"Anomaly map of {args.input} -> {args.output} (score {result.score:.1f} HU = 99th "
+    with common.Outputs(args, [args.input]) as outputs:
+        outputs.volume(result.anomaly_map, args.output)
+        outputs.volume(result.mask, args.mask_out)
+        outputs.volume(result.healthy, args.healthy_out)
+        outputs.preview(image, result.healthy, ("input", "healthy reconstruction"))
+    common.finish(args, outputs.paths, f"Anomaly map of {args.input} -> {args.output} (score {result.score:.1f} HU = 99th "
                   f"percentile; {result.steps} steps from t={result.start_step}, model {engine.model_name}).")

@@ -6,17 +6,25 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import SimpleITK as sitk
 
 from ..device import DEVICE_CHOICES
-from ..io import read_volume, write_volume
+from ..io import read_volume
 from ..io.dicom_tilt import NOTE_KEY
+from ..io.write import check_output_space, stage_volume
 from ..io.output_plan import PICTURE, VOLUME, plan_outputs  # noqa: F401  (VOLUME: for the subcommands)
-from ..progress import JsonProgress, ProgressCallback, TqdmProgress
+from ..preview import stage_preview
+from ..progress import JsonProgress, ProgressCallback, TqdmProgress, check_cancel
 from ..sampling import SAMPLERS
 from ..engine import EngineOptions
+
+
+def quiet_native_warnings() -> None:
+    """No ITK WARNING lines on stderr: every condition they warn of that matters is checked and
+    reported in the one-paragraph message or as a note (``--debug`` shows them again)."""
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +100,7 @@ def check_before_work(
     model = getattr(args, "model", None)
     model_path = Path(model).expanduser() if model else None
     plan_outputs(planned, list(inputs) + ([model_path] if model_path is not None and model_path.exists() else []))
+    args.planned_volumes = [(label, path) for label, path, kind in planned if kind == VOLUME and path is not None]
     if role is not None:
         from ..models.loading import model_for_task
 
@@ -107,8 +116,66 @@ def read_input(path: Path, series: Optional[str] = None, name: str = "input") ->
     return image
 
 
-def write_output(image: sitk.Image, path: Path, inputs: Sequence[Path]) -> Path:
-    return write_volume(image, path, inputs=[p for p in inputs if p is not None])
+def read_task_input(args: argparse.Namespace) -> sitk.Image:
+    """Read the command's input (``args.input``, ``--series``), then check that every planned volume
+    output has room for at least the input's voxels in its format: a disk measurably too full is
+    refused before the model runs, not after (the write itself is verified all the same)."""
+    image = read_input(args.input, getattr(args, "series", None))
+    voxels = 1
+    for n in image.GetSize():
+        voxels *= int(n)
+    bytes_per_voxel = image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
+    for label, path in getattr(args, "planned_volumes", ()):
+        check_output_space(path, voxels, bytes_per_voxel, label)
+    return image
+
+
+class Outputs:
+    """Every output of one command, written together or not at all.
+
+    Each output is staged as it comes (written, read back, fsync'ed under a temporary name); when the
+    ``with`` block ends without error they all take their names, and on any error (a full disk on the
+    last one, a cancel) every staged one is removed: no output of a failed run is left in place::
+
+        with common.Outputs(args, [args.input]) as out:
+            out.volume(result.image, args.output)
+            out.preview(image, result.image, ("input", "denoised"))
+        common.finish(args, out.paths, summary)
+    """
+
+    def __init__(self, args: argparse.Namespace, inputs: Sequence[Optional[Path]]) -> None:
+        self.args = args
+        self.inputs = [p for p in inputs if p is not None]
+        self.staged: list = []
+        self.paths: List[Path] = []
+
+    def volume(self, image: sitk.Image, path: Optional[Path]) -> None:
+        """Stage a volume output (nothing for a path of None: an optional output not asked for)."""
+        if path is not None:
+            self.staged.append(stage_volume(image, path, inputs=self.inputs))
+
+    def preview(self, before: sitk.Image, after: sitk.Image, titles: Tuple[str, str]) -> None:
+        """Stage the ``--preview`` picture, when one was asked for."""
+        path = getattr(self.args, "preview", None)
+        if path is not None:
+            self.staged.append(stage_preview(before, after, path, titles=titles))
+
+    def __enter__(self) -> "Outputs":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:
+            for staged in self.staged:
+                staged.discard()
+            return
+        check_cancel(getattr(self.args, "cancel", None))  # a Ctrl-C while writing: nothing takes its name
+        try:
+            for staged in self.staged:
+                self.paths.append(staged.publish())
+        except BaseException:
+            for staged in self.staged:
+                staged.discard()
+            raise
 
 
 def finish(args: argparse.Namespace, outputs: Sequence[Path], summary: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..preview import write_preview
 from ..tasks.denoise import denoise_image
 from ..engine import Engine
 from ..tasks.registry import task_entry
@@ -32,12 +31,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     options = task_options(args, ENTRY)
     common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options], role=ENTRY.role)
-    image = common.read_input(args.input, args.series)
+    image = common.read_task_input(args)
     engine = Engine(common.engine_options(args), role=ENTRY.role)
     result = denoise_image(image, engine, options, progress=TaskProgress(args),
                            cancel=args.cancel)
-    outputs = [common.write_output(result.image, args.output, [args.input])]
-    if args.preview:
-        outputs.append(write_preview(image, result.image, args.preview, titles=("input", "denoised")))
-    common.finish(args, outputs, f"Denoised {args.input} -> {args.output} (noise ~{result.noise_hu:.1f} HU, "
-                  f"{result.steps} steps from t={result.start_step}, model {engine.model_name}).")
+    with common.Outputs(args, [args.input]) as outputs:
+        outputs.volume(result.image, args.output)
+        outputs.preview(image, result.image, ("input", "denoised"))
+    if result.steps == 0:
+        summary = (f"Nothing to denoise in {args.input} (noise ~{result.noise_hu:.1f} HU, strength {options.strength:g}): "
+                   f"wrote an unchanged copy to {args.output}.")
+    else:
+        summary = (f"Denoised {args.input} -> {args.output} (noise ~{result.noise_hu:.1f} HU, "
+                   f"{result.steps} steps from t={result.start_step}, model {engine.model_name}).")
+    common.finish(args, outputs.paths, summary)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..preview import write_preview
 from ..engine import Engine
 from ..tasks.inpaint import inpaint_image
 from ..tasks.registry import TaskEntry, task_entry
@@ -45,14 +44,14 @@ def run_masked(args: argparse.Namespace, task, entry: TaskEntry, title: str) -> 
     options = task_options(args, entry)
     common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input, args.mask], [options],
                              role=entry.role, expect_task=entry.expect_task)
-    image = common.read_input(args.input, args.series)
+    image = common.read_task_input(args)
     mask = common.read_input(args.mask, name="mask")
     engine = Engine(common.engine_options(args), role=entry.role, expect_task=entry.expect_task)
     result = task(image, mask, engine, options, progress=TaskProgress(args), cancel=args.cancel)
-    outputs = [common.write_output(result.image, args.output, [args.input, args.mask])]
-    if args.preview:
-        outputs.append(write_preview(image, result.image, args.preview, titles=("input", title)))
-    common.finish(args, outputs, f"{args.command}: {result.mask_voxels} voxels of {args.input} regenerated -> "
+    with common.Outputs(args, [args.input, args.mask]) as outputs:
+        outputs.volume(result.image, args.output)
+        outputs.preview(image, result.image, ("input", title))
+    common.finish(args, outputs.paths, f"{args.command}: {result.mask_voxels} voxels of {args.input} regenerated -> "
                   f"{args.output} ({result.steps} steps from t={result.start_step}, model {engine.model_name}).")
 
 

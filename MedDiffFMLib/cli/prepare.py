@@ -55,22 +55,17 @@ def run(args: argparse.Namespace) -> None:
         if args.cancel():
             from ..errors import CancelledError
 
-            raise CancelledError("Preparing was cancelled; cases done so far are kept and reused next time.")
+            raise CancelledError("Preparing was cancelled; nothing was written (the cache is as it was).")
         if bar is not None:
             bar.n = done
             bar.set_postfix_str(case_id, refresh=True)
         if json_out is not None:
             json_out.emit({"stage": "prepare", "step": done, "total": total, "case": case_id})
 
-    created = not args.cache_dir.exists()
-    try:
+    try:  # all or nothing: a failed or cancelled run leaves the cache as it was
         index = prepare_cache(manifest, args.cache_dir, spacing, storage=args.storage, dtype=args.dtype,
                               windows=config.window_for, allow_non_hu=args.allow_non_hu, progress=progress,
                               config_name=config.name)
-    except BaseException:
-        if created:
-            _remove_empty_folders(args.cache_dir)  # a failed first run leaves nothing behind
-        raise
     finally:
         if bar is not None:
             bar.close()
@@ -80,13 +75,3 @@ def run(args: argparse.Namespace) -> None:
            f"{spacing[0]:g} mm into {args.cache_dir}: {index['total_bytes'] / 2**20:.1f} MiB, "
            f"{index['voxels'] / 1e6:.1f} M voxels.")
 
-
-def _remove_empty_folders(folder: Path) -> None:
-    """Remove ``folder`` and its sub-folders if they hold no file (cases already cached are kept)."""
-    if not folder.is_dir():
-        return
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        if not any(sub.iterdir()):
-            sub.rmdir()
-    if not any(folder.iterdir()):
-        folder.rmdir()

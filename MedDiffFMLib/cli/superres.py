@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..preview import write_preview
 from ..engine import Engine
 from ..tasks.registry import task_entry
 from ..tasks.superres import super_resolve_image
@@ -39,12 +38,12 @@ def run(args: argparse.Namespace) -> None:
     options = task_options(args, ENTRY)
     common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.input], [options],
                              role=ENTRY.role, expect_task=ENTRY.expect_task)
-    image = common.read_input(args.input, args.series)
+    image = common.read_task_input(args)
     engine = Engine(common.engine_options(args), role=ENTRY.role, expect_task=ENTRY.expect_task)
     result = super_resolve_image(image, engine, options, progress=TaskProgress(args), cancel=args.cancel)
-    outputs = [common.write_output(result.image, args.output, [args.input])]
-    if args.preview:
-        outputs.append(write_preview(image, result.image, args.preview, titles=("input (thick)", "super-resolved")))
-    common.finish(args, outputs, f"Super-resolved {args.input} -> {args.output}: {result.factor}x in z, "
+    with common.Outputs(args, [args.input]) as outputs:
+        outputs.volume(result.image, args.output)
+        outputs.preview(image, result.image, ("input (thick)", "super-resolved"))
+    common.finish(args, outputs.paths, f"Super-resolved {args.input} -> {args.output}: {result.factor}x in z, "
                   f"z spacing {result.image.GetSpacing()[2]:.3g} mm (slice averages within "
                   f"{result.max_slice_error_hu:.2g} HU of the input; model {engine.model_name}).")

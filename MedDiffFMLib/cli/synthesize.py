@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..preview import write_preview
 from ..engine import Engine
 from ..tasks.registry import task_entry
 from ..tasks.synthesize import synthesize_image
@@ -47,11 +46,10 @@ def run(args: argparse.Namespace) -> None:
     engine = Engine(common.engine_options(args), role=ENTRY.role)
     result = synthesize_image(engine, options, anatomy=anatomy, like=like,
                               progress=TaskProgress(args), cancel=args.cancel)
-    outputs = [common.write_output(result.image, args.output, [args.anatomy, args.like])]
-    if args.preview:
+    with common.Outputs(args, [args.anatomy, args.like]) as outputs:
+        outputs.volume(result.image, args.output)
         before = like if like is not None else result.image
-        outputs.append(write_preview(before, result.image, args.preview,
-                                     titles=("reference" if like is not None else "synthetic", "synthetic")))
-    common.finish(args, outputs, f"Synthesised a {result.region} CT {result.image.GetSize()} -> {args.output} "
+        outputs.preview(before, result.image, ("reference" if like is not None else "synthetic", "synthetic"))
+    common.finish(args, outputs.paths, f"Synthesised a {result.region} CT {result.image.GetSize()} -> {args.output} "
                   f"({result.steps} steps, anatomy {'used' if result.anatomy_used else 'not used'}, "
                   f"model {engine.model_name}).")

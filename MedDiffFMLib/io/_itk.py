@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List
 
 import SimpleITK as sitk
 
@@ -24,3 +27,29 @@ def quiet_itk() -> Iterator[None]:
         yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+@contextmanager
+def captured_native_stderr() -> Iterator[List[str]]:
+    """Send what C/C++ code prints on the process's stderr (file descriptor 2) to a list for the
+    block: the NIfTI library reports a short write there ("NWAD: wrote only 0 of N bytes") and
+    returns success, so the caller reads the words back instead of the user seeing stray lines."""
+    lines: List[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        sink = tempfile.TemporaryFile()
+    except OSError:  # no descriptor or no temporary space: run the block uncaptured
+        yield lines
+        return
+    try:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+    finally:
+        os.close(saved)
+        sink.close()

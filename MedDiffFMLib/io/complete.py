@@ -137,7 +137,7 @@ _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 def _nifti_header(head: bytes, path: Path) -> Tuple[int, int, Optional[np.dtype], Tuple[int, ...]]:
     """(bytes of voxel data declared, offset of the data, float dtype or None, (x, y, z) size)
     from a NIfTI-1/2 header."""
-    for endian in "<>":
+    for endian in "<>" if len(head) >= 348 else "":
         size = struct.unpack(endian + "i", head[:4])[0]
         if size == 348 and len(head) >= 348:
             dims = struct.unpack(endian + "8h", head[40:56])

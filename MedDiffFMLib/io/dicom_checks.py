@@ -70,8 +70,22 @@ def check_even_spacing(
         return image
     steps = np.abs(np.diff(along))
     spacing = image.GetSpacing()[2]
+    tolerance = max(0.01, 0.01 * spacing)
+    # Duplicates first, in position order (GDCM may fall back to file-name order when positions repeat).
+    order = np.argsort(along, kind="stable")
+    same = np.flatnonzero(np.diff(along[order]) <= tolerance)
+    if same.size:
+        files = reader.GetFileNames()
+        first, second = int(order[same[0]]), int(order[same[0] + 1])
+        pairs = f"; {same.size} such pairs in all" if same.size > 1 else ""
+        raise InputError(
+            f"The DICOM series {summary} in '{folder}' has two slices at the same position "
+            f"({float(along[first]):.2f} mm along the slice normal): '{Path(files[first]).name}' and "
+            f"'{Path(files[second]).name}'{pairs}. A file was probably copied twice: remove the duplicate "
+            "(or export the series again) and try again. Nothing was processed."
+        )
     deviation = float(np.max(np.abs(steps - spacing)))
-    if deviation <= max(0.01, 0.01 * spacing):
+    if deviation <= tolerance:
         return image
     raise InputError(
         f"The DICOM series {summary} in '{folder}' has missing or unevenly spaced slices (slice "

@@ -34,6 +34,11 @@ def read_volume(path: Union[str, os.PathLike], series_uid: Optional[str] = None,
         )
     if p.is_dir():
         return read_dicom_series(p, series_uid)
+    if p.stat().st_size == 0:
+        raise InputError(
+            f"The {name} '{p}' is an empty file (0 bytes): the copy, download or export that made it did not "
+            "finish. Copy or export it again. Nothing was processed."
+        )
     ext = file_extension(p)
     if ext is None:
         if p.name.lower().endswith(".dcm") or has_dicom_magic(p):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
 from ..errors import ModelError
-from ..io.permissions import make_shareable
+from ..io.durable import staged_folder
 from .weights import MANIFEST, ModelFiles, sha256_of, verify_model_folder
 
 # Roles a shipped model can play; ``Resources/Models/models.json`` maps each to a model name.
@@ -113,17 +112,11 @@ def import_weights(source: str | Path, name: Optional[str] = None, dest_root: Op
     dest = dest_root / (name or files.name)
     if dest.exists():
         raise ModelError(f"A model named '{dest.name}' already exists in {dest_root}; choose another --name.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest_root))
-    try:
+    with staged_folder(dest, what=f"the model '{dest.name}'") as tmp:
         for fname in files.files:
             shutil.copy2(source / fname, tmp / fname)
         shutil.copy2(source / MANIFEST, tmp / MANIFEST)
         for fname, expected in files.files.items():
             if sha256_of(tmp / fname) != expected:
                 raise ModelError(f"Copying '{fname}' failed its checksum; nothing was imported.")
-        make_shareable(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return verify_model_folder(dest)

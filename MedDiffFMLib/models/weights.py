@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -26,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelChecksumError, ModelConfigError, ModelError
-from ..io.permissions import make_shareable
+from ..io.durable import staged_folder
 from .config import CONTROLNET_RUNTIME_SETTINGS, ControlNetConfig, ModelConfig
 from .network import MedDiffFMControlNet, MedDiffFMUNet
 
@@ -85,19 +83,6 @@ def _split_state(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[st
     return shards
 
 
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by the finished folder ``tmp`` (same parent), never leaving a mix of the two."""
-    make_shareable(tmp)
-    if out_dir.exists():
-        backup = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
 def save_model(
     module: MedDiffFMUNet | MedDiffFMControlNet,
     out_dir: str | Path,
@@ -127,8 +112,7 @@ def save_model(
         config_doc["controlnet"] = module.control.to_dict()
     state = {k: v.detach().to("cpu", storage_dtype).contiguous() for k, v in module.state_dict().items()}
     shards = _split_state(state, max_shard_bytes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, what=f"the model folder '{out_dir.name}'", replace=True) as tmp:
         (tmp / CONFIG).write_text(json.dumps(config_doc, indent=2))
         (tmp / CARD).write_text(card or f"# {name}\n\nNo model card was written for this model.\n")
         for index, shard in enumerate(shards, start=1):
@@ -136,10 +120,7 @@ def save_model(
             save_file(shard, str(tmp / fname), metadata={"format": FORMAT, "name": name})
         files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "kind": config_doc["kind"], "files": files}, indent=2))
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        verify_model_folder(tmp)
     return verify_model_folder(out_dir)
 
 
@@ -167,8 +148,7 @@ def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") 
     doc["controlnet"].update(changed)
     lines = "".join(f"- {k}: {current[k]} -> {v}{f' ({reason})' if reason else ''}\n" for k, v in changed.items())
     card = files.card.rstrip("\n") + f"\n\n## Settings changed after training\n\n{lines}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{files.path.name}.", dir=files.path.parent))
-    try:
+    with staged_folder(files.path, what=f"the model folder '{files.path.name}'", replace=True) as tmp:
         for name in files.files:
             shutil.copy2(files.path / name, tmp / name)
         (tmp / CONFIG).write_text(json.dumps(doc, indent=2))
@@ -177,10 +157,6 @@ def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") 
         manifest["files"] = {**files.files, CONFIG: sha256_of(tmp / CONFIG), CARD: sha256_of(tmp / CARD)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         verify_model_folder(tmp)
-        _move_into_place(tmp, files.path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return verify_model_folder(files.path)
 
 

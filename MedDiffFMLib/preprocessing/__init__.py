@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "check_extent": "extent",
     "check_hu": "hu_check",
     "mask_on_grid": "masks",
     "ModelSpace": "model_space",
@@ -32,6 +33,7 @@ __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
+    from .extent import check_extent
     from .hu_check import check_hu
     from .masks import mask_on_grid
     from .model_space import ModelSpace

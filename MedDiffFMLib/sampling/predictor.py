@@ -9,20 +9,46 @@ error with smaller patch batches.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from monai.inferers import sliding_window_inference
 
 from ..device import autocast
 from ..errors import ResourceError
+from ..progress import CancelCheck, check_cancel
 from ..models.inputs import network_input
 from ..models.network import ConditionedModel
 from ..models.position import grid_coordinates
 from .schedule import NoiseSchedule
 
 LOG = logging.getLogger(__name__)
+
+
+@contextmanager
+def cancel_points(model: torch.nn.Module, cancel: Optional[CancelCheck]) -> Iterator[None]:
+    """Check ``cancel`` before every submodule's forward while the block runs.
+
+    A sampling step on a CPU can take minutes and one patch batch tens of seconds; PyTorch cannot stop
+    an operation half-way, but a forward pre-hook runs between layers, so CancelledError is raised
+    there (the cost: one Python call per layer, nothing beside a 3D convolution).
+    """
+    if cancel is None:
+        yield
+        return
+
+    def check(_module, _inputs) -> None:
+        check_cancel(cancel)
+
+    check_cancel(cancel)
+    handles = [module.register_forward_pre_hook(check) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass
@@ -122,15 +148,19 @@ class VolumeNoisePredictor:
             return output.float()
         return self._schedule.noise_from_output(output.float(), patches.float(), int(timestep))
 
-    def __call__(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
-        """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights."""
+    def __call__(self, x: torch.Tensor, timestep: int, cancel: Optional[CancelCheck] = None) -> torch.Tensor:
+        """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights.
+
+        ``cancel`` is checked before every layer of every patch batch, so a cancel is acted on within
+        one layer's time (well under a second), not at the end of the step; it raises CancelledError.
+        """
         if any(s < p for s, p in zip(x.shape[2:], self.patch_size)):
             raise ValueError(f"Volume {tuple(x.shape[2:])} is smaller than the patch {self.patch_size}; pad it first.")
         full_shape = self.coordinate_shape or tuple(x.shape[2:])
         extra = self._extra_channels()
         while True:
             try:
-                with torch.no_grad():
+                with torch.no_grad(), cancel_points(self.model, cancel):
                     return sliding_window_inference(
                         x,
                         roi_size=self.patch_size,

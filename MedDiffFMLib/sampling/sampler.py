@@ -1,5 +1,6 @@
 """The one diffusion sampling loop every task shares: it calls the network and hands its noise
-estimate to the sampler object (:mod:`.base`: DDIM, DPM-Solver++ ...), with progress and cancel between steps.
+estimate to the sampler object (:mod:`.base`: DDIM, DPM-Solver++ ...), with progress between steps and cancel
+within them (between the network's layers).
 
 Tasks customise it through two hooks instead of copying it:
 
@@ -66,7 +67,7 @@ def run_sampler(
         rounds = repeats if index < len(steps) - 1 else 1
         for round_ in range(rounds):
             check_cancel(cancel)
-            eps = predictor(x, t)
+            eps = predictor(x, t, cancel=cancel)  # also checked between the network's layers
             if hooks.x0_transform is not None:
                 # The changed x0 expressed as the equivalent noise estimate, so every sampler applies it.
                 x0 = hooks.x0_transform(schedule.clip(schedule.predict_x0(x, eps, t)), t, x)

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 
 from ..errors import CancelledError, InputError, MedDiffFMError
-from ..io import read_volume, write_volume
+from ..io import read_volume
+from ..io.write import check_output_space, stage_volume
 from ..io.dicom_tilt import NOTE_KEY
 from ..io.formats import file_extension, strip_extension
 from ..engine import Engine
@@ -247,18 +249,26 @@ def _run_case(spec: TaskEntry, case: Case, target: Path, engine: Engine, options
     if image.HasMetaDataKey(NOTE_KEY):  # e.g. a DICOM gantry tilt resampled
         notify(progress, f"{case.stem}: {image.GetMetaData(NOTE_KEY)}")
         image.EraseMetaData(NOTE_KEY)
+    voxels = math.prod(image.GetSize())
+    check_output_space(target, voxels, image.GetSizeOfPixelComponent())  # a full disk: this case fails now
     mask = read_volume(find_mask(Path(masks), case.stem), name="mask") if spec.needs_mask else None
     outputs = spec.run(engine, image, mask, options, progress, cancel)
     check_cancel(cancel)
-    written = []
+    staged = []
+    try:  # every output of the case staged (written, read back) before any takes its name
+        for key in sorted(outputs, key=lambda k: k == ""):
+            if key and key not in extras:
+                continue
+            ext = _ext(target)
+            path = target if not key else target.with_name(f"{target.name[: -len(ext)]}_{key}{ext}")
+            staged.append(stage_volume(outputs[key], path, inputs=[case.path]))
+        check_cancel(cancel)
+    except BaseException:
+        for item in staged:
+            item.discard()
+        raise
     # Extra outputs first, the main one last: a case counts as done once its main output exists.
-    for key in sorted(outputs, key=lambda k: k == ""):
-        if key and key not in extras:
-            continue
-        ext = _ext(target)
-        path = target if not key else target.with_name(f"{target.name[: -len(ext)]}_{key}{ext}")
-        written.append(write_volume(outputs[key], path, inputs=[case.path]))
-    return written
+    return [item.publish() for item in staged]
 
 
 def _ext(path: Path) -> str:

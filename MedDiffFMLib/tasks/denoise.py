@@ -24,7 +24,7 @@ from ..engine import Engine
 from ..io import image_from_array
 from ..preprocessing.noise_bands import resampled_noise
 from ..preprocessing.noise_estimate import estimate_noise_hu
-from ..progress import CancelCheck, ProgressCallback, report
+from ..progress import CancelCheck, ProgressCallback, notify, report
 from ..sampling import Conditions
 from ..sampling.diffpir import DEFAULT_DENOISE_STEPS, diffpir_denoise, measurement_sigma
 from .shared import as_input_type, note_capped_steps
@@ -101,6 +101,9 @@ def denoise_image(
     start = schedule.step_for_noise(sigma_n)
     if noise_hu <= 0 or options.strength == 0 or start == 0:
         # Nothing to remove: the input comes back unchanged (a bit-identical copy, in its own pixel type).
+        why = ("--strength is 0" if options.strength == 0 else
+               f"the noise (~{noise_hu:.1f} HU) is below what the model's finest step removes")
+        notify(progress, f"Nothing was denoised: {why}; the output is an unchanged copy of the input.")
         report(progress, "sampling", 1, 1)
         return DenoiseResult(sitk.Image(image), float(noise_hu), noise.model_grid_hu, 0, 0, region)
 

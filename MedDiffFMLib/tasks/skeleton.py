@@ -30,18 +30,21 @@ from ..engine import Engine
 from ..errors import InputError
 from ..io import validate_volume
 from ..models.config import UNKNOWN_REGION
-from ..preprocessing import check_hu, guess_region
+from ..preprocessing import check_extent, check_hu, guess_region
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
 from ..sampling import Sampler, SamplingHooks, VolumeNoisePredictor, run_sampler
 from .shared import check_region, sampling_timesteps
 
 
 def prepare_ct(
-    image: sitk.Image, *, region: Optional[str] = None, allow_non_hu: bool = False, name: str = "input"
+    image: sitk.Image, *, region: Optional[str] = None, allow_non_hu: bool = False, name: str = "input",
+    model_spacing_xyz: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> tuple[sitk.Image, Optional[str]]:
-    """Validate a CT volume and settle its body region: the given one, None for ``"unknown"`` (no guess),
-    or guessed from the image when None."""
+    """Validate a CT volume (its physical size against the model's ``model_spacing_xyz`` grid included)
+    and settle its body region: the given one, None for ``"unknown"`` (no guess), or guessed from the
+    image when None."""
     validate_volume(image, name)
+    check_extent(image, model_spacing_xyz, name)
     # The input, its float copy, the resampled copies and the result live at once.
     check_fits_in_memory(int(np.prod(image.GetSize())), 6, f"Processing the {name} volume")
     if not allow_non_hu:
@@ -56,7 +59,8 @@ def prepare_ct(
 def prepare_task_ct(engine: Engine, image: sitk.Image, region: Optional[str],
                     allow_non_hu: bool) -> tuple[sitk.Image, Optional[str]]:
     """Step 1: the region checked against the model, then :func:`prepare_ct`."""
-    return prepare_ct(image, region=check_region(engine, region), allow_non_hu=allow_non_hu)
+    return prepare_ct(image, region=check_region(engine, region), allow_non_hu=allow_non_hu,
+                      model_spacing_xyz=engine.config.spacing_mm[::-1])
 
 
 def volume_tensor(array) -> torch.Tensor:

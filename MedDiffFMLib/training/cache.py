@@ -6,7 +6,7 @@ cache without it); :mod:`.prepare` writes one.
 ``meddifffm prepare MANIFEST CACHE_DIR`` writes::
 
     CACHE_DIR/index.json        format, spacing, per-case shape/region/split/source, storage, sizes
-    CACHE_DIR/cases/<id>.npz    image: int16 HU on the cache grid (clipped to [-1024, 3071]), or uint8
+    CACHE_DIR/cases/<id>.<digest>.npz  image: int16 HU on the cache grid (clipped to [-1024, 3071]), or uint8
                                 codes of the case's HU window (``dtype="uint8"``, 4x smaller on disk),
                                 anatomy: uint8 label map (optional), lesion: uint8 0/1 (optional)
 
@@ -21,39 +21,18 @@ training memory-maps (faster crops for large volumes, bigger on disk).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from ..io.permissions import make_shareable
 from .manifest import ManifestError
 
 CACHE_FORMAT = "meddifffm-cache/1"
 INDEX = "index.json"
 HU_RANGE = (-1024, 3071)
-
-
-def atomic_write_bytes(path: Path, writer: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary name in its folder (``writer`` fills the temporary file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        make_shareable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda p: p.write_text(text))
 
 
 # ----------------------------------------------------------------------------------------------

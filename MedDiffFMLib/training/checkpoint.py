@@ -9,15 +9,15 @@ run killed while saving keeps its previous checkpoint.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+
+from ..io.durable import atomic_file
 
 from ..errors import MedDiffFMError
 
@@ -70,16 +70,7 @@ def save_checkpoint(run_dir: Path, step: int, payload: dict, keep: int = 2) -> P
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{int(step):08d}.pt"
     payload = dict(payload, format=CHECKPOINT_FORMAT, step=int(step))
-    fd, tmp = tempfile.mkstemp(prefix=".step-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_file(target, lambda tmp: torch.save(payload, tmp), what=f"the checkpoint '{target.name}'")
     for _, old in list_checkpoints(run_dir)[: -max(1, keep)]:
         old.unlink(missing_ok=True)
     return target

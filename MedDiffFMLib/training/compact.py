@@ -36,8 +36,6 @@ no RNG state is needed.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -47,7 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import MedDiffFMError
-from ..io.permissions import make_shareable
+from ..io.durable import staged_folder
 from ..models.weights import _split_state, load_state, verify_model_folder
 
 COMPACT_FORMAT = "meddifffm-compact-state/1"
@@ -119,8 +117,7 @@ def write_compact_state(folder: str | Path, content: CompactContent,
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(content.meta, format=COMPACT_FORMAT)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder, what=f"the training state '{folder.name}'", replace=True) as tmp:
         if content.raw is None:
             meta["raw_files"], meta["raw_from_ema"] = [], True
         else:
@@ -144,18 +141,6 @@ def write_compact_state(folder: str | Path, content: CompactContent,
             meta["moment_files"] = []
         meta["history"] = thin_history(meta.get("history", []))
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1))
-        make_shareable(tmp)
-        if folder.exists():
-            backup = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            folder.replace(backup)
-            tmp.replace(folder)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.replace(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -3,8 +3,11 @@ for the layout). Needs SimpleITK (reading DICOM/NIfTI, resampling); training fro
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -14,7 +17,8 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..io import geometry_of, read_volume, same_geometry
 from ..preprocessing import check_hu, grid_for_spacing, resample_like
-from .cache import CACHE_FORMAT, HU_RANGE, INDEX, atomic_write_bytes, atomic_write_text
+from ..io.durable import atomic_write_bytes, atomic_write_text, write_error
+from .cache import CACHE_FORMAT, HU_RANGE, INDEX
 from .manifest import CaseEntry, Manifest, ManifestError
 
 
@@ -116,14 +120,37 @@ def prepare_cache(
     """Preprocess every case of ``manifest`` into ``cache_dir``; returns the index written.
 
     Cases already in the cache with the same source path, spacing and file sizes/mtimes are kept.
+    All or nothing: new case files get names of their own (the case id and a digest of what made
+    them), so the previous index and its files stay valid until the new index is written, the one
+    commit point; when any case fails, the files this run wrote are removed again (and the cache
+    folder, when this run created it), and the cache is as it was.
     """
     if storage not in ("npz", "npy"):
         raise ValueError("storage must be 'npz' or 'npy'")
     if dtype not in ("int16", "uint8") or (dtype == "uint8" and windows is None):
         raise ValueError("dtype must be 'int16', or 'uint8' with a windows function")
     cache_dir = Path(cache_dir).expanduser().resolve()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "cases").mkdir(exist_ok=True)
+    created = [d for d in (cache_dir, cache_dir / "cases") if not d.exists()]
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / "cases").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise write_error("the training cache", cache_dir.parent, exc) from None
+    written: list = []
+    try:
+        return _prepare_into(manifest, cache_dir, spacing_zyx, storage, dtype, windows, allow_non_hu, progress,
+                             config_name, written)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in reversed(created):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _prepare_into(manifest: Manifest, cache_dir: Path, spacing_zyx: Sequence[float], storage: str, dtype: str,
+                  windows, allow_non_hu: bool, progress, config_name: str, written: list) -> dict:
+    """The body of :func:`prepare_cache`; every file it writes is appended to ``written``."""
     spacing_zyx = [float(s) for s in spacing_zyx]
     old = {}
     if (cache_dir / INDEX).is_file():
@@ -149,16 +176,20 @@ def prepare_cache(
         window = tuple(windows(case.region)) if dtype == "uint8" else None
         arrays = preprocess_case(case, spacing_zyx[::-1], allow_non_hu, window)
         files = {}
+        # A name of its own per content, so that the previous index's files stay as they were.
+        digest = hashlib.sha1(json.dumps([stamp, window_now, spacing_zyx, dtype]).encode()).hexdigest()[:10]
         if storage == "npz":
-            rel = f"cases/{case.id}.npz"
+            rel = f"cases/{case.id}.{digest}.npz"
             payload = {k: arrays[k] for k in ("image", "anatomy", "lesion") if k in arrays}
-            atomic_write_bytes(cache_dir / rel, lambda p: _savez(p, payload))
+            written.append(cache_dir / rel)
+            atomic_write_bytes(cache_dir / rel, lambda p: _savez(p, payload), _check_npz(payload))
             files = {k: rel for k in payload}
         else:
             for key in ("image", "anatomy", "lesion"):
                 if key in arrays:
-                    rel = f"cases/{case.id}_{key}.npy"
-                    atomic_write_bytes(cache_dir / rel, lambda p, a=arrays[key]: _savenpy(p, a))
+                    rel = f"cases/{case.id}.{digest}_{key}.npy"
+                    written.append(cache_dir / rel)
+                    atomic_write_bytes(cache_dir / rel, lambda p, a=arrays[key]: _savenpy(p, a), _check_npy(arrays[key]))
                     files[key] = rel
         lesion_voxels = int(arrays["lesion"].sum()) if "lesion" in arrays else 0
         cases.append({
@@ -183,9 +214,6 @@ def prepare_cache(
     if progress:
         progress(len(manifest.cases), len(manifest.cases), "")
     keep = {f for c in cases for f in c["files"].values()}
-    for stale in (cache_dir / "cases").iterdir():
-        if f"cases/{stale.name}" not in keep and not stale.name.startswith("."):
-            stale.unlink()
     total_bytes = sum((cache_dir / f).stat().st_size for f in keep)
     index = {
         "format": CACHE_FORMAT,
@@ -203,6 +231,11 @@ def prepare_cache(
         "cases": cases,
     }
     atomic_write_text(cache_dir / INDEX, json.dumps(index, indent=1))
+    written.clear()  # committed: the new index owns them
+    # Only now may the previous index's files go.
+    for stale in (cache_dir / "cases").iterdir():
+        if f"cases/{stale.name}" not in keep and not stale.name.startswith("."):
+            stale.unlink(missing_ok=True)
     return index
 
 
@@ -216,6 +249,30 @@ def _stamp(case: CaseEntry) -> str:
             parts.append(f"{file}:{st.st_size}:{int(st.st_mtime)}")
     parts.append(json.dumps(sorted(case.anatomy_remap.items())))
     return "|".join(parts)
+
+
+def _check_npz(payload: dict) -> Callable[[Path], None]:
+    """A read-back check for a written case file: every array there, of its shape (zip CRCs checked)."""
+    def check(path: Path) -> None:
+        try:
+            with np.load(path) as stored:
+                for key, array in payload.items():
+                    if stored[key].shape != array.shape:
+                        raise OSError(f"'{key}' read back with shape {stored[key].shape}")
+        except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise OSError(f"the case file read back is damaged ({exc})") from None
+    return check
+
+
+def _check_npy(array: np.ndarray) -> Callable[[Path], None]:
+    def check(path: Path) -> None:
+        try:
+            stored = np.load(path, mmap_mode="r")
+        except (ValueError, EOFError) as exc:
+            raise OSError(f"the case file read back is damaged ({exc})") from None
+        if stored.shape != array.shape:
+            raise OSError(f"the case file read back has shape {stored.shape}, not {array.shape}")
+    return check
 
 
 def _savez(path: Path, payload: dict) -> None:

@@ -29,7 +29,8 @@ from typing import Optional
 
 import numpy as np
 
-from .cache import INDEX, TrainingCache, atomic_write_bytes, atomic_write_text
+from ..io.durable import atomic_write_bytes, atomic_write_text
+from .cache import INDEX, TrainingCache
 from .manifest import ManifestError
 
 SHARDS_JSON = "shards.json"
@@ -39,12 +40,12 @@ SLAB_MARK = ".slab"
 def _recompress_lzma(src: Path, dst: Path) -> None:
     if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
         return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zout:
-        for info in zin.infolist():
-            zout.writestr(info.filename, zin.read(info.filename))
-    os.replace(tmp, dst)
+    def recompress(tmp: Path) -> None:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zout:
+            for info in zin.infolist():
+                zout.writestr(info.filename, zin.read(info.filename))
+
+    atomic_write_bytes(dst, recompress)
 
 
 def _case_bytes(cache: Path, entry: dict) -> int:

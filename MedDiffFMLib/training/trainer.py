@@ -27,7 +27,8 @@ from ..device import resolve_device
 from ..errors import CancelledError, MedDiffFMError
 from ..models.config import ControlNetConfig
 from ..models.network import MedDiffFMUNet
-from .cache import TrainingCache, atomic_write_text
+from ..io.durable import atomic_write_text
+from .cache import TrainingCache
 from .checkpoint import latest_checkpoint, list_checkpoints, rng_state, save_checkpoint
 from .compact import read_compact_state, write_compact_state
 from .conditions import condition_builder
