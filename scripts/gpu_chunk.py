@@ -120,7 +120,7 @@ def parameter_count(model_config, task: Optional[str] = None, superres_factors=(
 
     from MedDiffFMLib.models.config import ControlNetConfig
     from MedDiffFMLib.models.network import MedDiffFMControlNet, MedDiffFMUNet
-    from MedDiffFMLib.training.conditions import condition_builder
+    from MedDiffFMLib.training.condition_builders import condition_builder
 
     with torch.device("meta"):
         if task is None:
@@ -179,7 +179,7 @@ def stage(args: argparse.Namespace) -> None:
     from MedDiffFMLib.errors import MedDiffFMError
     from MedDiffFMLib.training import load_manifest, prepare_cache
     from MedDiffFMLib.training.compact import is_compact_state, read_compact_meta
-    from MedDiffFMLib.training.conditions import condition_builder
+    from MedDiffFMLib.training.condition_builders import condition_builder
     from MedDiffFMLib.training.shards import build_shards, read_plan, shard_for_chunk, usable_shards
 
     from benchmarks.chunk_quality import make_quality_cases

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ._itk import short_reason
 from .dicom_checks import has_dicom_magic
-from .complete import check_complete_file
+from .truncation import check_complete_file
 from .dicom_read import read_dicom_series
 from .formats import FILE_FORMATS, SUPPORTED_TEXT, file_extension
 from .validate import check_finite

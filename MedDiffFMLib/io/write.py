@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ._itk import captured_native_stderr, short_reason
-from .complete import check_complete_file
+from .truncation import check_complete_file
 from .dicom_write import write_dicom_series
 from .durable import Staged, WriteError, check_free_space, free_bytes, sync_tree, write_error
 from .formats import file_extension

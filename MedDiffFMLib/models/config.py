@@ -54,7 +54,7 @@ class ModelConfig:
         prediction_type: what the network outputs, ``epsilon`` (the paper's noise) or ``v``
             (see :mod:`~MedDiffFMLib.models.prediction`); inference converts it to noise.
         sampler: the reverse-diffusion solver tasks use by default (``ddim`` or ``dpmpp_2m``, see
-            :mod:`MedDiffFMLib.sampling.samplers`); ``--sampler`` overrides it per run. Model folders
+            :mod:`MedDiffFMLib.sampling.schedulers`); ``--sampler`` overrides it per run. Model folders
             written before these two fields load with the defaults (epsilon; the default sampler).
         condition_dropout: probability of dropping each condition in training (classifier-free).
     """

@@ -1,13 +1,13 @@
-"""Sampling: the noise schedule, the samplers (DDIM, DPM-Solver++), whole-volume patch prediction
-and the shared diffusion loop."""
+"""Sampling: the noise schedule (``schedule.py``), the samplers and their registry (``schedulers/``: DDIM,
+DPM-Solver++), whole-volume patch prediction (``predictor.py``) and the shared diffusion loop (``loop.py``)."""
 
-from .base import Sampler
-from .ddim import DDIMSampler
-from .dpm_solver import DPMSolverPP2MSampler
+from .loop import SamplingHooks, run_sampler
 from .predictor import Conditions, VolumeNoisePredictor
-from .sampler import SamplingHooks, run_sampler
-from .samplers import SAMPLERS, make_sampler, sampler_for
 from .schedule import NoiseSchedule
+from .schedulers import SAMPLERS, make_sampler, sampler_for
+from .schedulers.base import Sampler
+from .schedulers.ddim import DDIMSampler
+from .schedulers.dpm_solver import DPMSolverPP2MSampler
 
 __all__ = [
     "Conditions",

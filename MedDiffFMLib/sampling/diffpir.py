@@ -17,9 +17,9 @@ from typing import Optional
 import torch
 
 from ..progress import CancelCheck, ProgressCallback
-from .base import Sampler
+from .schedulers.base import Sampler
 from .predictor import VolumeNoisePredictor
-from .sampler import SamplingHooks, run_sampler
+from .loop import SamplingHooks, run_sampler
 from .schedule import NoiseSchedule
 
 # The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5

@@ -7,7 +7,7 @@ imported on first use.
 
 from ..models.inputs import anatomy_one_hot  # the network-input contract's one-hot, for training code
 from .cache import TrainingCache
-from .conditions import CONDITION_BUILDERS, condition_builder, thick_slices
+from .condition_builders import CONDITION_BUILDERS, condition_builder, thick_slices
 from .config import ExportOptions, TrainConfig, TrainConfigError
 from .dataset import SampleOptions, SampleSource, collate
 from .manifest import CaseEntry, Manifest, ManifestError, load_manifest

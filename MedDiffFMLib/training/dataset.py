@@ -19,7 +19,7 @@ import torch
 from ..models.config import ModelConfig
 from ..models.position import grid_coordinates
 from .cache import CacheCase, TrainingCache
-from .conditions import ConditionBuilder
+from .condition_builders import ConditionBuilder
 from .multilevel import choose_box, choose_level, sample_box
 from .recipe import Recipe
 

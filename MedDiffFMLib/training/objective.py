@@ -19,7 +19,7 @@ from ..models.config import ControlNetConfig, ModelConfig
 from ..models.network import ConditionedModel, MedDiffFMControlNet, MedDiffFMUNet
 from ..models.inputs import anatomy_one_hot, network_input
 from ..sampling.schedule import NoiseSchedule
-from .conditions import ConditionBuilder
+from .condition_builders import ConditionBuilder
 from .recipe import Recipe
 
 

@@ -31,7 +31,7 @@ from ..io.durable import atomic_write_text
 from .cache import TrainingCache
 from .checkpoint import latest_checkpoint, list_checkpoints, rng_state, save_checkpoint
 from .compact import read_compact_state, write_compact_state
-from .conditions import condition_builder
+from .condition_builders import condition_builder
 from .config import CONTROLNET_TRAIN_KEYS, TrainConfig, TrainConfigError
 from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
 from .distributed import DistInfo, barrier, broadcast_flag, mean_across, setup, teardown

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..progress import CancelCheck, ProgressCallback, check_cancel, report
-from .base import Sampler
+from .schedulers.base import Sampler
 from .predictor import VolumeNoisePredictor
 
 X0Transform = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]

@@ -1,18 +1,20 @@
-"""The registry of samplers: a model's ``config.json`` (``sampler``) or ``--sampler`` names one.
+"""The samplers (the field's "schedulers": an object with ``set_timesteps`` / ``step``, as in
+diffusers and MONAI), one file each, and their registry: a model's ``config.json`` (``sampler``) or
+``--sampler`` names one.
 
-Adding a solver is one file with a :class:`~.base.Sampler` subclass plus one entry here.
+Adding a solver is one file here with a :class:`~.base.Sampler` subclass plus one entry in ``SAMPLERS``.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from ..errors import InputError
-from ..models.config import ModelConfig
+from ...errors import InputError
+from ...models.config import ModelConfig
 from .base import Sampler
 from .ddim import DDIMSampler
 from .dpm_solver import DPMSolverPP2MSampler
-from .schedule import NoiseSchedule
+from ..schedule import NoiseSchedule
 
 SAMPLERS: dict[str, type[Sampler]] = {
     DDIMSampler.name: DDIMSampler,

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from .base import Sampler
-from .schedule import NoiseSchedule
+from ..schedule import NoiseSchedule
 
 
 class DDIMSampler(Sampler):

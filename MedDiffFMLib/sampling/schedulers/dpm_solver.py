@@ -24,9 +24,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 from .base import Sampler
-from .schedule import NoiseSchedule
+from ..schedule import NoiseSchedule
 
 
 class DPMSolverPP2MSampler(Sampler):

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .schedule import NoiseSchedule
+from ..schedule import NoiseSchedule
 
 
 class Sampler(ABC):
