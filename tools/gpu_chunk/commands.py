@@ -1,6 +1,7 @@
 """Training across short GPU leases: stage what a chunk carries, run the chunk on the device, apply
-what came back. tools/gpu_chunk/README.md gives the routine step by step. From the repository root:
+what came back. tools/gpu_chunk/README.md gives the routine step by step.
 
+From the repository root:
   python -m tools.gpu_chunk stage [--config configs/gpu_default.json]   (here, needs SimpleITK)
   bash tools/gpu_chunk/train_chunk.sh MINUTES                           (on the device; calls `run`)
   python -m tools.gpu_chunk apply FILES_AT [--hold]                     (here: into the repository)
@@ -434,7 +435,7 @@ def promote(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_chunk", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     def common(p: argparse.ArgumentParser, default: Optional[Path] = None) -> None:
