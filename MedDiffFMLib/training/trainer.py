@@ -47,6 +47,9 @@ LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "tr
 class Trainer:
     """Runs one training or fine-tuning run described by a :class:`TrainConfig`.
 
+    Where the run stands (step, training seconds, loss history, what it resumed from) is its ``state``
+    (a :class:`RunState`); ``step``, ``train_seconds`` and ``history`` read it.
+
     Args:
         config: the run's settings.
         mode: ``train`` (base U-Net) or ``finetune`` (ControlNet on a frozen base).
