@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
 _REPO = Path(__file__).resolve().parent.parent
+# The repository root: the tests import the tools (tools/) and benchmarks beside the library.
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
 
 
 def shared_ct_path() -> Optional[Path]:

@@ -1,5 +1,6 @@
-"""benchmarks/train_speed.py: every variant trains on the same batches from the same weights, a layout
-leaves the loss unchanged, the batch variant doubles the batch, and the table is written."""
+"""tools/gpu_chunk/train_speed.py (the GPU chunk's throughput probe): every variant trains on the same
+batches from the same weights, a layout leaves the loss unchanged, the batch variant doubles the batch,
+and the table is written."""
 
 import json
 import sys
@@ -13,7 +14,7 @@ pytest.importorskip("monai")
 
 from test_training_data import make_cache  # noqa: E402
 
-from benchmarks import train_speed  # noqa: E402
+from tools.gpu_chunk import train_speed  # noqa: E402
 
 
 def test_train_speed_measures_every_variant_on_a_tiny_config(tmp_path, capsys):

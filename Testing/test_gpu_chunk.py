@@ -4,7 +4,6 @@ the next chunk resuming from the applied state on the next shard, and the travel
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,19 +18,18 @@ from test_training_compact import BLOCKER
 from test_training_data import make_cache
 
 from MedDiffFMLib.models.weights import verify_model_folder
-from MedDiffFMLib.training.chunk import cases_seen, chunk_card_lines, chunks_hardware
 from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
-from MedDiffFMLib.training.shards import build_shards, plan_shards, usable_shards, validation_for_shard
+from tools.gpu_chunk import commands
+from tools.gpu_chunk.chunk import cases_seen, chunk_card_lines, chunks_hardware
+from tools.gpu_chunk.shards import build_shards, plan_shards, usable_shards, validation_for_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FILES, MAX_BYTES, TRAVEL = 8, 16 * 2**20, 64 * 2**20
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gpu_chunk", ROOT / "scripts" / "gpu_chunk.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The stage/run/apply/promote commands (``python -m tools.gpu_chunk``)."""
+    return commands
 
 
 def test_shards_pack_training_cases_and_repeat_validation(tmp_path):
@@ -159,7 +157,7 @@ def _run_chunk(root: Path, out: Path, steps: int, config: str = "tiny_chunk.json
                OUT=str(out), OMP_NUM_THREADS="1")
     overrides = json.dumps({"max_steps": steps, "threads": 1})
     return subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_train_chunk.sh"), "0.5", "--config", str(root / config),
+        ["bash", str(ROOT / "tools" / "gpu_chunk" / "train_chunk.sh"), "0.5", "--config", str(root / config),
          "--state-dir", str(root / state), "--model-dir", str(root / "models" / model), "--device", "cpu",
          "--overrides", overrides, "--quality-steps", "2", *extra],
         env=env, capture_output=True, text=True, timeout=600)
@@ -285,7 +283,7 @@ def test_a_controlnet_chunk_fine_tunes_on_the_base_and_resumes_without_raw_weigh
 
 def test_travelling_size_of_the_shipped_configuration_fits():
     """What a device call sends for the shipped GPU configs: the staged carry when there is one, else
-    the budget `gpu_chunk.py stage` recorded for each model (steady-state checkout, wheel, quality
+    the budget `python -m tools.gpu_chunk stage` recorded for each model (steady-state checkout, wheel, quality
     boxes, largest shard)."""
     script = _script()
     carry = ROOT / script.CARRY
@@ -293,8 +291,8 @@ def test_travelling_size_of_the_shipped_configuration_fits():
         assert script.travelling_bytes(ROOT, [script.CARRY]) <= TRAVEL
     budgets = sorted((ROOT / script.BUDGET_DIR).glob("*.json"))
     if not budgets and not carry.is_dir():
-        pytest.skip("no staged carry (.cache/gpu_carry) and no configs/gpu_chunk_budget/*.json: run "
-                    "`python scripts/gpu_chunk.py stage` (needs the shared CT)")
+        pytest.skip("no staged carry (.cache/gpu_carry) and no tools/gpu_chunk/budget/*.json: run "
+                    "`python -m tools.gpu_chunk stage` (needs the shared CT)")
     for budget_file in budgets:
         budget = json.loads(budget_file.read_text())
         paths = script.config_paths(ROOT / budget["config"])
@@ -307,7 +305,7 @@ def test_travelling_size_of_the_shipped_configuration_fits():
 
 @requires_shared_data
 def test_quality_boxes_from_held_out_shared_cases(tmp_path, shared_ct):
-    from benchmarks.chunk_quality import make_quality_cases
+    from tools.gpu_chunk.quality import make_quality_cases
 
     paths = make_quality_cases(ROOT / "configs" / "shared_ct_manifest.json", shared_ct, (4.0, 4.0, 4.0), (16, 16, 16),
                                tmp_path, cases=["STS_034"], crop_mm=64.0)

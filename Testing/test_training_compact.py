@@ -17,7 +17,7 @@ from test_training_data import make_cache
 from test_training_loop import config as loop_config
 
 from MedDiffFMLib.errors import MedDiffFMError
-from MedDiffFMLib.training import TrainConfig, Trainer
+from MedDiffFMLib.training import TrainConfig, Trainer, lr_factor
 from MedDiffFMLib.training.compact import read_compact_meta, read_compact_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,8 @@ def test_compact_resume_without_moments_rewarms_the_learning_rate(cache, tmp_pat
     resumed.setup()
     assert resumed.step == 3
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 4)   # step 1 of 4 of the re-warm-up
-    assert resumed._lr_factor(3 + 3) == pytest.approx(1.0)
+    assert resumed.state.rewarm_from == 3 and resumed.state.resumed_from == state
+    assert lr_factor(resumed.config, 3 + 3, resumed.state.rewarm_from) == pytest.approx(1.0)
     result = resumed.run()
     assert [s for s, _ in result.losses] == [4, 5, 6] and all(np.isfinite([l for _, l in result.losses]))
 
@@ -111,6 +112,37 @@ def test_compact_resume_refuses_another_architecture(cache, tmp_path):
         Trainer(other, resume_compact=state, progress="none", export=False).setup()
 
 
+def test_a_callers_extra_keys_travel_with_the_state_and_never_replace_its_own(cache, tmp_path):
+    """``extra``: the caller's own keys, stored in state.json, carried by a resumed run to the state it
+    saves (replaced key by key when it passes them again); the library's own keys cannot be overwritten."""
+    first = Trainer(config(cache, tmp_path / "a", max_steps=1), progress="none", export=False)
+    first.run()
+    state = first.save_compact(tmp_path / "state", extra={"log": [1], "note": "first"})
+    meta = read_compact_meta(state)
+    assert meta["log"] == [1] and meta["note"] == "first" and read_compact_state(state).extra == {
+        "log": [1], "note": "first"}
+    resumed = Trainer(config(cache, tmp_path / "b", max_steps=2), resume_compact=state, progress="none",
+                      export=False)
+    resumed.run()
+    again = read_compact_meta(resumed.save_compact(tmp_path / "again", extra={"log": [1, 2]}))
+    assert again["log"] == [1, 2] and again["note"] == "first" and again["step"] == 2
+    with pytest.raises(ValueError, match="step"):
+        resumed.save_compact(tmp_path / "bad", extra={"step": 99})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_lr_factor_warms_up_decays_and_rewarms():
+    cfg = TrainConfig.from_dict({"model": "tiny", "cache": "c", "run_dir": "r", "warmup_steps": 4, "max_steps": 14,
+                                 "lr_schedule": "cosine", "min_lr_ratio": 0.1, "rewarm_steps": 2})
+    assert [lr_factor(cfg, s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lr_factor(cfg, 4) == pytest.approx(1.0) and lr_factor(cfg, 14) == pytest.approx(0.1)
+    assert lr_factor(cfg, 9) == pytest.approx(0.55)  # half way down the cosine
+    assert lr_factor(cfg, 9, rewarm_from=9) == pytest.approx(0.55 / 2) and lr_factor(cfg, 10, 9) == lr_factor(cfg, 10)
+    constant = TrainConfig.from_dict({"model": "tiny", "cache": "c", "run_dir": "r", "warmup_steps": 0,
+                                      "lr_schedule": "constant"})
+    assert lr_factor(constant, 0) == lr_factor(constant, 10**6) == 1.0
+
+
 BLOCKER = """
 import sys
 class _NoSimpleITK:
@@ -132,7 +164,7 @@ try:
     raise SystemExit("the blocker did not work")
 except ImportError:
     pass
-from MedDiffFMLib.training import TrainConfig, Trainer
+from MedDiffFMLib.training import TrainConfig, Trainer, lr_factor
 cfg = TrainConfig.from_dict({{"model": "tiny", "cache": {str(cache)!r}, "run_dir": {str(tmp_path / 'run')!r},
     "max_steps": 2, "batch_size": 2, "warmup_steps": 1, "val_every": 0, "device": "cpu", "tensorboard": False,
     "export": {{"storage_dtype": "float16", "name": "nositk"}}}})

@@ -22,7 +22,7 @@ DATA_ROOT=${DATA_ROOT:-../shared/data/ct}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 CLI="python -m MedDiffFMLib.cli"
 
-# 1. The 1 mm cache (the same one `python scripts/gpu_chunk.py stage` prepares; reused when up to date).
+# 1. The 1 mm cache (the same one `python -m tools.gpu_chunk stage` prepares; reused when up to date).
 $CLI prepare configs/shared_ct_manifest.json .cache/gpu/cache_1mm --spacing 1 --config default --dtype uint8 --data-root "$DATA_ROOT" \
     --progress none
 

@@ -12,7 +12,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="training config (JSON; see docs/TRAINING.md and configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     parser.add_argument("--resume-compact", type=Path, default=None, metavar="STATE_DIR",
-                        help="continue from a compact training state folder (docs/TRAINING.md, GPU sessions)")
+                        help="continue from a compact training state folder (docs/TRAINING.md, section 8)")
     parser.add_argument("--compact-ema-model", type=Path, default=None, metavar="MODEL_DIR",
                         help="the model folder holding the compact state's EMA (default: the model it names)")
     parser.add_argument("--save-compact", type=Path, default=None, metavar="STATE_DIR",

@@ -28,8 +28,8 @@ class LoadedModel:
 
 
 def base_lineage(base: ModelFiles) -> list[str]:
-    """Fingerprints of the earlier versions of a base model that training continued from (the GPU
-    chunks record them in config.json's ``extra.training.lineage``), oldest first."""
+    """Fingerprints of the earlier versions of a base model that training continued from (a run that
+    continues a shipped model records them in config.json's ``extra.training.lineage``), oldest first."""
     training = (base.extra or {}).get("training") or {}
     return [str(f) for f in training.get("lineage", [])]
 
@@ -43,7 +43,7 @@ def find_base(control_files: ModelFiles) -> ModelFiles:
     # A ControlNet folder may sit beside its base, or the base is found by name in the registry.
     sibling = control_files.path.parent / control.base_model
     base = verify_model_folder(sibling) if (sibling / "manifest.json").is_file() else resolve_model(control.base_model)
-    # A ControlNet fine-tuned on an earlier version of the same base (before further training chunks)
+    # A ControlNet fine-tuned on an earlier version of the same base (before its training went on)
     # keeps working on the newer one: same network, weights moved on; anything else is refused.
     if control.base_sha256 and base.fingerprint != control.base_sha256 and control.base_sha256 not in base_lineage(base):
         raise ModelError(

@@ -1,6 +1,6 @@
 """DiffPIR plug-and-play restoration on the model grid (Zhu et al. 2023): the maths shared by the
-denoising and super-resolution tasks (which add the trip to and from the model grid) and the GPU
-training chunk's quality check (which works on the model grid directly, without SimpleITK).
+denoising and super-resolution tasks (which add the trip to and from the model grid) and any caller that
+works on the model grid directly, without SimpleITK (a training run's quality check).
 
 The noisy image y is taken as a point on the diffusion trajectory: with its noise std sigma_n (in
 model units) the matching step t* has sigma_t / alpha_t = sigma_n, so alpha_t* y is a valid x_t*.

@@ -13,6 +13,7 @@ from .dataset import SampleOptions, SampleSource, collate
 from .manifest import CaseEntry, Manifest, ManifestError, load_manifest
 from .multilevel import LEVELS, Box, choose_box, sample_box
 from .objective import ControlNetObjective, DiffusionObjective, build_model_input
+from .run_state import RunState, lr_factor
 from .trainer import Trainer, TrainResult, export_only
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "ControlNetObjective",
     "DiffusionObjective",
     "build_model_input",
+    "RunState",
+    "lr_factor",
     "Trainer",
     "TrainResult",
     "export_only",

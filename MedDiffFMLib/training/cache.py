@@ -57,7 +57,7 @@ class CacheCase:
     source_size_zyx: tuple[int, int, int]
     source_spacing_zyx: tuple[float, float, float]
     slab_of: Optional[str] = None
-    """For a slab cut from a scan too large for a GPU shard (``shards.split_case_z``): that scan's id."""
+    """For a case that is a slab cut along z from a larger scan (a slab counts as its scan): that scan's id."""
 
     def model_shape_for(self, spacing_zyx) -> tuple[int, int, int]:
         """The shape of this image on a model grid of ``spacing_zyx`` (as inference computes it)."""

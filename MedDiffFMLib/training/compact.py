@@ -1,12 +1,13 @@
-"""The compact training state: what the next short GPU lease needs to continue a run, small enough to
-commit and to carry (the exact-resume checkpoint of :mod:`.checkpoint` stays for local runs).
+"""The compact training state: what a later call needs to continue a run on another machine, small
+enough to commit and to carry (the exact-resume checkpoint of :mod:`.checkpoint` stays for local runs).
 
 A state folder holds::
 
     state.json                  format, step and sample counters, training seconds, the LR-schedule
                                 position, the data position, the seed, the EMA update count, the model
-                                config, a thinned loss curve, one entry per GPU chunk, and where the EMA is
-    raw.safetensors             the raw (trained) weights as float16, split into shards
+                                config, a thinned loss curve, where the EMA is, and the caller's own
+                                keys (``extra``: the library stores and carries them, never reads them)
+    raw.safetensors             the raw (trained) weights as float16, split into safetensors files
                                 (raw-00001-of-0000N.safetensors) each under ``max_shard_bytes``
     ema*.safetensors            the EMA weights, only when they are not taken from a model folder
     moments*.safetensors        AdamW's first and second moments as bfloat16 (optional)
@@ -15,13 +16,12 @@ A state folder holds::
 float16: that is what the export writes. So by default the state does not store it again; it names
 the model and the sha256 fingerprint of its weights, and resuming reads the EMA from that folder (and
 refuses a folder whose weights changed). A state can also carry its own EMA (``ema_model=None``).
-The state is then raw weights + a small JSON: 2 bytes per parameter, and each chunk grows the
+The state is then raw weights + a small JSON: 2 bytes per parameter, and each saved state grows the
 repository by the new model and the new raw weights (4 bytes per parameter in all).
 
 **Raw weights from the EMA** (``raw=None``): the state stores no raw weights at all and a resumed run
-restarts them from the EMA. The ControlNet chunks use this: their states then cost nothing beyond
-the shipped model folder, which keeps the checkout inside the device's 64 MiB beside a training
-shard (a ControlNet chunk trains with a short EMA, so restarting from it loses little).
+restarts them from the EMA. A ControlNet fine-tune suits this: its state then costs nothing beyond
+the model folder (trained with a short EMA, restarting from it loses little).
 
 **Optimiser moments** are optional: without them a resumed run starts a fresh AdamW and re-warms the
 learning rate linearly over ``rewarm_steps`` (see docs/TRAINING.md for what that costs, measured).
@@ -29,7 +29,7 @@ With them (``moments=True``) they take 4 more bytes per parameter as bfloat16 (t
 needs bfloat16's range: squared gradients underflow float16).
 
 **Data position and seeds.** Training samples are a pure function of (seed, sample index) (see
-:mod:`.dataset`), so the step, the seed and the shard a chunk trained are the whole data position;
+:mod:`.dataset`), so the step, the seed and the cache a run trained are the whole data position;
 no RNG state is needed.
 """
 
@@ -52,6 +52,10 @@ COMPACT_FORMAT = "meddifffm-compact-state/1"
 STATE_JSON = "state.json"
 DEFAULT_MAX_SHARD_BYTES = 15 * 2**20
 MAX_HISTORY = 400  # loss-curve points kept (thinned evenly beyond that)
+# The keys of state.json that the library writes; any other key is a caller's ``extra``.
+OWN_KEYS = frozenset({"format", "kind", "step", "samples", "train_seconds", "seed", "lr_schedule", "data",
+                      "ema_updates", "ema_decay", "model_config", "train_config", "history", "raw_files",
+                      "raw_from_ema", "ema", "moment_files"})
 
 
 @dataclass
@@ -68,6 +72,11 @@ class CompactState:
     def step(self) -> int:
         return int(self.meta["step"])
 
+    @property
+    def extra(self) -> dict:
+        """The caller's own keys saved with the state (see :attr:`CompactContent.extra`)."""
+        return extra_of(self.meta)
+
 
 @dataclass
 class CompactContent:
@@ -78,7 +87,12 @@ class CompactContent:
     ema: Optional[dict[str, torch.Tensor]] = None               # None: taken from ``ema_model``
     ema_model: Optional[Path] = None                             # model folder holding the same EMA
     moments: Optional[dict[str, dict[str, torch.Tensor]]] = None
-    chunks: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # the caller's own JSON keys, stored beside the library's
+
+
+def extra_of(meta: dict) -> dict:
+    """The keys of a state's ``state.json`` that a caller added (every key the library does not write)."""
+    return {key: value for key, value in meta.items() if key not in OWN_KEYS}
 
 
 def is_compact_state(folder: str | Path) -> bool:
@@ -116,7 +130,10 @@ def write_compact_state(folder: str | Path, content: CompactContent,
     """Write a state folder atomically (a temporary folder renamed into place)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(content.meta, format=COMPACT_FORMAT)
+    clash = sorted(set(content.extra) & (OWN_KEYS | set(content.meta)))
+    if clash:
+        raise ValueError(f"a compact state's extra keys may not replace its own: {clash}")
+    meta = dict(content.meta, **content.extra, format=COMPACT_FORMAT)
     with staged_folder(folder, what=f"the training state '{folder.name}'", replace=True) as tmp:
         if content.raw is None:
             meta["raw_files"], meta["raw_from_ema"] = [], True

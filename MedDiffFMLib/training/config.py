@@ -77,7 +77,7 @@ class TrainConfig:
     num_workers: int = 0                # data-loading processes per training process
     device: str = "auto"
     precision: str = "auto"             # auto (bf16 autocast on CUDA) | bf16 | fp32
-    channels_last: bool = False         # channels-last 3D weights and activations (benchmarks/train_speed.py)
+    channels_last: bool = False         # channels-last 3D weights and activations (tools/gpu_chunk/train_speed.py)
     cudnn_benchmark: bool = False       # let cuDNN time its convolution algorithms on the first steps (CUDA)
     threads: Optional[int] = None       # torch CPU threads (None: torch's default / OMP_NUM_THREADS)
     tensorboard: bool = True            # also write TensorBoard events when tensorboard is installed

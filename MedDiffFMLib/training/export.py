@@ -40,16 +40,7 @@ class TrainResult:
 
 
 class CaseSummary(Protocol):
-    """What the model card reads of a training case (a CacheCase, or a chunk record's case entry)."""
-
-    id: str
-    region: Optional[str]
-    source: str
-
-
-@dataclass(frozen=True)
-class SeenCase:
-    """A training case known from a chunk record rather than from the cache on disk."""
+    """What the model card reads of a training case (a CacheCase, or any record with these fields)."""
 
     id: str
     region: Optional[str]
@@ -69,7 +60,7 @@ class RunReport:
     condition: Optional[str]              # the condition builder's description
     cache_index: dict
     cache_spacing: tuple
-    train_cases: Sequence[CaseSummary]   # every case the weights were trained on (all chunks for chunked runs)
+    train_cases: Sequence[CaseSummary]   # every case the weights were trained on (earlier calls' too)
     val_cases: list[CacheCase]
     train_seconds: float
     hardware: str
@@ -81,7 +72,7 @@ class RunReport:
     final_val: Optional[dict]
     ema: EMA
     run_dir: Path
-    notes: list[str] = field(default_factory=list)  # extra "## Training" lines (e.g. the GPU chunks so far)
+    notes: list[str] = field(default_factory=list)  # extra "## Training" lines (a caller's own)
     extra: dict = field(default_factory=dict)       # extra keys for config.json's "training" entry
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -14,7 +14,6 @@ import copy
 import csv
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from ..models.config import ControlNetConfig
 from ..models.network import MedDiffFMUNet
 from ..io.durable import atomic_write_text
 from .cache import TrainingCache
-from .checkpoint import latest_checkpoint, list_checkpoints, rng_state, save_checkpoint
-from .compact import read_compact_state, write_compact_state
+from .checkpoint import latest_checkpoint, list_checkpoints, rng_state, save_checkpoint, set_rng_state
+from .compact import CompactContent, read_compact_state, write_compact_state
 from .condition_builders import condition_builder
 from .config import CONTROLNET_TRAIN_KEYS, TrainConfig, TrainConfigError
 from .dataset import MicroBatchDataset, SampleOptions, SampleSource, ValidationSet, micro_batches
@@ -39,13 +38,17 @@ from .ema import EMA
 from .export import RunReport, TrainResult, export_run, hardware_description
 from .manifest import ManifestError
 from .objective import ControlNetObjective, DiffusionObjective
-from .resume import compact_content, jsonable, resume_from_checkpoint, resume_from_compact
+from .resume import ResumePoint, RunIdentity, jsonable, resume_from_checkpoint, resume_from_compact
+from .run_state import RunState, lr_factor
 
 LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "train_hours", "val_loss"]
 
 
 class Trainer:
     """Runs one training or fine-tuning run described by a :class:`TrainConfig`.
+
+    Where the run stands (step, training seconds, loss history, what it resumed from) is its ``state``
+    (a :class:`RunState`); ``step``, ``train_seconds`` and ``history`` read it.
 
     Args:
         config: the run's settings.
@@ -83,11 +86,7 @@ class Trainer:
         self.compact_ema_model = Path(compact_ema_model) if compact_ema_model else None
         if resume and self.resume_compact:
             raise MedDiffFMError("Pass either --resume (the run folder's checkpoint) or --resume-compact, not both.")
-        self.report_notes: list[str] = []   # extra model-card lines (the GPU chunk driver fills these in)
-        self.report_extra: dict = {}
-        self.report_train_cases: Optional[list] = None  # every case trained on, when more than this cache holds
-        self.report_hardware: Optional[str] = None  # every machine the weights trained on, when not only this one
-        self._rewarm_from: Optional[int] = None
+        self.state = RunState()
         self.max_minutes = max_minutes
         self.progress_mode = progress
         self.do_export = export
@@ -135,9 +134,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema = EMA(self.trainable, cfg.ema_decay)
-        self.step = 0
-        self.train_seconds = 0.0
-        self.history: list[dict] = []
         self._load_resume_state()
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
@@ -175,21 +171,23 @@ class Trainer:
         return ControlNetObjective(self.model_config, base, control, builder, recipe)
 
     def _lr_factor(self, step: int) -> float:
-        cfg = self.config
-        warm = max(0, int(cfg.warmup_steps))
-        # A fresh AdamW after a compact resume without moments re-warms linearly over rewarm_steps.
-        rewarm = 1.0
-        if self._rewarm_from is not None and cfg.rewarm_steps > 0:
-            rewarm = min(1.0, (step - self._rewarm_from + 1) / cfg.rewarm_steps)
-        if warm and step < warm:
-            return rewarm * (step + 1) / warm
-        if cfg.lr_schedule == "cosine":
-            span = max(1, cfg.max_steps - warm)
-            progress = min(1.0, (step - warm) / span)
-            return rewarm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-        return rewarm
+        # Read at every step: a resume may set the state's re-warm-up after the scheduler was built.
+        return lr_factor(self.config, step, self.state.rewarm_from)
 
-    def _cases(self, split: str):
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def train_seconds(self) -> float:
+        return self.state.train_seconds
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+    def cases(self, split: str):
+        """The cache's cases of ``split`` that this run uses (a lesion ControlNet: those with a lesion)."""
         cases = self.cache.split(split)
         builder = self.objective.builder
         if builder is not None and builder.needs_lesion:
@@ -198,7 +196,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg = self.config
-        train_cases = self._cases("train")
+        train_cases = self.cases("train")
         if not train_cases:
             what = " with a lesion mask" if self.objective.builder and self.objective.builder.needs_lesion else ""
             raise ManifestError(f"The cache '{self.cache.path}' has no training cases{what}: its 'train' split is empty.")
@@ -218,7 +216,7 @@ class Trainer:
                                          self.objective.builder)
         self.dataset = MicroBatchDataset(self.train_source, cfg.batch_size, self.dist.rank, self.dist.world_size)
         self.val_set: Optional[ValidationSet] = None
-        val_cases = self._cases("val")
+        val_cases = self.cases("val")
         if val_cases and self.dist.is_main:
             val_options = SampleOptions(level_weights=tuple(cfg.levels), augment=False, condition_dropout=0.0,
                                         lesion_focus=1.0, timesteps=tuple(cfg.val_timesteps))
@@ -233,24 +231,87 @@ class Trainer:
                 f"The run folder '{self.run_dir}' already has checkpoints (latest: step {existing[-1][0]}). "
                 "Pass --resume to continue it, or set another run_dir."
             )
+        run = RunIdentity(self.objective.kind, self.model_config.to_dict(), self.model_config.name)
         if self.resume_compact is not None:
-            resume_from_compact(self, read_compact_state(self.resume_compact, self.compact_ema_model))
+            saved = read_compact_state(self.resume_compact, self.compact_ema_model)
+            self._apply(resume_from_compact(run, saved, self.config.ema_decay))
         elif self.resume and existing:
             path = latest_checkpoint(self.run_dir)
             assert path is not None
-            resume_from_checkpoint(self, path)
+            self._apply(resume_from_checkpoint(run, path))
+
+    def _optimised_names(self) -> list[str]:
+        """Names of the optimised parameters, in the optimiser's index order."""
+        return [n for n, p in self.trainable.named_parameters() if p.requires_grad]
+
+    def _apply(self, point: ResumePoint) -> None:
+        """Continue from ``point``: its weights, EMA and counters; the optimiser and LR schedule exactly when
+        it has them, else AdamW's moments when it has those, and the LR schedule at its step."""
+        self.trainable.load_state_dict(point.weights)
+        self.ema.load_state_dict(point.ema, self.device)
+        self.state = point.state
+        if point.optimizer is not None:
+            self.optimizer.load_state_dict(point.optimizer)
+        elif point.moments:
+            opt_state = self.optimizer.state_dict()
+            opt_state["state"] = {
+                index: {"step": torch.tensor(float(self.step)), "exp_avg": point.moments[name]["exp_avg"],
+                        "exp_avg_sq": point.moments[name]["exp_avg_sq"]}
+                for index, name in enumerate(self._optimised_names())
+            }
+            self.optimizer.load_state_dict(opt_state)
+        if point.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(point.lr_scheduler)
+        else:  # the schedule continues at the state's step (with the re-warm-up when the moments are new)
+            self.lr_scheduler.last_epoch = self.step
+            for group, base in zip(self.optimizer.param_groups, self.lr_scheduler.base_lrs):
+                group["lr"] = base * self._lr_factor(self.step)
+            self.lr_scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # get_last_lr()
+        if point.rng is not None:
+            set_rng_state(point.rng)
 
     def save_compact(self, folder: str | Path, *, ema_model: Optional[str | Path] = None, moments: bool = False,
-                     chunks: Optional[list] = None, data: Optional[dict] = None,
-                     raw_weights: bool = True) -> Optional[Path]:
+                     raw_weights: bool = True, extra: Optional[dict] = None) -> Optional[Path]:
         """Write the compact state of this run (see ``compact``). ``ema_model``: a model folder exported
         from this run's current EMA, which the state then names instead of storing the EMA again;
-        ``raw_weights=False`` stores no raw weights (a resumed run restarts them from the EMA)."""
+        ``raw_weights=False`` stores no raw weights (a resumed run restarts them from the EMA);
+        ``extra``: the caller's own JSON keys, stored beside the state's (they replace the same keys
+        carried from the state this run resumed from)."""
         if not self.dist.is_main:
             return None
-        content = compact_content(self, ema_model=ema_model, moments=moments, chunks=chunks, data=data,
-                                  raw_weights=raw_weights)
+        content = self._compact_content(ema_model, moments, raw_weights, {**self.state.extra, **(extra or {})})
         return write_compact_state(folder, content, int(self.config.export.max_shard_mib * 2**20))
+
+    def _compact_content(self, ema_model: Optional[str | Path], moments: bool, raw_weights: bool,
+                         extra: dict) -> CompactContent:
+        cfg = self.config
+        meta = {
+            "kind": self.objective.kind,
+            "step": self.step,
+            "samples": self.samples_seen,
+            "train_seconds": self.train_seconds,
+            "seed": cfg.seed,
+            "lr_schedule": {"step": self.step, "lr": self.lr_scheduler.get_last_lr()[0], "base_lr": cfg.lr,
+                            "schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps,
+                            "max_steps": cfg.max_steps, "min_lr_ratio": cfg.min_lr_ratio},
+            "data": {"next_micro_step": self.step * cfg.grad_accum, "global_batch": self.global_batch,
+                     "cache": str(self.cache.path.name)},
+            "ema_updates": self.ema.updates,
+            "ema_decay": self.ema.decay,
+            "model_config": self.model_config.to_dict(),
+            "train_config": jsonable(cfg.to_dict()),
+            "history": self.history,
+        }
+        moment_tensors = None
+        if moments:
+            names = self._optimised_names()
+            moment_tensors = {names[i]: {"exp_avg": v["exp_avg"], "exp_avg_sq": v["exp_avg_sq"]}
+                              for i, v in self.optimizer.state_dict()["state"].items()}
+        raw = {k: v.detach().cpu() for k, v in self.trainable.state_dict().items()} if raw_weights else None
+        return CompactContent(
+            meta=meta, raw=raw, ema=None if ema_model else self.ema.state_dict()["shadow"],
+            ema_model=Path(ema_model) if ema_model else None, moments=moment_tensors, extra=extra,
+        )
 
     # ------------------------------------------------------------------ pieces
     def _autocast(self):
@@ -334,13 +395,11 @@ class Trainer:
             base_name=self.base_files.name if self.base_files is not None else None,
             condition=self.objective.builder.describe() if self.objective.builder is not None else None,
             cache_index=self.cache.index, cache_spacing=self.cache.spacing_mm,
-            train_cases=self.report_train_cases if self.report_train_cases is not None else self._cases("train"),
-            val_cases=self._cases("val"), train_seconds=self.train_seconds,
-            hardware=self.report_hardware or hardware_description(self.device, self.dist.world_size),
+            train_cases=self.cases("train"), val_cases=self.cases("val"), train_seconds=self.train_seconds,
+            hardware=hardware_description(self.device, self.dist.world_size),
             world_size=self.dist.world_size,
             global_batch=self.global_batch, samples_seen=self.samples_seen, bf16=self.amp_dtype is not None,
             history=self.history, final_val=getattr(self, "final_val", None), ema=self.ema, run_dir=self.run_dir,
-            notes=list(self.report_notes), extra=dict(self.report_extra),
         )
 
     @property
@@ -422,10 +481,10 @@ class Trainer:
                 batches = [next(stream) for _ in range(cfg.grad_accum)]
                 loss = self.forward_backward(batches)
                 self.optimizer_step()
-                self.step += 1
+                self.state.step += 1
                 loss = mean_across(self.dist, loss, self.device)
                 dt = time.time() - t0
-                self.train_seconds += dt
+                self.state.train_seconds += dt
                 step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
                 losses.append((self.step, loss))
                 window.append(loss)

@@ -29,9 +29,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..io.durable import atomic_write_bytes, atomic_write_text
-from .cache import INDEX, TrainingCache
-from .manifest import ManifestError
+from MedDiffFMLib.io.durable import atomic_write_bytes, atomic_write_text
+from MedDiffFMLib.training.cache import INDEX, TrainingCache
+from MedDiffFMLib.training.manifest import ManifestError
 
 SHARDS_JSON = "shards.json"
 SLAB_MARK = ".slab"

@@ -1,11 +1,12 @@
 """Training across short GPU leases: stage what a chunk carries, run the chunk on the device, apply
-what came back. docs/TRAINING.md ("GPU sessions") gives the routine step by step.
+what came back. tools/gpu_chunk/README.md gives the routine step by step.
 
-  python scripts/gpu_chunk.py stage [--config configs/gpu_default.json]   (here, needs SimpleITK)
-  bash scripts/gpu_train_chunk.sh MINUTES                                 (on the device; calls `run`)
-  python scripts/gpu_chunk.py apply FILES_AT [--hold]                     (here: into the repository)
-  python scripts/gpu_chunk.py promote --config CONFIG                     (here: ship a held-back model)
-  python scripts/gpu_chunk.py size                                        (what would travel now)
+From the repository root:
+  python -m tools.gpu_chunk stage [--config configs/gpu_default.json]   (here, needs SimpleITK)
+  bash tools/gpu_chunk/train_chunk.sh MINUTES                           (on the device; calls `run`)
+  python -m tools.gpu_chunk apply FILES_AT [--hold]                     (here: into the repository)
+  python -m tools.gpu_chunk promote --config CONFIG                     (here: ship a held-back model)
+  python -m tools.gpu_chunk size                                        (what would travel now)
 
 ``stage`` records the config in the carry (``carry.json``); ``run`` and ``apply`` take it from there
 unless ``--config`` is given. ``configs/gpu_superres.json`` and ``configs/gpu_lesion.json`` fine-tune
@@ -20,7 +21,7 @@ folder ``.cache/gpu_carry`` (the chunk's shard, the quality boxes, the monai whe
 ``stage`` sizes the shards so that the steady state fits: the checkout with the shipped model and the
 compact state at the config's size (for a ControlNet, with room for a held-back candidate beside the
 shipped model), plus the wheel, the quality boxes and the largest shard. It records that budget in
-``configs/gpu_chunk_budget/NAME.json``.
+``tools/gpu_chunk/budget/NAME.json``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 TRAVEL_LIMIT = 64 * 2**20
 CARRY = Path(".cache/gpu_carry")
 WORK = Path(".cache/gpu")
-BUDGET_DIR = Path("configs/gpu_chunk_budget")
+BUDGET_DIR = Path("tools/gpu_chunk/budget")
 DEFAULT_CONFIG = Path("configs/gpu_default.json")
 MARGIN = 2**20  # model card / state.json growth and rounding
 MONAI_WHEEL_GLOB = "monai-*.whl"
@@ -134,7 +133,7 @@ def projected_checkout_bytes(paths: dict, moments: bool = False) -> tuple[int, d
     """The checkout once the shipped model and the compact state have the config's size (a ControlNet
     state keeps no raw weights: they restart from the EMA; it has room for a held-back candidate model
     beside the shipped one unless another model's candidate is held)."""
-    from MedDiffFMLib.training.chunk import can_hold_back, candidate_dir, keeps_raw_weights, other_candidates
+    from .chunk import can_hold_back, candidate_dir, keeps_raw_weights, other_candidates
 
     current = tree_bytes(checkout_files())
     replaced = sum(tree_bytes(weight_files(folder)) for folder in
@@ -180,9 +179,10 @@ def stage(args: argparse.Namespace) -> None:
     from MedDiffFMLib.training import load_manifest, prepare_cache
     from MedDiffFMLib.training.compact import is_compact_state, read_compact_meta
     from MedDiffFMLib.training.condition_builders import condition_builder
-    from MedDiffFMLib.training.shards import build_shards, read_plan, shard_for_chunk, usable_shards
 
-    from benchmarks.chunk_quality import make_quality_cases
+    from .chunk import CHUNKS_KEY
+    from .quality import make_quality_cases
+    from .shards import build_shards, read_plan, shard_for_chunk, usable_shards
 
     paths = config_paths(args.config)
     model = paths["model"]
@@ -224,7 +224,7 @@ def stage(args: argparse.Namespace) -> None:
         print(f"  {case['id']} ({case['mib']} MiB packed) is larger than a shard may be: it travels as {case['slabs']} "
               "slabs along z, each a case of its own.")
     meta = read_compact_meta(paths["state_dir"]) if is_compact_state(paths["state_dir"]) else None
-    chunk = len(meta.get("chunks", [])) if meta else 0
+    chunk = len(meta.get(CHUNKS_KEY, [])) if meta else 0
     needs_lesion = bool(paths["task"]) and condition_builder(paths["task"]).needs_lesion
     usable = usable_shards(plan, index, needs_lesion)
     if not usable:
@@ -242,7 +242,7 @@ def stage(args: argparse.Namespace) -> None:
     (carry / "carry.json").write_text(json.dumps({"config": str(args.config), "model": paths["name"], "chunk": chunk,
                                                   "shard": chosen["name"], "shards": len(plan["shards"])}, indent=1))
     budget = {
-        "_comment": "Written by scripts/gpu_chunk.py stage: the travelling-size budget of a GPU chunk (MiB). "
+        "_comment": "Written by `python -m tools.gpu_chunk stage`: the travelling-size budget of a GPU chunk (MiB). "
                     "Testing/test_gpu_chunk.py checks it when no shard is staged.",
         "config": str(args.config), "parameters": sizes["params"],
         "steady_checkout_mib": round(projected / 2**20, 2), "wheel_mib": round(wheel.stat().st_size / 2**20, 2),
@@ -259,7 +259,7 @@ def stage(args: argparse.Namespace) -> None:
     print(f"  chunk {chunk} trains {chosen['name']} of {len(plan['shards'])} ({len(chosen['train'])} training cases, "
           f"{mib(chosen['bytes'])}); travelling now {mib(now)} of 64 MiB"
           + ("" if now <= TRAVEL_LIMIT else "  <-- TOO BIG"))
-    print("\nDevice call (run tool):\n  command: bash scripts/gpu_train_chunk.sh 6\n"
+    print("\nDevice call (run tool):\n  command: bash tools/gpu_chunk/train_chunk.sh 6\n"
           f"  carry: [\"{CARRY}\"]\n  timeout_s: 560")
 
 
@@ -268,9 +268,8 @@ def stage(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from MedDiffFMLib.training.chunk import ChunkOptions, ema_model_dir, run_chunk
-
-    from benchmarks.chunk_quality import card_lines, evaluate
+    from .chunk import ChunkOptions, ema_model_dir, run_chunk
+    from .quality import card_lines, evaluate
 
     carry = (REPO / args.carry).resolve()
     args.config = args.config or staged_config(carry)
@@ -300,9 +299,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def speed_probe(config: Path, shards: Path, out: Path, seconds: float, device: Optional[str]) -> None:
-    """After a chunk, in the same device call: benchmarks/train_speed.py on the staged shard. The
+    """After a chunk, in the same device call: :mod:`tools.gpu_chunk.train_speed` on the staged shard. The
     chunk's results are already packed, so a failed probe only loses its own table."""
-    from benchmarks import train_speed
+    from . import train_speed
 
     argv = ["--config", str(config), "--cache", str(shards), "--seconds", f"{seconds:g}", "--out", str(out)]
     try:
@@ -337,7 +336,7 @@ def apply(args: argparse.Namespace) -> None:
     """Install a returned chunk: its state into training_state/NAME, its model into Resources/Models/NAME
     (it ships) or, with ``--hold``, into the state's candidate folder (the shipped model stays)."""
     from MedDiffFMLib.models.weights import verify_model_folder
-    from MedDiffFMLib.training.chunk import can_hold_back, candidate_dir, other_candidates, unpack_outputs
+    from .chunk import can_hold_back, candidate_dir, other_candidates, unpack_outputs
     from MedDiffFMLib.training.compact import read_compact_state
 
     args.config = args.config or staged_config()
@@ -352,7 +351,7 @@ def apply(args: argparse.Namespace) -> None:
     if held:
         raise SystemExit(f"apply: {os.path.relpath(held[0], REPO)} is already held back, and one model is held at a "
                          "time (each one held shrinks every chunk's shards by its size). Promote it first "
-                         "(`gpu_chunk.py promote`), or apply this chunk without --hold.")
+                         "(`python -m tools.gpu_chunk promote`), or apply this chunk without --hold.")
     work = REPO / args.work  # an absolute --work stays as it is
     staged = unpack_outputs(Path(args.returned), work / "returned")
     model = verify_model_folder(staged / "model")
@@ -385,7 +384,7 @@ def apply(args: argparse.Namespace) -> None:
     steps = f"steps {record['steps'][0]}-{record['steps'][1]}"
     if args.hold:
         print(f"Held back chunk {record['chunk']}: its model waits in {held}; {model_dir} still ships. Benchmark it "
-              f"with --model {held}; ship it once it beats {model_dir}:\n  python scripts/gpu_chunk.py promote "
+              f"with --model {held}; ship it once it beats {model_dir}:\n  python -m tools.gpu_chunk promote "
               f"--config {args.config}\nCommit the state now:\n  git add -A {state_dir} && git commit -m "
               f"'GPU chunk {record['chunk']} (held back): {steps}'")
     else:
@@ -403,7 +402,7 @@ def promote(args: argparse.Namespace) -> None:
     from MedDiffFMLib.errors import MedDiffFMError
     from MedDiffFMLib.models.config import CONTROLNET_RUNTIME_SETTINGS
     from MedDiffFMLib.models.weights import set_controlnet_settings, verify_model_folder
-    from MedDiffFMLib.training.chunk import candidate_dir
+    from .chunk import candidate_dir
     from MedDiffFMLib.training.compact import read_compact_state
 
     paths = config_paths(args.config)
@@ -436,7 +435,7 @@ def promote(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_chunk", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     def common(p: argparse.ArgumentParser, default: Optional[Path] = None) -> None:
@@ -470,7 +469,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--quality-steps", type=int, default=None)
     p.add_argument("--speed-probe", type=float, default=None, metavar="SECONDS",
-                   help="after the chunk, time each training variant (benchmarks/train_speed.py) this long on the "
+                   help="after the chunk, time each training variant (tools/gpu_chunk/train_speed.py) this long on the "
                         "shard (about 5 x (SECONDS + 15) s more); the table comes back as train_speed.md")
     p.set_defaults(func=run)
 
@@ -505,6 +504,3 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"gpu_chunk: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
-
-if __name__ == "__main__":
-    main()

@@ -5,12 +5,17 @@ most 16 MiB). A config with a ``task`` fine-tunes that ControlNet on its frozen 
 (``meddifffm finetune``); its state keeps no raw weights (:func:`keeps_raw_weights`), so that it adds
 nothing to what travels beside the base's state, and its model may be held back in the state
 (:func:`candidate_dir`) until a benchmark says it beats the shipped one. The quality check is a
-callback (benchmarks/chunk_quality.py), so this layer does not import the benchmarks. See
-docs/TRAINING.md, "GPU sessions", for the routine around it.
+callback (:mod:`tools.gpu_chunk.quality`), so this module does not import the benchmarks. See
+tools/gpu_chunk/README.md for the routine around it.
+
+The library's trainer knows nothing of chunks: this module resumes it from a compact state, gives it
+the chunk's records as the state's ``extra`` keys, and writes the chunk history into the model card by
+amending the trainer's :class:`~MedDiffFMLib.training.export.RunReport` before the export.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import io
@@ -22,23 +27,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import MedDiffFMError
-from ..models.weights import MANIFEST, sha256_of, verify_model_folder
-from .cache import INDEX
-from .compact import is_compact_state, read_compact_meta
-from .config import TrainConfig
-from .export import SeenCase, export_run
+from MedDiffFMLib.errors import MedDiffFMError
+from MedDiffFMLib.models.weights import MANIFEST, sha256_of, verify_model_folder
+from MedDiffFMLib.training.cache import INDEX
+from MedDiffFMLib.training.compact import is_compact_state, read_compact_meta
+from MedDiffFMLib.training.config import TrainConfig
+from MedDiffFMLib.training.export import export_run
+from MedDiffFMLib.training.trainer import Trainer
+
 from .shards import shard_for_chunk
-from .trainer import Trainer
 
 MAX_RETURN_FILES = 8
 MAX_RETURN_BYTES = 16 * 2**20
 META_TAR = "meta.tar"
 LOOSE_MIN_BYTES = 2**20  # files this big come back as they are; smaller ones go into meta.tar
 CANDIDATE = "candidate"
+CHUNKS_KEY = "chunks"  # the compact state's extra key that lists every chunk's record
 
 # The quality check: (model folder) -> {"figures": {...}, "card": [model-card lines]}.
 QualityCheck = Callable[[Path], dict]
+
+
+@dataclass(frozen=True)
+class SeenCase:
+    """A training case known from a chunk record rather than from the cache on disk (what the model
+    card reads of a case: :class:`~MedDiffFMLib.training.export.CaseSummary`)."""
+
+    id: str
+    region: Optional[str]
+    source: str
 
 
 @dataclass
@@ -68,7 +85,7 @@ def keeps_raw_weights(cfg: TrainConfig) -> bool:
 def can_hold_back(cfg: TrainConfig) -> bool:
     """Whether a chunk's model may wait in its state (:func:`candidate_dir`) instead of shipping, until a
     benchmark says it beats the shipped one. Only a state without raw weights leaves room in the device's
-    64 MiB for a second copy of the model; ``gpu_chunk.py stage`` budgets for it then."""
+    64 MiB for a second copy of the model; ``python -m tools.gpu_chunk stage`` budgets for it then."""
     return not keeps_raw_weights(cfg)
 
 
@@ -99,7 +116,7 @@ def chunk_shards(shards: Path) -> list[Path]:
     if (Path(shards) / INDEX).is_file():
         return [Path(shards)]
     raise MedDiffFMError(f"'{shards}' holds no training cache shard (shard-NN/{INDEX}). Stage the chunk first "
-                         "(python scripts/gpu_chunk.py stage).")
+                         "(python -m tools.gpu_chunk stage).")
 
 
 def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log=print) -> dict:
@@ -110,7 +127,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
         overrides["device"] = options.device
     cfg = TrainConfig.from_file(options.config, overrides)
     meta = read_compact_meta(options.state_dir) if is_compact_state(options.state_dir) else None
-    chunks = list(meta.get("chunks", [])) if meta else []
+    chunks = list(meta.get(CHUNKS_KEY, [])) if meta else []
     number = len(chunks)
     shards = chunk_shards(options.shards)
     pick = options.shard if options.shard is not None else shard_for_chunk(number, len(shards))
@@ -139,7 +156,7 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
     step0, seconds0 = trainer.step, trainer.train_seconds
     # Slabs of one scan (shards.split_case_z) count as that scan.
     trained = list({(c.slab_of or c.id): {"id": c.slab_of or c.id, "region": c.region, "source": c.source}
-                    for c in trainer._cases("train")}.values())
+                    for c in trainer.cases("train")}.values())
     result = trainer.run()
     record = {
         "chunk": number,
@@ -156,21 +173,22 @@ def run_chunk(options: ChunkOptions, quality: Optional[QualityCheck] = None, log
         "stopped_by": result.stopped_by,
     }
     all_chunks = chunks + [record]
-    trainer.report_notes = chunk_card_lines(all_chunks)
-    trainer.report_train_cases = cases_seen(all_chunks) or None
-    trainer.report_hardware = chunks_hardware(all_chunks)
-    trainer.report_extra = {"gpu_chunks": len(all_chunks),
-                            "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2),
-                            # ControlNets fine-tuned on an earlier chunk's export still load on this one.
-                            "lineage": [c["model_sha256"] for c in chunks if c.get("model_sha256")]}
-    model = export_run(trainer.report(), result)
+    report = trainer.report()
+    report = dataclasses.replace(
+        report, notes=report.notes + chunk_card_lines(all_chunks),
+        train_cases=cases_seen(all_chunks) or report.train_cases, hardware=chunks_hardware(all_chunks),
+        extra={**report.extra, "gpu_chunks": len(all_chunks),
+               "gpu_train_minutes": round(sum(c["train_minutes"] for c in all_chunks), 2),
+               # ControlNets fine-tuned on an earlier chunk's export still load on this one.
+               "lineage": [c["model_sha256"] for c in chunks if c.get("model_sha256")]})
+    model = export_run(report, result)
     record["model_sha256"] = verify_model_folder(model).fingerprint
     if quality is not None:
         checked = quality(model)
         record["quality"] = checked.get("figures")
         append_to_card(model, checked.get("card", []))
-    state = trainer.save_compact(stage / "state", ema_model=model, moments=options.moments, chunks=all_chunks,
-                                 data={"shard": shard.name, "shards": total}, raw_weights=keeps_raw_weights(cfg))
+    state = trainer.save_compact(stage / "state", ema_model=model, moments=options.moments,
+                                 raw_weights=keeps_raw_weights(cfg), extra={CHUNKS_KEY: all_chunks})
     assert state is not None
     (stage / "chunk.json").write_text(json.dumps(record, indent=1))
     if (Path(cfg.run_dir) / "log.csv").is_file():
@@ -188,7 +206,7 @@ def chunk_card_lines(chunks: list[dict]) -> list[str]:
     minutes = sum(c["train_minutes"] for c in chunks)
     samples = sum(c["samples"] for c in chunks)
     lines = [f"- GPU chunks: {len(chunks)}, {minutes:.1f} training minutes, {samples} samples in all "
-             "(docs/TRAINING.md, GPU sessions):"]
+             "(tools/gpu_chunk/README.md):"]
     for c in chunks[-12:]:
         lines.append(f"  - chunk {c['chunk']} ({c['date']}, {c['hardware']}): steps {c['steps'][0]}-{c['steps'][1]}, "
                      f"{c['samples']} samples in {c['train_minutes']:.1f} min on {c['shard']} ({c['train_cases']} "

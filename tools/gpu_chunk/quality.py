@@ -18,8 +18,8 @@ when it was added, so neither depends on a noise estimator. Scores (benchmarks/m
 This is a model-grid check for tracking chunks, not the benchmark protocol: the model never has to
 resample, so the figures are not comparable with benchmarks/denoise_quality.py's.
 
-Usage (here): python -m benchmarks.chunk_quality make --config configs/gpu_default.json OUT_DIR
-              python -m benchmarks.chunk_quality eval MODEL_DIR QUALITY_DIR [--device cuda]
+Usage (here): python -m tools.gpu_chunk.quality make --config configs/gpu_default.json OUT_DIR
+              python -m tools.gpu_chunk.quality eval MODEL_DIR QUALITY_DIR [--device cuda]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def card_lines(figures: dict) -> list[str]:
     if not figures.get("cases"):
         return []
     lines = ["", "## Quality check of the last GPU chunk", "",
-             f"Denoising of held-out CT with simulated low-dose noise on the model grid (benchmarks/chunk_quality.py; "
+             f"Denoising of held-out CT with simulated low-dose noise on the model grid (tools/gpu_chunk/quality.py; "
              f"DiffPIR {figures['steps']} steps vs non-local means, both given the added noise std; "
              f"PSNR dB / SSIM / soft-tissue RMSE HU; {figures['device']}):", ""]
     lines.append("| case | noisy | model | NLM |")

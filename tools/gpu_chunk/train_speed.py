@@ -15,8 +15,8 @@ at the initial weights (a layout changes no result beyond rounding). Then the da
 loader: micro-batches of the config's size with its ``num_workers`` on this machine's CPUs, in
 samples/s, so one sees whether the network or the data bounds a chunk.
 
-Usage (on the GPU machine after a chunk, in the same call: ``bash scripts/gpu_train_chunk.sh 3 --speed-probe 8``):
-  python -m benchmarks.train_speed --config configs/gpu_default.json --cache .cache/gpu_carry/shard --seconds 10
+Usage (on the GPU machine after a chunk, in the same call: ``bash tools/gpu_chunk/train_chunk.sh 3 --speed-probe 8``):
+  python -m tools.gpu_chunk.train_speed --config configs/gpu_default.json --cache .cache/gpu_carry/shard --seconds 10
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 
@@ -73,7 +73,7 @@ def build_trainer(config: Path, cache: Path, run_dir: Path, overrides: dict, dev
     """A set-up trainer of ``config`` on ``cache`` with ``overrides`` (``batch_scale`` multiplies the
     batch size); nothing is written but its empty run folder."""
     from MedDiffFMLib.training import TrainConfig, Trainer
-    from MedDiffFMLib.training.chunk import chunk_shards
+    from tools.gpu_chunk.chunk import chunk_shards
 
     settings = {k: v for k, v in overrides.items() if k != "batch_scale"}
     cfg = TrainConfig.from_file(config, {**settings, "device": device})
@@ -202,7 +202,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"Training step throughput ({args.config.name}, cache {args.cache.name})",
         ["variant", "samples/s", "x first row", "ms/step", "batch", "peak GiB", "val loss at the initial weights"],
         [table_row(name, r, reference) for name, r in rows])
-    command = "python -m benchmarks.train_speed " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.gpu_chunk.train_speed " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = f"Command: `{command}`\n\n{machine}\n\n{table}\n"
     if loader is not None:
         text += (f"\nData loader ({loader['workers']} workers, {loader['batches']} micro-batches of "
