@@ -6,8 +6,9 @@ known effect on white noise (preprocessing/noise_bands.py): an estimate made on 
 the interpolated, correlated noise and falls to a fraction of the truth. The way back replaces the
 input with the model's image inside the window and adds the input's detail finer than the model grid
 through a local Wiener gain, so fine noise goes and fine edges stay. On the denoising benchmark's quick
-cases with the first GPU-trained 1 mm model (benchmarks/README.md has the history) the former way (model-grid estimate, input + change) scored 35.88 dB / SSIM 0.606 against non-local
-means' 38.94 / 0.723; and the ceiling of "input + change" with a perfect model was 38.13 dB.
+cases with the first GPU-trained 1 mm model (benchmarks/README.md has the history) the former way
+(model-grid estimate, input + change) scored 35.88 dB / SSIM 0.606 against non-local means' 38.94 / 0.723;
+and the ceiling of "input + change" with a perfect model was 38.13 dB.
 """
 
 from __future__ import annotations
