@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "inpaint",
     "lesion",
     "batch",
+    "serve",
     "prepare",
     "train",
     "finetune",
@@ -170,8 +171,11 @@ def _main(argv: Optional[Sequence[str]], startup: _StartupInterrupt) -> int:
 
     args.cancel = CancelFlag()
     startup.check()  # a Ctrl-C just before the cancel handler took over
+    func = args.func
+    if getattr(args, "server", None) and args.command != "batch":  # batch runs its cases remotely itself
+        from .remote import run_task as func
     try:
-        args.func(args)
+        func(args)
     except CancelledError as error:
         _report_error(args, str(error))
         return 130
