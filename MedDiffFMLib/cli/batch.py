@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
                f"{len(result.written)} files written, {len(result.skipped)} skipped (output exists), "
                f"{len(result.failed)} failed.")
     if world > 1:
-        _write_summary(out_dir / SUMMARY_NAME, task, world, result)
+        _write_summary(out_dir / SUMMARY_NAME, task, everyone, result)
     if result.failed:
         print(summary, file=sys.stderr)
         raise BatchFailed(result.failure_message())
@@ -161,9 +161,10 @@ def run(args: argparse.Namespace) -> None:
 SUMMARY_NAME = "batch_summary.json"
 
 
-def _write_summary(path: Path, task: str, world: int, result) -> None:
+def _write_summary(path: Path, task: str, ranks: list, result) -> None:
     """The whole batch's summary as JSON (rank 0 of a torchrun batch), written atomically."""
-    summary = {"task": task, "ranks": world, "cases": len(result.cases),
+    summary = {"task": task, "ranks": len(ranks), "cases": len(result.cases),
+               "cases_by_rank": [[c.stem for c in part.cases] for part in ranks],
                "written": sorted(str(p) for p in result.written), "skipped": sorted(c.stem for c in result.skipped),
                "failed": {case.stem: message for case, message in result.failed}}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -110,8 +110,11 @@ def _run_remote(client, args, entry: TaskEntry, options, extras: List[str], volu
         raise type(error)(message) from None
     try:
         done = client.follow(job, lambda event: _show(progress, event), cancel or args.cancel)
-        return {key: read_volume(client.download(job, key, tmp / f"result_{key}.nrrd"), name="server result")
+        return {key: read_volume(client.download(job, key, tmp / f"result_{key}.mha"), name="server result")
                 for key in done.get("outputs", [MAIN])}
+    except BaseException:
+        client.forget(job)  # a failed, cancelled or interrupted job leaves nothing on the server
+        raise
     finally:
         close = getattr(progress, "close", None)
         if callable(close) and cancel is None:
@@ -120,12 +123,12 @@ def _run_remote(client, args, entry: TaskEntry, options, extras: List[str], volu
 
 def _uploadable(path: Path, series: Optional[str], tmp: Path, field: str, name: str) -> Path:
     """A single file the server can read: the user's own file when it is one, else (a DICOM folder,
-    a header + data pair) the volume read here and written to a temporary NRRD."""
+    a header + data pair) the volume read here and written to a temporary MetaImage (lossless)."""
     path = Path(path).expanduser()
     if path.is_file() and file_extension(path) not in (None, ".mhd", ".nhdr"):
         return path
     image = common.read_input(path, series, name=name)
-    return write_volume(image, tmp / f"{field}.nrrd")
+    return write_volume(image, tmp / f"{field}.mha")
 
 
 def _show(progress, event: dict) -> None:
@@ -138,8 +141,8 @@ def _show(progress, event: dict) -> None:
 
 
 def _jsonable(options) -> dict:
-    return {f.name: (list(v) if isinstance(v := getattr(options, f.name), tuple) else v)
-            for f in dataclasses.fields(options)}
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 def _with_grid(options, like: sitk.Image):

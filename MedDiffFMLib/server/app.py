@@ -12,7 +12,7 @@ Endpoints (all under ``/v1``, all need ``Authorization: Bearer TOKEN``):
 * ``GET  /jobs/{id}?since=N&wait=S``: state and the events from N (long poll up to S seconds).
 * ``GET  /jobs/{id}/events``: the events as a stream of JSON lines (``--progress json``).
 * ``POST /jobs/{id}/cancel``; ``DELETE /jobs/{id}``.
-* ``GET  /jobs/{id}/results/{name}``: an output (NRRD); the job's files go once all are fetched.
+* ``GET  /jobs/{id}/results/{name}``: an output (MetaImage .mha); the job's files go once all are fetched.
 
 A client never names a server path: uploads are stored under fixed names in a random job folder
 (only the extension of the client's file name is used) and models are found by name.

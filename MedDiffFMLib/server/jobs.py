@@ -30,7 +30,8 @@ from ..tasks.registry import TaskEntry
 from .settings import ServerSettings
 
 LOG = logging.getLogger("MedDiffFMLib.server")
-RESULT_EXT = ".nrrd"  # lossless for every pixel type and keeps the full geometry
+RESULT_EXT = ".mha"  # MetaImage keeps every pixel type and the geometry to the last bit (NRRD rounds an
+# oblique spacing, NIfTI stores float32)
 MAIN = "main"  # the name of the main output ("" in the task registry)
 FINISHED = ("done", "failed", "cancelled")
 
