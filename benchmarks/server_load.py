@@ -157,6 +157,10 @@ def main(argv=None) -> int:
         for thread in threads:
             thread.join(timeout=1800)
         wall = time.perf_counter() - start
+        # A job's files go right after its last download is sent: give the last one a moment.
+        settle = time.monotonic() + 10
+        while any((work / "jobs").iterdir()) and time.monotonic() < settle:
+            time.sleep(0.1)
         left_on_disk = len(list((work / "jobs").iterdir()))
     finally:
         server.send_signal(signal.SIGINT)
