@@ -404,3 +404,12 @@ def test_without_the_server_extra_the_cli_says_what_to_install(files, monkeypatc
     assert 'pip install "meddifffm[server]"' in " ".join(capsys.readouterr().err.split())
     assert main(["serve"]) == 2
     assert "meddifffm serve needs the optional packages fastapi" in " ".join(capsys.readouterr().err.split())
+
+
+def test_info_of_a_server_from_the_command_line(client_env, capsys):
+    assert main(["info", "--server", client_env.url, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "tiny-base" in {m["name"] for m in info["models"]} and info["server"]["max_queue"] == 1
+    assert main(["info", "--server", client_env.url]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-base" in out and "(on the server)" in out

@@ -172,8 +172,11 @@ def _main(argv: Optional[Sequence[str]], startup: _StartupInterrupt) -> int:
     args.cancel = CancelFlag()
     startup.check()  # a Ctrl-C just before the cancel handler took over
     func = args.func
-    if getattr(args, "server", None) and args.command != "batch":  # batch runs its cases remotely itself
-        from .remote import run_task as func
+    if getattr(args, "server", None):  # a task command runs on the server (batch and info handle --server)
+        from ..tasks.registry import TASKS
+
+        if args.command in TASKS:
+            from .remote import run_task as func
     try:
         func(args)
     except CancelledError as error:

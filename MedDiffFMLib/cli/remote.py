@@ -52,7 +52,7 @@ def run_task(args: argparse.Namespace) -> None:
         for name, option in getattr(command, "EXTRA_OUTPUTS", {}).items() if name in extras]
     inputs = [volume, mask, like]
     common.check_before_work(args, planned, inputs, [options])
-    client = _client(args)
+    client = server_client(args)
     if like is not None:  # the reference image only gives the grid: send the grid, not the image
         if volume is not None:
             raise InputError("Pass either an anatomy label map or a reference image (--like), not both.")
@@ -69,7 +69,7 @@ def run_task(args: argparse.Namespace) -> None:
 
 def remote_case_runner(args: argparse.Namespace, entry: TaskEntry, options, extras: Sequence[str]):
     """The batch's case runner for ``--server``: upload one case, follow it, write its outputs."""
-    client = _client(args)
+    client = server_client(args)
 
     def run_case(case: Case, target: Path, mask_path: Optional[Path], progress, cancel) -> List[Path]:
         with tempfile.TemporaryDirectory(prefix="meddifffm-remote-") as tmp:
@@ -81,7 +81,8 @@ def remote_case_runner(args: argparse.Namespace, entry: TaskEntry, options, extr
     return run_case
 
 
-def _client(args: argparse.Namespace):
+def server_client(args: argparse.Namespace):
+    """The httpx client of ``args.server`` with the token from the environment or ``--token-file``."""
     from ..server import require_server_packages
 
     require_server_packages("--server", modules=("httpx",))
