@@ -3,7 +3,7 @@
 Endpoints (all under ``/v1``, all need ``Authorization: Bearer TOKEN``):
 
 * ``GET  /info``: versions, devices, models and the task registry as ``meddifffm info --json``
-  exports it (without the server's paths), plus the server's limits.
+  exports it (without the server's paths), plus the server's limits; ``GET /limits``: the limits.
 * ``POST /jobs``: multipart form: ``task``, ``options`` (JSON object of option fields),
   ``engine`` (JSON: ``model`` name, ``batch_size``, ``overlap``, ``sampler``), ``extras`` (JSON
   list of extra outputs, e.g. ``["mask", "healthy"]``), files ``volume`` and ``mask`` (NIfTI, NRRD
@@ -45,7 +45,7 @@ from ..tasks.registry import task_entry
 from .auth import token_matches
 from .jobs import FINISHED, Job, JobManager, QueueFull, new_job_id
 from .options import options_from_json
-from .settings import API, ServerSettings
+from .settings import API, ServerSettings, upload_too_large
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EXTRA_NAME = re.compile(r"[a-z][a-z_]{0,31}")
@@ -107,15 +107,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
                           "result_ttl_s": settings.result_ttl_s}
         return data
 
+    @app.get(f"{API}/limits", dependencies=[Depends(authorised)])
+    def limits() -> dict:
+        """The limits alone (cheap): a client checks its upload against them before sending it."""
+        return {"max_upload_bytes": settings.max_upload_bytes, "max_queue": settings.max_queue,
+                "max_voxels": settings.max_voxels, "result_ttl_s": settings.result_ttl_s}
+
     @app.post(f"{API}/jobs", status_code=201, dependencies=[Depends(authorised)])
     async def submit(request: Request) -> dict:
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             raise Refused(411, "The upload needs a Content-Length header.")
         if int(length) > settings.max_upload_bytes:
-            raise Refused(413, f"The upload is {int(length) / 2**20:.1f} MiB; this server takes at most "
-                          f"{settings.max_upload_bytes / 2**20:.1f} MiB (meddifffm serve --max-upload-mb). "
-                          "Crop the volume, or ask the server's owner to raise the limit.")
+            raise Refused(413, upload_too_large(int(length), settings.max_upload_bytes))
         try:
             jobs.check_room()
         except QueueFull as error:

@@ -5,14 +5,13 @@ message for a refused job (exit 2), :class:`ServerLost` when the server goes awa
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import httpx
 
 from ..errors import CancelledError, InputError, MedDiffFMError
-from .settings import API
+from .settings import API, upload_too_large
 
 LONG_POLL_S = 1.0  # how long one status request waits for news; Ctrl-C is seen within this
 
@@ -33,6 +32,7 @@ class ServerClient:
         if not self.url.startswith(("http://", "https://")):
             raise InputError(f"--server must be an http:// or https:// URL, e.g. http://127.0.0.1:8765; got '{url}'.")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.limits: Optional[dict] = None
         self.http = httpx.Client(base_url=self.url + API, headers=headers,
                                  timeout=httpx.Timeout(timeout_s, connect=10.0))
 
@@ -80,11 +80,22 @@ class ServerClient:
     def info(self) -> dict:
         return self._call("GET", "/info").json()
 
+    def _limits(self) -> dict:
+        if self.limits is None:
+            self.limits = self._call("GET", "/limits").json()
+        return self.limits
+
     def submit(self, task: str, options: dict, engine: dict, extras: Sequence[str] = (),
                volume: Optional[Path] = None, mask: Optional[Path] = None) -> str:
         """Upload the inputs and queue the job; returns its id."""
         data = {"task": task, "options": json.dumps(options), "engine": json.dumps(engine),
                 "extras": json.dumps(list(extras))}
+        # Checked before sending: a server that refuses a large body early may only reset the
+        # connection while it is still being sent, and its 413 message would be lost.
+        size = sum(Path(p).stat().st_size for p in (volume, mask) if p is not None)
+        limit = self._limits()["max_upload_bytes"]
+        if size > limit:
+            raise InputError(upload_too_large(size, limit))
         with _Uploads({"volume": volume, "mask": mask}) as files:
             return self._call("POST", "/jobs", data=data, files=files).json()["id"]
 

@@ -37,6 +37,12 @@ class ServerSettings:
     result_ttl_s: float = 3600.0
 
 
+def upload_too_large(size: int, limit: int) -> str:
+    """The message of a refused upload (the server's 413, and the client's check before sending)."""
+    return (f"The upload is {size / 2**20:.1f} MiB; this server takes at most {limit / 2**20:.1f} MiB "
+            "(meddifffm serve --max-upload-mb). Crop the volume, or ask the server's owner to raise the limit.")
+
+
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
