@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import InputError, MedDiffFMError
 from ..io.output_plan import FOLDER, VOLUME, plan_outputs
 from ..progress import ProgressEvent
-from ..tasks.batch import (case_outputs, distributed_rank, drop_own_outputs, find_cases, gather_results,
+from ..tasks.batch import (can_gather, case_outputs, distributed_rank, drop_own_outputs, find_cases, gather_results,
                            merge_results, output_path, run_batch, shard)
 from ..engine import Engine
 from ..tasks.registry import TASKS, task_entry
@@ -143,14 +143,16 @@ def run(args: argparse.Namespace) -> None:
         extras=extras, series=args.series, progress=_Overall(args, rank, world),
         case_progress=lambda case: TaskProgress(args, case=case.stem), cancel=args.cancel, case_runner=case_runner,
     )
+    together = world > 1 and can_gather()  # else (ranks started by hand) each reports its own share
     everyone = gather_results(result, world)
     if everyone is None:  # not rank 0: rank 0 reports the whole batch
         return
     result = merge_results(everyone)
-    summary = (f"batch {task}: {len(result.cases)} cases{f' on {world} ranks' if world > 1 else ''}, "
+    where = f" on {world} ranks" if together else (f" (rank {rank} of {world})" if world > 1 else "")
+    summary = (f"batch {task}: {len(result.cases)} cases{where}, "
                f"{len(result.written)} files written, {len(result.skipped)} skipped (output exists), "
                f"{len(result.failed)} failed.")
-    if world > 1:
+    if together:
         _write_summary(out_dir / SUMMARY_NAME, task, everyone, result)
     if result.failed:
         print(summary, file=sys.stderr)

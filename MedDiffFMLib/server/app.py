@@ -24,7 +24,6 @@ import contextlib
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Optional
 

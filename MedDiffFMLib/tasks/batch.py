@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import SimpleITK as sitk
 
 from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume, write_volume
@@ -264,7 +265,7 @@ def _run_case(spec: TaskEntry, case: Case, target: Path, engine: Engine, options
     return write_case_outputs(outputs, target, extras, [case.path])
 
 
-def write_case_outputs(outputs: Dict[str, "sitk.Image"], target: Path, extras: Sequence[str],
+def write_case_outputs(outputs: Dict[str, sitk.Image], target: Path, extras: Sequence[str],
                        inputs: Sequence[Path]) -> List[Path]:
     """Write a case's outputs (``""``: the main one, else the extras wanted) beside ``target``.
     Extra outputs first, the main one last: a case counts as done once its main output exists."""
@@ -278,13 +279,23 @@ def write_case_outputs(outputs: Dict[str, "sitk.Image"], target: Path, extras: S
     return written
 
 
+def can_gather() -> bool:
+    """Whether the ranks can meet: a process group exists, or torchrun's rendezvous address is set
+    (ranks started by hand with only RANK/WORLD_SIZE each report their own share)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and (dist.is_initialized() or
+                                    bool(os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")))
+
+
 def gather_results(result: BatchResult, world_size: int) -> Optional[List[BatchResult]]:
-    """Every rank's result on rank 0 (None on the others) under torchrun; ``[result]`` alone.
+    """Every rank's result on rank 0 (None on the others) under torchrun; ``[result]`` alone, or
+    when the ranks cannot meet (:func:`can_gather`).
 
     Uses a gloo process group (CPU objects; it works beside any GPU backend) made from torchrun's
     environment, and waits until every rank has finished its share.
     """
-    if world_size <= 1:
+    if world_size <= 1 or not can_gather():
         return [result]
     import torch.distributed as dist
 
