@@ -23,7 +23,7 @@ pytest.importorskip("httpx")
 import httpx  # noqa: E402
 
 from helpers.models import single_torch_thread, tiny_models  # noqa: E402,F401  (fixtures)
-from helpers.server import REPO, server_env, start_server  # noqa: E402
+from helpers.server import server_env, start_server  # noqa: E402
 from helpers.task_tools import box_mask, task_ct  # noqa: E402
 from MedDiffFMLib.cli import main  # noqa: E402
 
