@@ -24,9 +24,10 @@ from slicer_helpers.fake_parameter_node import FakeParameterNode  # noqa: E402
 from slicer_helpers.scene import addCtVolume, addSegmentOnGrid, mrmlScene, slicer, volumeMatrix  # noqa: E402,F401
 
 from MedDiffFMModuleLib.Logic import Logic  # noqa: E402
-from MedDiffFMModuleLib.Panel import SETTINGS_DEVICE, SETTINGS_MODEL, MedDiffFMPanel  # noqa: E402
+from MedDiffFMModuleLib.Panel import (SETTINGS_DEVICE, SETTINGS_MODEL, SETTINGS_RUN_ON, SETTINGS_SERVER_TOKEN,  # noqa: E402
+                                      SETTINGS_SERVER_URL, MedDiffFMPanel)
 from MedDiffFMModuleLib.ParameterNode import GUI_BOUND_PARAMETERS, MedDiffFMParameterNode  # noqa: E402
-from MedDiffFMModuleLib.Tasks import Device, InputRegion, Task  # noqa: E402
+from MedDiffFMModuleLib.Tasks import Device, InputRegion, RunOn, Task  # noqa: E402
 
 TASK_ROWS = {
     Task.DENOISE: {"strength", "inputRegion", "steps", "seed"},
@@ -349,6 +350,56 @@ def test_models_listed_in_background_choice_and_device_persist(mrmlScene, harnes
         assert again.ui.deviceComboBox.currentText() == Device.CPU.label()
     finally:
         again.panel.cleanup()
+
+
+def test_run_on_a_server_passes_the_url_and_the_token_by_environment(mrmlScene, harness, tmp_path):
+    volume, array = addCtVolume()
+    harness.ui.inputSelector.setCurrentNode(volume)
+    harness.chooseTask(Task.DENOISE)
+    assert harness.ui.runOnComboBox.currentText() == RunOn.LOCAL.label()
+    assert not harness.ui.serverUrlLineEdit.isEnabled() and harness.ui.deviceComboBox.isEnabled()
+    harness.ui.runOnComboBox.setCurrentIndex(list(RunOn).index(RunOn.SERVER))
+    harness.ui.serverUrlLineEdit.setText("http://gpu-server:8765")
+    harness.ui.serverTokenLineEdit.setText("s3cret-token")
+    qt_standins.processEvents()
+    assert harness.ui.serverUrlLineEdit.isEnabled() and not harness.ui.deviceComboBox.isEnabled()
+    harness.ui.applyButton.click()
+    harness.waitUntil(lambda: not harness.panel.running)
+    record = json.loads(harness.record.read_text().splitlines()[-1])
+    args = record["argv"]
+    assert args[0] == "denoise" and args[args.index("--server") + 1] == "http://gpu-server:8765"
+    assert "--device" not in args and not any("s3cret" in a for a in args)  # argv is visible in ps
+    assert record["server_token"] == "s3cret-token"
+    assert mrmlScene.scene.GetFirstNodeByName("CT denoised") is not None and harness.messages.errors == []
+    harness.settings.sync()
+    assert harness.settings.value(SETTINGS_RUN_ON) == "server"
+    assert harness.settings.value(SETTINGS_SERVER_URL) == "http://gpu-server:8765"
+    assert harness.settings.value(SETTINGS_SERVER_TOKEN) == "s3cret-token"
+    # A new session gets them back from the settings; this computer again sends --device, no token.
+    (tmp_path / "again").mkdir()
+    again = PanelHarness(mrmlScene.scene, mrmlScene.appLogic, tmp_path / "again", settingsFile=tmp_path / "settings.ini")
+    try:
+        assert again.ui.runOnComboBox.currentText() == RunOn.SERVER.label()
+        assert again.ui.serverUrlLineEdit.text() == "http://gpu-server:8765"
+        again.ui.runOnComboBox.setCurrentIndex(list(RunOn).index(RunOn.LOCAL))
+        again.ui.inputSelector.setCurrentNode(volume)
+        qt_standins.processEvents()
+        again.ui.applyButton.click()
+        again.waitUntil(lambda: not again.panel.running)
+        record = json.loads(again.record.read_text().splitlines()[-1])
+        assert "--device" in record["argv"] and "--server" not in record["argv"] and record["server_token"] is None
+    finally:
+        again.panel.cleanup()
+
+
+def test_run_on_a_server_without_url_says_so(mrmlScene, harness):
+    volume, _ = addCtVolume()
+    harness.ui.inputSelector.setCurrentNode(volume)
+    harness.ui.runOnComboBox.setCurrentIndex(list(RunOn).index(RunOn.SERVER))
+    harness.ui.serverUrlLineEdit.setText("")
+    qt_standins.processEvents()
+    harness.ui.applyButton.click()
+    assert harness.panel.job is None and "Enter the server's URL" in harness.messages.errors[-1]
 
 
 def test_import_weights_from_a_file(harness, tmp_path):

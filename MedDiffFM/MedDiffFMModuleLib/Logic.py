@@ -41,6 +41,7 @@ from .Tasks import (
 )
 
 MODULE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER_TOKEN_ENV = "MEDDIFFFM_SERVER_TOKEN"  # read by the library's client (MedDiffFMLib.server.auth)
 
 
 def sameNode(a, b) -> bool:
@@ -133,6 +134,9 @@ class Logic:
         self.processEvents = processEvents
         self.lastResult: Optional[TaskResult] = None
         self.libraryInfo: Optional[LibraryInfo] = None
+        self.serverToken: Optional[str] = None
+        """The token of the server runs go to (``TaskOptions.server``): passed to the process in
+        ``$MEDDIFFFM_SERVER_TOKEN``, never on its command line (visible in ``ps``)."""
 
     # -- collaborators ---------------------------------------------------------------------
 
@@ -166,7 +170,10 @@ class Logic:
         return self.dependencyChecker.missing()
 
     def _environment(self) -> dict:
-        return processEnvironment(self.libraryRoot, self.extraEnv)
+        extra = dict(self.extraEnv)
+        if self.serverToken:
+            extra[SERVER_TOKEN_ENV] = self.serverToken
+        return processEnvironment(self.libraryRoot, extra)
 
     def _newTempDir(self) -> str:
         return tempfile.mkdtemp(prefix="MedDiffFM-", dir=self.tempRoot or _temporaryRoot())

@@ -10,6 +10,7 @@ Only the calls common to PythonQt and PySide6 are used: methods (``setVisible``,
 ``property(name)``...) rather than PythonQt's property attributes, and ``signal.connect(slot)``.
 """
 
+import dataclasses
 import logging
 from typing import Optional
 
@@ -20,10 +21,13 @@ from .Job import Job, MedDiffFMModuleError, RunCancelled
 from .Logic import requestFromParameters, sameNode
 from .Models import LibraryInfo, estimateSeconds, formatDuration
 from .Progress import ProgressUpdate
-from .Tasks import ALL_OPTIONS, Device, Task, needsMask, outputName, taskSpec, visibleOptions
+from .Tasks import ALL_OPTIONS, Device, RunOn, Task, needsMask, outputName, taskSpec, visibleOptions
 
 SETTINGS_MODEL = "MedDiffFM/Model"
 SETTINGS_DEVICE = "MedDiffFM/Device"
+SETTINGS_RUN_ON = "MedDiffFM/RunOn"
+SETTINGS_SERVER_URL = "MedDiffFM/ServerURL"
+SETTINGS_SERVER_TOKEN = "MedDiffFM/ServerToken"
 POLL_INTERVAL_MS = 200
 
 
@@ -118,7 +122,43 @@ class MedDiffFMPanel:
         ui.segmentSelector.currentSegmentChanged.connect(self.onSegmentSelectionChanged)
         ui.editSegmentsButton.clicked.connect(self.onEditSegments)
         self._fillModelComboBox()
+        self._setupRunOn()
         self.setProgress(None)
+
+    # -- run on: this computer or a server (URL and token in the settings) -------------------
+
+    def _setupRunOn(self) -> None:
+        ui = self.ui
+        ui.runOnComboBox.clear()
+        for place in RunOn:
+            ui.runOnComboBox.addItem(place.label(), place.value)
+        try:
+            runOn = RunOn(str(self.settings.value(SETTINGS_RUN_ON, RunOn.LOCAL.value)))
+        except ValueError:
+            runOn = RunOn.LOCAL
+        ui.runOnComboBox.setCurrentIndex(list(RunOn).index(runOn))
+        ui.serverUrlLineEdit.setText(str(self.settings.value(SETTINGS_SERVER_URL, "") or ""))
+        ui.serverTokenLineEdit.setText(str(self.settings.value(SETTINGS_SERVER_TOKEN, "") or ""))
+        ui.runOnComboBox.currentIndexChanged.connect(self.onRunOnChanged)
+        ui.serverUrlLineEdit.textChanged.connect(self.onRunOnChanged)
+        ui.serverTokenLineEdit.textChanged.connect(self.onRunOnChanged)
+        self._showRunOn()
+
+    def runOn(self) -> RunOn:
+        return list(RunOn)[max(0, int(self.ui.runOnComboBox.property("currentIndex")))]
+
+    def onRunOnChanged(self, *args) -> None:
+        """Keep the choice, URL and token in the settings (they persist across sessions)."""
+        self.settings.setValue(SETTINGS_RUN_ON, self.runOn().value)
+        self.settings.setValue(SETTINGS_SERVER_URL, self.ui.serverUrlLineEdit.text().strip())
+        self.settings.setValue(SETTINGS_SERVER_TOKEN, self.ui.serverTokenLineEdit.text().strip())
+        self._showRunOn()
+
+    def _showRunOn(self) -> None:
+        server = self.runOn() is RunOn.SERVER
+        for widget in (self.ui.serverUrlLineEdit, self.ui.serverTokenLineEdit):
+            widget.setEnabled(server)
+        self.ui.deviceComboBox.setEnabled(not server)  # the server picks its own device
 
     @property
     def scene(self):
@@ -430,6 +470,19 @@ class MedDiffFMPanel:
         if self.job is not None or self._parameterNode is None:
             return None
         request = requestFromParameters(self._parameterNode)
+        if self.runOn() is RunOn.SERVER:
+            # The CLI still runs here, with --server: progress, cancel and errors stay one path.
+            request = dataclasses.replace(request, options=dataclasses.replace(
+                request.options, server=self.ui.serverUrlLineEdit.text().strip() or None))
+            self.logic.serverToken = self.ui.serverTokenLineEdit.text().strip() or None
+            if request.options.server is None:
+                message = _("Enter the server's URL (e.g. http://gpu-server:8765) under \"Model and device\", or "
+                            "run on this computer.")
+                self.ui.statusLabel.setText(message)
+                self.messages.error(message)
+                return None
+        else:
+            self.logic.serverToken = None
         self.ui.logTextEdit.clear()
         self.setProgress(ProgressUpdate("starting"))
         self.ui.statusLabel.setText("")

@@ -10,6 +10,7 @@ Pure Python (no ``slicer``, ``qt`` or ``vtk``): unit-tested without Slicer.
 
 import dataclasses
 import enum
+import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -95,6 +96,16 @@ class Device(enum.Enum):
         if self is Device.GPU:
             return "mps" if platform == "darwin" else "cuda"
         return self.value
+
+
+class RunOn(enum.Enum):
+    """Where the run happens: this computer, or a ``meddifffm serve`` server (``--server URL``)."""
+
+    LOCAL = "local"
+    SERVER = "server"
+
+    def label(self) -> str:
+        return {RunOn.LOCAL: _("This computer"), RunOn.SERVER: _("A server")}[self]
 
 
 # Option identifiers. Each one is a row of the panel named ``<option>Row`` in the .ui file.
@@ -203,6 +214,8 @@ class TaskOptions:
     keepHealthy: bool = False
     model: Optional[str] = None
     device: Device = Device.AUTO
+    server: Optional[str] = None
+    """URL of a ``meddifffm serve`` server to run on (``--server``); ``None``: this computer."""
 
     def normalized(self) -> "TaskOptions":
         """The same options with the panel's special values turned into ``None``."""
@@ -210,8 +223,10 @@ class TaskOptions:
         seed = int(self.seed) if self.seed is not None and int(self.seed) >= 0 else None
         factorZ = self.factorZ if self.factorZ else None
         model = self.model or None
+        server = (self.server or "").strip() or None
         return dataclasses.replace(
             self, strength=None if self.strength is None else float(self.strength), steps=steps, seed=seed, factorZ=factorZ, model=model,
+            server=server,
             region=Region(self.region), inputRegion=InputRegion(self.inputRegion), device=Device(self.device),
             threshold=None if self.threshold is None else float(self.threshold))
 
@@ -221,6 +236,9 @@ class TaskOptions:
         shown = taskSpec(task).options
         if STRENGTH in shown and options.strength is not None and not 0.0 <= options.strength <= 1.0:
             raise ValueError(_("The strength must be between 0 and 1 (got {value}).").format(value=options.strength))
+        if options.server is not None and not options.server.startswith(("http://", "https://")):
+            raise ValueError(_("The server URL must start with http:// or https://, e.g. http://gpu-server:8765 "
+                               "(got {value}).").format(value=options.server))
         if options.steps is not None and options.steps < 1:
             raise ValueError(_("The number of steps must be at least 1 (got {value}).").format(value=options.steps))
         if FACTOR_Z in shown and options.factorZ is not None and (
@@ -283,12 +301,17 @@ def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
 
 
 def commonArguments(options: TaskOptions, platform: Optional[str] = None, progress: str = "json") -> List[str]:
-    """``--model``, ``--device``, ``--steps``, ``--seed`` and ``--progress``."""
+    """``--model``, ``--device`` (or ``--server``), ``--steps``, ``--seed`` and ``--progress``.
+
+    On a server the model is named, never a local folder: a folder gives its name (the folder's)."""
     options = options.normalized()
     args: List[str] = []
     if options.model:
-        args += ["--model", options.model]
-    args += ["--device", options.device.cliValue(platform)]
+        args += ["--model", os.path.basename(os.path.normpath(options.model)) if options.server else options.model]
+    if options.server:
+        args += ["--server", options.server]  # the token travels in the environment, never in argv
+    else:
+        args += ["--device", options.device.cliValue(platform)]
     if options.steps is not None:
         args += ["--steps", str(options.steps)]
     if options.seed is not None:

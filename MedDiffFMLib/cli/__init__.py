@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "inpaint",
     "lesion",
     "batch",
+    "serve",
     "prepare",
     "train",
     "finetune",
@@ -172,8 +173,14 @@ def _main(argv: Optional[Sequence[str]], startup: _StartupInterrupt) -> int:
         quiet_native_warnings()
     args.cancel = CancelFlag()
     startup.check()  # a Ctrl-C just before the cancel handler took over
+    func = args.func
+    if getattr(args, "server", None):  # a task command runs on the server (batch and info handle --server)
+        from ..tasks.registry import TASKS
+
+        if args.command in TASKS:
+            from .remote import run_task as func
     try:
-        args.func(args)
+        func(args)
     except CancelledError as error:
         _report_error(args, str(error))
         return 130

@@ -36,11 +36,21 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> None:
+# The extra outputs, by their name in the task registry's outputs -> the option that asks for them
+# (``--server`` asks the server for these).
+EXTRA_OUTPUTS = {"mask": "mask_out", "healthy": "healthy_out"}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks between options that argparse cannot express (also run before a ``--server`` job)."""
     from ..errors import InputError
 
     if args.mask_out is not None and args.threshold is None:
         raise InputError("--mask-out needs --threshold (HU of absolute difference, e.g. 100).")
+
+
+def run(args: argparse.Namespace) -> None:
+    check_arguments(args)
     options = task_options(args, ENTRY)
     common.check_before_work(args, [("output", args.output, common.VOLUME), ("--mask-out", args.mask_out, common.VOLUME),
                                     ("--healthy-out", args.healthy_out, common.VOLUME)], [args.input], [options],

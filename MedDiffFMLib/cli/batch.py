@@ -12,13 +12,16 @@ batch ...`` (rank r takes cases i with i % N == r, on cuda:LOCAL_RANK); see
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
 from ..errors import InputError, MedDiffFMError
 from ..io.output_plan import FOLDER, VOLUME, plan_outputs
 from ..progress import ProgressEvent
-from ..tasks.batch import case_outputs, distributed_rank, drop_own_outputs, find_cases, output_path, run_batch, shard
+from ..tasks.batch import (can_gather, case_outputs, distributed_rank, drop_own_outputs, find_cases, gather_results,
+                           merge_results, output_path, run_batch, shard)
 from ..engine import Engine
 from ..tasks.registry import TASKS, task_entry
 from . import common
@@ -31,7 +34,8 @@ DESCRIPTION = (
     "[task options]. Outputs are <case stem>_<task>.nii.gz (--suffix, --format); existing outputs are skipped "
     "unless --overwrite; a failing case is reported, the batch goes on and exits with code 2 listing the "
     "failures. Inpaint/lesion take --masks DIR (masks named like the cases). Several GPUs: torchrun --standalone "
-    "--nproc_per_node N -m MedDiffFMLib.cli batch ... (rank r takes cases i with i % N == r, on cuda:LOCAL_RANK)."
+    "--nproc_per_node N -m MedDiffFMLib.cli batch ... (rank r takes cases i with i % N == r, on cuda:LOCAL_RANK; "
+    "rank 0 reports the whole batch and writes batch_summary.json). With --server URL each case runs on that server."
 )
 
 
@@ -105,7 +109,8 @@ def _plan(args: argparse.Namespace, task: str, options, extras) -> list:
     planned = [(f"output of case '{c.stem}'", p, VOLUME)
                for c in cases for p in case_outputs(out_dir, c, task, args.suffix, args.fmt, extras)]
     plan_outputs(planned if out_dir.is_dir() else [], inputs)  # (a new folder holds no input)
-    common.check_before_work(args, [], [], role=spec.role, expect_task=spec.expect_task)
+    if not getattr(args, "server", None):  # with --server the server checks its model
+        common.check_before_work(args, [], [], role=spec.role, expect_task=spec.expect_task)
     return cases
 
 
@@ -119,23 +124,51 @@ def run(args: argparse.Namespace) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, local_rank = distributed_rank()
     mine = shard(cases, rank, world)
-    engine_options = common.engine_options(args)
-    if world > 1 and engine_options.device in ("auto", "cuda"):
-        import torch
+    engine, case_runner = None, None
+    if getattr(args, "server", None):
+        from .remote import remote_case_runner
 
-        if torch.cuda.is_available():
-            engine_options.device = f"cuda:{local_rank}"
-    engine = Engine(engine_options, role=spec.role, expect_task=spec.expect_task)
+        case_runner = remote_case_runner(args, spec, options, extras)
+    else:
+        engine_options = common.engine_options(args)
+        if world > 1 and engine_options.device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                engine_options.device = f"cuda:{local_rank}"
+        engine = Engine(engine_options, role=spec.role, expect_task=spec.expect_task)
     result = run_batch(
         task, mine, out_dir, engine, options,
         masks=getattr(args, "masks", None), overwrite=args.overwrite, suffix=args.suffix, fmt=args.fmt,
         extras=extras, series=args.series, progress=_Overall(args, rank, world),
-        case_progress=lambda case: TaskProgress(args, case=case.stem), cancel=args.cancel,
+        case_progress=lambda case: TaskProgress(args, case=case.stem), cancel=args.cancel, case_runner=case_runner,
     )
-    summary = (f"batch {task}: {len(result.cases)} cases{f' (rank {rank} of {world})' if world > 1 else ''}, "
+    together = world > 1 and can_gather()  # else (ranks started by hand) each reports its own share
+    everyone = gather_results(result, world)
+    if everyone is None:  # not rank 0: rank 0 reports the whole batch
+        return
+    result = merge_results(everyone)
+    where = f" on {world} ranks" if together else (f" (rank {rank} of {world})" if world > 1 else "")
+    summary = (f"batch {task}: {len(result.cases)} cases{where}, "
                f"{len(result.written)} files written, {len(result.skipped)} skipped (output exists), "
                f"{len(result.failed)} failed.")
+    if together:
+        _write_summary(out_dir / SUMMARY_NAME, task, everyone, result)
     if result.failed:
         print(summary, file=sys.stderr)
         raise BatchFailed(result.failure_message())
     common.finish(args, result.written, summary)
+
+
+SUMMARY_NAME = "batch_summary.json"
+
+
+def _write_summary(path: Path, task: str, ranks: list, result) -> None:
+    """The whole batch's summary as JSON (rank 0 of a torchrun batch), written atomically."""
+    summary = {"task": task, "ranks": len(ranks), "cases": len(result.cases),
+               "cases_by_rank": [[c.stem for c in part.cases] for part in ranks],
+               "written": sorted(str(p) for p in result.written), "skipped": sorted(c.stem for c in result.skipped),
+               "failed": {case.stem: message for case, message in result.failed}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, path)

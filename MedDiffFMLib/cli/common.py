@@ -35,6 +35,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring patches (default 0.25)")
     group.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
                        help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
+    remote = parser.add_argument_group("run on a server (meddifffm serve)")
+    remote.add_argument("--server", default=None, metavar="URL",
+                        help="run on a `meddifffm serve` server, e.g. http://gpu-box:8765 (--model is then a model "
+                        "name installed there; --device is the server's)")
+    remote.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the server's token (default: $MEDDIFFFM_SERVER_TOKEN, else "
+                        "~/.config/meddifffm/server-token); never pass the token itself on the command line")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

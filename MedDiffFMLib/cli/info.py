@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import platform
 
 from .. import __version__
@@ -20,6 +21,10 @@ HELP = "show versions, devices, installed models (with checksum status) and the 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("info", help=HELP, description=HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--server", default=None, metavar="URL",
+                        help="show a `meddifffm serve` server's versions, devices and models instead")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the server's token (default: $MEDDIFFFM_SERVER_TOKEN)")
     parser.set_defaults(func=run)
 
 
@@ -60,7 +65,13 @@ def collect() -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
-    info = collect()
+    if args.server:
+        from .remote import server_client
+
+        with server_client(args) as client:
+            info = client.info()
+    else:
+        info = collect()
     if args.cancel():
         from ..errors import CancelledError
 
@@ -71,13 +82,14 @@ def run(args: argparse.Namespace) -> None:
     print(f"MedDiffFM {info['version']} (Python {info['python']}, torch {info['torch']}, MONAI {info['monai']}, "
           f"SimpleITK {info['simpleitk']})")
     print("Devices: " + ", ".join(info["devices"]))
-    print("Model folders searched: " + ", ".join(info["model_dirs"]))
+    if "model_dirs" in info:  # (a server does not show its paths)
+        print("Model folders searched: " + ", ".join(info["model_dirs"]))
     if not info["models"]:
         print("Models: none installed (see `meddifffm import-weights`).")
     for model in info["models"]:
         status = "sha256 OK" if model["status"] == "ok" else f"{model['status'].upper()}: {model.get('error', '')}"
         kind = model.get("kind", "?") + (f"/{model['task']}" if model.get("task") else "")
-        print(f"  {model['name']} [{kind}] {model['path']} — {status}")
+        print(f"  {model['name']} [{kind}] {model.get('path', '(on the server)')} — {status}")
         if model.get("card_summary"):
             print(f"      {model['card_summary'][:160]}")
         if model.get("config"):

@@ -12,7 +12,8 @@
   (the command line then exits with code 2). Cancelling stops the batch between steps.
 * Several GPUs: run one process per GPU with ``torchrun``; each reads ``RANK``, ``WORLD_SIZE``
   and ``LOCAL_RANK`` from the environment, takes cases i with i % WORLD_SIZE == RANK and runs on
-  ``cuda:LOCAL_RANK``. No process talks to another; every case is written by exactly one rank::
+  ``cuda:LOCAL_RANK``. Every case is written by exactly one rank; at the end rank 0 gathers every
+  rank's result (:func:`gather_results`, gloo) and reports the whole batch::
 
       torchrun --standalone --nproc_per_node 4 -m MedDiffFMLib.cli batch denoise --inputs cts/ --out out/
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import SimpleITK as sitk
 
 from ..errors import CancelledError, InputError, MedDiffFMError
 from ..io import read_volume
@@ -37,6 +39,8 @@ from ..progress import CancelCheck, ProgressCallback, check_cancel, notify, repo
 from .registry import TaskEntry, task_entry
 
 FORMATS = ("nii.gz", "nii", "nrrd", "mha")
+# ``case_runner(case, target, mask_path, progress, cancel) -> written paths``: one case run elsewhere.
+CaseRunner = Callable[..., List[Path]]
 
 
 @dataclass(frozen=True)
@@ -198,12 +202,15 @@ def run_batch(
     progress: Optional[ProgressCallback] = None,
     case_progress: Optional[Callable[[Case], Optional[ProgressCallback]]] = None,
     cancel: Optional[CancelCheck] = None,
+    case_runner: Optional[CaseRunner] = None,
 ) -> BatchResult:
     """Run ``task`` on every case (already sharded for this rank) with one ``engine``.
 
     ``progress`` gets the overall ("batch", done, total) events; ``case_progress(case)`` gives the
-    callback for one case's own stages. Returns a :class:`BatchResult`; raises only on cancel or
-    on unusable batch settings (output folder, mask folder, format).
+    callback for one case's own stages. ``case_runner`` replaces the local run of one case (the
+    command line's ``--server`` runs it remotely; ``engine`` is then None). Returns a
+    :class:`BatchResult`; raises only on cancel or on unusable batch settings (output folder, mask
+    folder, format).
     """
     spec = task_entry(task)
     options = options if options is not None else spec.options()
@@ -229,7 +236,12 @@ def run_batch(
             notify(callback, f"{case.stem}: output {target.name} exists; skipped (use --overwrite to redo it).")
         else:
             try:
-                result.written += _run_case(spec, case, target, engine, options, masks, extras, series, callback, cancel)
+                if case_runner is not None:
+                    mask_path = find_mask(Path(masks), case.stem) if spec.needs_mask else None
+                    result.written += case_runner(case, target, mask_path, callback, cancel)
+                else:
+                    result.written += _run_case(spec, case, target, engine, options, masks, extras, series, callback,
+                                                cancel)
             except CancelledError:
                 raise
             except MedDiffFMError as error:
@@ -254,21 +266,73 @@ def _run_case(spec: TaskEntry, case: Case, target: Path, engine: Engine, options
     mask = read_volume(find_mask(Path(masks), case.stem), name="mask") if spec.needs_mask else None
     outputs = spec.run(engine, image, mask, options, progress, cancel)
     check_cancel(cancel)
+    return write_case_outputs(outputs, target, extras, [case.path], cancel)
+
+
+def write_case_outputs(outputs: Dict[str, sitk.Image], target: Path, extras: Sequence[str],
+                       inputs: Sequence[Path], cancel: Optional[CancelCheck] = None) -> List[Path]:
+    """Write a case's outputs (``""``: the main one, else the extras wanted) beside ``target``.
+
+    Every output is staged (written, read back, fsync'ed) before any takes its name, so a full disk
+    on one leaves none; then the extras first and the main one last: a case counts as done once its
+    main output exists."""
     staged = []
-    try:  # every output of the case staged (written, read back) before any takes its name
+    try:
         for key in sorted(outputs, key=lambda k: k == ""):
             if key and key not in extras:
                 continue
             ext = _ext(target)
             path = target if not key else target.with_name(f"{target.name[: -len(ext)]}_{key}{ext}")
-            staged.append(stage_volume(outputs[key], path, inputs=[case.path]))
+            staged.append(stage_volume(outputs[key], path, inputs=list(inputs)))
         check_cancel(cancel)
     except BaseException:
         for item in staged:
             item.discard()
         raise
-    # Extra outputs first, the main one last: a case counts as done once its main output exists.
     return [item.publish() for item in staged]
+
+
+def can_gather() -> bool:
+    """Whether the ranks can meet: a process group exists, or torchrun's rendezvous address is set
+    (ranks started by hand with only RANK/WORLD_SIZE each report their own share)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and (dist.is_initialized() or
+                                    bool(os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")))
+
+
+def gather_results(result: BatchResult, world_size: int) -> Optional[List[BatchResult]]:
+    """Every rank's result on rank 0 (None on the others) under torchrun; ``[result]`` alone, or
+    when the ranks cannot meet (:func:`can_gather`).
+
+    Uses a gloo process group (CPU objects; it works beside any GPU backend) made from torchrun's
+    environment, and waits until every rank has finished its share.
+    """
+    if world_size <= 1 or not can_gather():
+        return [result]
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo")
+    try:
+        everyone: List[Optional[BatchResult]] = [None] * world_size if dist.get_rank() == 0 else None
+        dist.gather_object(result, everyone, dst=0)
+        return [r for r in everyone if r is not None] if everyone is not None else None
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def merge_results(results: Sequence[BatchResult]) -> BatchResult:
+    """One result for the whole batch from the ranks' results."""
+    merged = BatchResult()
+    for part in results:
+        merged.cases += part.cases
+        merged.written += part.written
+        merged.skipped += part.skipped
+        merged.failed += part.failed
+    return merged
 
 
 def _ext(path: Path) -> str:

@@ -110,7 +110,7 @@ def main(argv):
     record = os.environ.get("FAKE_MEDDIFFFM_RECORD")
     if record:
         with open(record, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"argv": argv}) + "\n")
+            f.write(json.dumps({"argv": argv, "server_token": os.environ.get("MEDDIFFFM_SERVER_TOKEN")}) + "\n")
 
     from MedDiffFMLib.cli import _hoist_global_options  # cheap: the package root imports no torch
 

@@ -1,0 +1,61 @@
+"""The server's settings and limits, with the check that keeps a token-less server on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from ..errors import InputError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+API = "/v1"
+
+
+@dataclass
+class ServerSettings:
+    """How the server runs and what it accepts.
+
+    Attributes:
+        token: the bearer token every request must carry (None: no auth, loopback only).
+        devices: one worker (one job at a time) per device, e.g. ``["cuda:0", "cuda:1"]``.
+        work_dir: where uploads and results live while a job exists (one random folder per job).
+        max_upload_bytes: a request body larger than this gets 413.
+        max_queue: jobs waiting (not running) beyond this get 503.
+        max_voxels: an input (or a synthesis grid) with more voxels gets 413.
+        result_ttl_s: a finished job's files are deleted this long after it ends, downloaded or not.
+    """
+
+    token: Optional[str]
+    work_dir: Path
+    devices: List[str] = field(default_factory=lambda: ["auto"])
+    max_upload_bytes: int = 1 << 30
+    max_queue: int = 8
+    max_voxels: int = 512 * 512 * 1024
+    result_ttl_s: float = 3600.0
+
+
+def upload_too_large(size: int, limit: int) -> str:
+    """The message of a refused upload (the server's 413, and the client's check before sending)."""
+    return (f"The upload is {size / 2**20:.1f} MiB; this server takes at most {limit / 2**20:.1f} MiB "
+            "(meddifffm serve --max-upload-mb). Crop the volume, or ask the server's owner to raise the limit.")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_bind(host: str, token: Optional[str]) -> None:
+    """Refuse to listen beyond this machine without a token (InputError, exit 2)."""
+    if not token and not is_loopback(host):
+        raise InputError(f"Refusing to listen on '{host}' without a token: anyone who can reach this machine could "
+                         "run jobs and read the results. Drop --no-token (a token is then required and generated "
+                         "at first start), or bind to 127.0.0.1.")
