@@ -35,7 +35,7 @@ def write_region_picture(region: str, real: sitk.Image, sample: sitk.Image, real
     from MedDiffFMLib.preview import write_preview
 
     return write_preview(real, sample, path,
-                         titles=(f"real {region}: {real_name} (training case)", f"MedDiffFM synthetic {region}, seed {seed}"),
+                         titles=(f"real {region}: {real_name}", f"MedDiffFM synthetic {region}, seed {seed}"),
                          window=DISPLAY_WINDOWS.get(region, (40.0, 400.0)), difference=False)
 
 

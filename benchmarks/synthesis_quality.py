@@ -1,10 +1,10 @@
 """Synthesis quality: realism, diversity and memorisation of synthetic CT, per body region, beside
 two baselines measured in the same run.
 
-For every body region the model knows (head_neck, chest, abdomen), a box of a real training case of
-that region (``REGION_CASES``; every whole-region case of the shared CT is in the shipped base's
-training set) is cut around its body's centre on the model's grid (1 mm for the shipped base,
-``--box-mm`` z y x, default 80 x 140 x 140 mm: 4 model patches; values below -1024 HU, which are
+For every body region the model knows (head_neck, chest, abdomen), a box of a real case of that
+region (``REGION_CASES``, cases of the training manifest; the shipped base has seen them all but
+lidc_chest_1mm, whose shard it has not trained yet) is cut around its body's centre on the model's grid (1 mm for the shipped base,
+``--box-mm`` z y x, default 80 x 80 x 140 mm: 2 model patches; values below -1024 HU, which are
 outside the scan's field of view, count as air). ``--samples`` synthetic CTs (seeds 0..N-1, the
 task's default sampler and steps) are sampled on that grid with ``synthesize_image(..., like=box)``
 and compared with the real box:
@@ -18,8 +18,8 @@ and compared with the real box:
 * diversity: mean pairwise 3D SSIM (HU -1000..1000 mapped to 0..1) between the samples (lower
   = more varied; two different real patients show what "different" scores);
 * memorisation: the highest normalised cross-correlation between a volume and any training case
-  (``configs/shared_ct_manifest.json``, split "train") at the best shift, found by FFT template
-  matching (``skimage.feature.match_template``) on a ``--match-mm`` grid (2 mm), HU clipped to
+  (``configs/shared_ct_manifest.json``, split "train": a superset of what a model saw) at the best shift, found by FFT template
+  matching (``skimage.feature.match_template``) on a ``--match-mm`` grid (3 mm), HU clipped to
   -1024..1500; along an axis where a case is smaller than the volume, the volume's centre is
   matched. 1.0 = a copy of a training case (the real box itself shows it), the other-patient row
   shows how alike two different real patients are;
@@ -31,8 +31,11 @@ the memorisation search), ``meddifffm`` (means over samples; memorisation the hi
 and ``smoothed noise`` (Gaussian noise smoothed by a 2 mm Gaussian and mapped rank by rank onto the
 real box's HU values: the right histogram, no anatomy; as many volumes as samples).
 
-Cost on the 2-core CPU (2026-12-05, shared): one 80^3 mm patch at 10 steps about 53 s, the default
-box (4 patches) about 3-4 min per sample; the default run (3 regions x 2 samples) about 25 min.
+Cost on the 2-core CPU (2026-12-05, shared with four other engineers' jobs, load average 10-14): one
+80^3 mm patch at 10 steps took 53 s on a quiet machine; the default box (2 patches) 3-4 min per
+sample under that load, so the default run (3 regions x 2 samples, plus about a minute of
+memorisation search per region) takes about 30 min. A box of 4 patches (80 x 140 x 140 mm) would
+double that.
 ``--quick``: an 80 mm cube (one patch), 2 samples per region.
 
 ``--pictures DIR`` also writes ``synthesis-<region>.png`` (the real box above seed 0's sample,
