@@ -47,3 +47,15 @@ def test_memorisation_finds_a_copy_at_its_shift():
     new.SetSpacing((3.0, 3.0, 3.0))
     assert memory.best_match(new)[0] < 0.9
     assert memory.best_match(copy, exclude=["seen"])[1] == "other"
+
+
+def test_box_body_mask_keeps_lungs_open_to_the_box_edge_and_drops_outside_air():
+    from benchmarks.synthesis_quality import box_body_mask
+
+    hu = np.full((3, 40, 40), 40.0, np.float32)  # soft tissue
+    hu[:, :, :6] = -1000.0  # air outside the patient, along one edge
+    hu[:, 10:30, 20:40] = -850.0  # a lung that reaches the opposite edge
+    hu[:, 15:18, 10:13] = -1000.0  # enclosed gas (trachea)
+    body = box_body_mask(hu)
+    assert not body[:, :, :5].any()
+    assert body[:, 12:28, 22:40].all() and body[:, 16, 11].all()
