@@ -49,6 +49,9 @@ def test_info_lists_versions_and_models(tiny_model, capsys, monkeypatch):
     assert info["torch"] and "cpu" in info["devices"]
     model = next(m for m in info["models"] if m["name"] == "tiny")
     assert model["sha256_ok"] and model["kind"] == "unet" and model["config"]["name"] == "tiny"
+    assert model["config"]["anatomy_channels"] == 0  # what the Slicer module hides its anatomy input by
+    assert main(["info"]) == 0
+    assert "conditions: body region, no anatomy label map" in capsys.readouterr().out
 
 
 def test_denoise_keeps_the_exact_geometry_and_type(tiny_model, phantom_file, tmp_path, capsys):

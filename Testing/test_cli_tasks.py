@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers.models import single_torch_thread, tiny_models  # noqa: F401  (fixtures)
+from helpers.models import single_torch_thread, tiny_anatomy_model, tiny_models  # noqa: F401  (fixtures)
 from helpers.phantoms import assert_same_grid
 from helpers.task_tools import box_mask, task_ct
 from MedDiffFMLib.cli import main
@@ -85,6 +85,35 @@ def test_synthesize_cli(files, tiny_models, capsys):
                             "--spacing", 3, "--steps", 1, "--model", tiny_models.base, "--device", "cpu")
     assert code == 0, err
     assert sitk.ReadImage(str(tmp / "s2.nrrd")).GetSize() == (8, 9, 10)
+
+
+def test_synthesize_anatomy_needs_anatomy_channels(files, tiny_models, tiny_anatomy_model, capsys):
+    """--anatomy with a model trained without anatomy channels exits 2 naming the model and what it
+    lacks, before any input is read (an unreadable label map is not even opened) and with nothing
+    written; batch synthesis (whose inputs are label maps) is refused the same way before any case.
+    A model with anatomy channels takes the same label map."""
+    tmp, ct, mask = files
+    unreadable = tmp / "labels.nii.gz"
+    unreadable.write_bytes(b"not a NIfTI file")
+    out = tmp / "s.nii.gz"
+    code, lines, err = _run(capsys, "synthesize", out, "--region", "chest", "--anatomy", unreadable,
+                            "--model", tiny_models.base, "--device", "cpu")
+    assert code == 2 and "Traceback" not in err
+    message = lines[-1]["message"]
+    assert lines[-1]["stage"] == "error" and "takes no anatomy label map" in message
+    assert f"Model '{Path(tiny_models.base).name}'" in message
+    assert "anatomy channels" in message and not out.exists()
+    (tmp / "in").mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(mask)), str(tmp / "in" / "case0.nii.gz"))
+    code, lines, err = _run(capsys, "batch", "synthesize", "--inputs", tmp / "in", "--out", tmp / "out",
+                            "--region", "chest", "--model", tiny_models.base, "--device", "cpu")
+    assert code == 2 and "takes no anatomy label map" in lines[-1]["message"] and "Batch synthesis" in lines[-1]["message"]
+    assert not (tmp / "out").exists()
+    code, lines, err = _run(capsys, "synthesize", out, "--region", "chest", "--anatomy", mask, "--steps", 1,
+                            "--model", tiny_anatomy_model, "--device", "cpu")
+    assert code == 0, err
+    assert_same_grid(sitk.ReadImage(str(out)), sitk.ReadImage(str(mask)), tol=1e-4)
+    assert "anatomy channels" in " ".join(subprocess_free_help("synthesize").split())
 
 
 def test_superres_cli(files, tiny_models, capsys):

@@ -328,7 +328,8 @@ def test_models_listed_in_background_choice_and_device_persist(mrmlScene, harnes
     harness.waitUntil(lambda: harness.panel.infoJob is None)
     combo = harness.ui.modelComboBox
     items = [combo.itemText(i) for i in range(combo.count())]
-    assert items == ["Default model", "meddifffm-tiny", "meddifffm-paper (checksum mismatch)"]  # no ControlNet
+    assert items == ["Default model", "meddifffm-tiny", "meddifffm-paper (checksum mismatch)",
+                     "meddifffm-anatomy"]  # no ControlNet
     combo.setCurrentIndex(2)
     qt_standins.processEvents()
     assert harness.parameters.model == "meddifffm-paper"
@@ -465,6 +466,7 @@ def test_panel_reads_top_down_task_inputs_options_output_then_apply(mrmlScene, h
     for task, option in ((Task.DENOISE, ui.strengthSlider), (Task.LESION, ui.segmentSelector),
                          (Task.SYNTHESIZE, ui.regionComboBox)):
         harness.chooseTask(task)
+        qt_standins.processEvents(0.2)  # the unfolded Advanced section's layout may take more than one pass
         order = [ui.researchNoticeLabel, ui.taskComboBox, ui.inputSelector, option, ui.stepsSpinBox,
                  ui.seedSpinBox, ui.outputSelector, ui.modelCollapsibleButton, ui.applyButton, ui.progressBar]
         assert all(w.isVisible() for w in order), task
@@ -488,6 +490,42 @@ def test_research_notice_and_plain_output_names(mrmlScene, harness):
     assert harness.ui.outputSelector.itemText(0) == 'Create new volume "CT with generated lesion"'
     harness.chooseTask(Task.INPAINT)
     assert harness.ui.outputSelector.itemText(0) == 'Create new volume "CT with generated tissue"'
+
+
+def test_anatomy_input_only_for_a_model_with_anatomy_channels(mrmlScene, harness):
+    """Synthesis shows the anatomy label map only for a model whose ``info --json`` config has
+    anatomy channels; with such a model the chosen map is sent as --anatomy, with one without it the
+    row is hidden and a map chosen earlier is not sent (the library would refuse it)."""
+    labels, _ = addCtVolume(shape=(8, 12, 12), name="labels")
+    labelMap = mrmlScene.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "organs")
+    labelMap.SetAndObserveImageData(labels.GetImageData())
+    harness.ui.advancedCollapsibleButton.setCollapsed(False)
+    harness.chooseTask(Task.SYNTHESIZE)
+    assert "anatomy" not in harness.visibleRows()  # models not listed yet: hidden
+    harness.panel.refreshModels()
+    harness.waitUntil(lambda: harness.panel.infoJob is None)
+    combo = harness.ui.modelComboBox
+    names = [combo.itemData(i) or "" for i in range(combo.count())]
+    combo.setCurrentIndex(names.index("meddifffm-anatomy"))
+    qt_standins.processEvents()
+    assert harness.visibleRows() == {"region", "anatomy", "steps", "seed"}
+    assert "anatomy label map (labels 1-4)" in harness.ui.modelCardLabel.text()
+    harness.ui.anatomySelector.setCurrentNode(labelMap)
+    qt_standins.processEvents()
+    assert harness.parameters.anatomyVolume is not None
+    harness.ui.applyButton.click()
+    harness.waitUntil(lambda: not harness.panel.running)
+    args = harness.lastArgs()
+    assert args[0] == "synthesize" and "--anatomy" in args and "--like" not in args
+    assert harness.messages.errors == []
+    for name in ("meddifffm-tiny", ""):  # a model without anatomy channels; "Default model" = the first listed
+        combo.setCurrentIndex(names.index(name))
+        qt_standins.processEvents()
+        assert "anatomy" not in harness.visibleRows() and harness.ui.anatomyRow.isHidden()
+        assert "body region only" in harness.ui.modelCardLabel.text()
+    harness.ui.applyButton.click()
+    harness.waitUntil(lambda: not harness.panel.running)
+    assert "--anatomy" not in harness.lastArgs()
 
 
 def test_model_section_folds_when_a_usable_model_is_installed(harness):

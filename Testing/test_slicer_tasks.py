@@ -33,6 +33,26 @@ def test_only_the_tasks_options_are_visible(task):
     assert set(Tasks.visibleOptions(task)) == set(Tasks.ALL_OPTIONS)
 
 
+def test_anatomy_input_only_for_a_model_with_anatomy_channels(parse):
+    """The anatomy label map row is shown for synthesis only when the chosen model was trained with
+    anatomy channels (``info --json``: config ``anatomy_channels``), and its file is sent as
+    ``--anatomy`` (which also sets the grid, so no ``--like`` beside it)."""
+    assert not Tasks.visibleOptions(Task.SYNTHESIZE)[Tasks.ANATOMY]
+    assert not Tasks.visibleOptions(Task.SYNTHESIZE, anatomyChannels=0)[Tasks.ANATOMY]
+    assert Tasks.visibleOptions(Task.SYNTHESIZE, anatomyChannels=4)[Tasks.ANATOMY]
+    assert not any(Tasks.visibleOptions(task, anatomyChannels=4)[Tasks.ANATOMY] for task in Task
+                   if task is not Task.SYNTHESIZE)
+    withAnatomy = TaskPaths(output="o.nrrd", reference="r.nrrd", anatomy="labels.nrrd")
+    args = Tasks.buildTaskArguments(Task.SYNTHESIZE, withAnatomy, TaskOptions(), platform="linux")
+    assert "--anatomy" in args and "--like" not in args
+    assert str(parse(args).anatomy) == "labels.nrrd"
+    shipped = ModelInfo.fromJson({"name": "meddifffm-default", "kind": "unet", "sha256_ok": True,
+                                  "config": {"anatomy_channels": 0, "regions": ["chest"]}})
+    conditioned = ModelInfo.fromJson({"name": "m", "kind": "unet", "config": {"anatomy_channels": 4}})
+    assert shipped.anatomyChannels == 0 and "body region only" in shipped.summaryText()
+    assert conditioned.anatomyChannels == 4 and "anatomy label map (labels 1-4)" in conditioned.summaryText()
+
+
 def test_task_labels_and_cli_names():
     assert [t.label() for t in Task] == [
         "Denoise", "Anomaly map", "Synthesize", "Super-resolve", "Inpaint", "Generate lesion"]

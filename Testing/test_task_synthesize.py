@@ -71,13 +71,19 @@ def test_anatomy_defines_grid_and_conditions(tiny_anatomy_model):
     assert not np.array_equal(sitk.GetArrayFromImage(with_labels.image), sitk.GetArrayFromImage(without.image))
 
 
-def test_anatomy_with_model_without_anatomy_channels_notes(tiny_engines):
-    reference = task_ct()
+def test_anatomy_with_model_without_anatomy_channels_is_refused(tiny_engines, tiny_models):
+    """A label map given to a model trained without anatomy channels would condition nothing: refused,
+    naming the model and what it lacks, before any sampling (the task and the API)."""
     recorder = Recorder()
-    result = _run(tiny_engines["base"], recorder, anatomy=_labels_like(reference))
-    assert not result.anatomy_used
-    assert any("no anatomy conditioning" in note for note in recorder.notes)
-    assert_same_grid(result.image, reference, tol=0)
+    with pytest.raises(InputError) as error:
+        _run(tiny_engines["base"], recorder, anatomy=_labels_like(task_ct()))
+    message = str(error.value)
+    assert tiny_engines["base"].model_name in message and "anatomy channels" in message
+    assert "--like" in message and "Nothing was written" in message
+    assert not recorder.stage("synthesis") and not recorder.stage("preprocessing")
+    with pytest.raises(InputError, match="takes no anatomy label map"):
+        api.synthesize("chest", anatomy=box_mask(task_ct()), spacing=(0.8, 0.7, 2.5), model=str(tiny_models.base),
+                       device="cpu", steps=2)
 
 
 def test_anatomy_condition_one_hot():
@@ -107,10 +113,10 @@ def test_errors_and_cancel(tiny_engines):
     assert recorder.stage("synthesis")[-1].step == 1
 
 
-def test_api_synthesize(tiny_models):
+def test_api_synthesize(tiny_models, tiny_anatomy_model):
     out = api.synthesize("chest", size=(10, 12, 8), spacing=4.0, model=str(tiny_models.base), device="cpu", steps=2)
     assert out.GetSize() == (10, 12, 8) and out.GetPixelID() == sitk.sitkInt16
     labels = box_mask(task_ct())
-    array = api.synthesize("chest", anatomy=labels, spacing=(0.8, 0.7, 2.5), model=str(tiny_models.base),
+    array = api.synthesize("chest", anatomy=labels, spacing=(0.8, 0.7, 2.5), model=str(tiny_anatomy_model),
                            device="cpu", steps=2)
     assert isinstance(array, np.ndarray) and array.shape == labels.shape and array.dtype == np.int16

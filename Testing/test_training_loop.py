@@ -89,7 +89,7 @@ def test_export_load_and_sample(cache, tmp_path):
     assert all((result.export / f).stat().st_size < 0.06 * 2**20 for f in shards)
     card = files.card
     for words in ("3 optimiser steps", "Training data", "generated phantoms", "Validation loss", "float16", "CPU",
-                  "Intended use: research only", "not for diagnosis"):
+                  "Intended use: research only", "not for diagnosis", "## Conditions", "No anatomy label map"):
         assert words in card, words
     assert files.extra["training"]["steps"] == 3
     loaded = load_pipeline_model(result.export, device="cpu")

@@ -25,10 +25,12 @@ class RunCancelled(MedDiffFMModuleError):
 
 @dataclasses.dataclass
 class TaskRequest:
-    """Everything one run needs. ``inputVolume`` is the reference volume (optional) for synthesis."""
+    """Everything one run needs. ``inputVolume`` is the reference volume (optional) for synthesis;
+    ``anatomyVolume`` its anatomy label map (only for a model with anatomy channels)."""
 
     task: Task
     inputVolume: Optional[object] = None
+    anatomyVolume: Optional[object] = None
     segmentationNode: Optional[object] = None
     segmentId: Optional[str] = None
     outputVolume: Optional[object] = None

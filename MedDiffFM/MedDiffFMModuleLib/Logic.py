@@ -69,6 +69,7 @@ def requestFromParameters(parameters) -> TaskRequest:
     return TaskRequest(
         task=task,
         inputVolume=parameters.inputVolume,
+        anatomyVolume=parameters.anatomyVolume if task is Task.SYNTHESIZE else None,
         segmentationNode=parameters.segmentationNode if mask else None,
         segmentId=(parameters.segmentId or None) if mask else None,
         outputVolume=parameters.outputVolume,
@@ -239,6 +240,9 @@ class Logic:
                 else:
                     paths.input = os.path.join(tempDir, "input.nrrd")
                     SceneIO.writeVolume(request.inputVolume, paths.input)
+            if task is Task.SYNTHESIZE and request.anatomyVolume is not None:
+                paths.anatomy = os.path.join(tempDir, "anatomy.nrrd")
+                SceneIO.writeVolume(request.anatomyVolume, paths.anatomy)
             if needsMask(task):
                 paths.mask = os.path.join(tempDir, "mask.nrrd")
                 SceneIO.writeSegmentMask(request.segmentationNode, request.segmentId, request.inputVolume, paths.mask)
@@ -402,12 +406,13 @@ class Logic:
 
     def synthesize(self, region: Union[str, Region] = "chest", referenceVolume=None, steps: Optional[int] = None,
                    seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
-                   outputVolume=None, wait: bool = True):
+                   outputVolume=None, wait: bool = True, anatomyVolume=None):
         """Synthesize a CT of ``region`` ("synthetic CT", or "<reference> synthesized" on the grid
-        of ``referenceVolume``)."""
+        of ``referenceVolume``); ``anatomyVolume``, a label map, conditions it and sets the grid (only
+        a model trained with anatomy channels takes one: the library refuses it otherwise)."""
         options = self._options(Task.SYNTHESIZE, region=region, steps=steps, seed=seed, model=model, device=device)
-        return self._run(TaskRequest(Task.SYNTHESIZE, inputVolume=referenceVolume, outputVolume=outputVolume,
-                                     options=options), wait)
+        return self._run(TaskRequest(Task.SYNTHESIZE, inputVolume=referenceVolume, anatomyVolume=anatomyVolume,
+                                     outputVolume=outputVolume, options=options), wait)
 
     def superResolve(self, inputVolume, factorZ: Optional[int] = None, steps: Optional[int] = None,
                      seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",

@@ -42,11 +42,30 @@ class ModelInfo:
             return _("CHECKSUM MISMATCH: the weights will not be loaded; import them again")
         return _("checksum not checked")
 
+    @property
+    def anatomyChannels(self) -> int:
+        """Anatomy label channels the model was trained with (its config's ``anatomy_channels``;
+        0: it takes no anatomy label map)."""
+        try:
+            return max(0, int(self.config.get("anatomy_channels") or 0))
+        except (TypeError, ValueError):
+            return 0
+
+    def conditionsText(self) -> str:
+        """Which conditions a base model takes ("" when its config was not listed)."""
+        if self.kind != "unet" or not self.config:
+            return ""
+        if self.anatomyChannels:
+            return _("Conditions: body region and an anatomy label map (labels 1-{n}).").format(n=self.anatomyChannels)
+        return _("Conditions: body region only (trained without anatomy label maps).")
+
     def summaryText(self) -> str:
         """Model card summary for the panel."""
         lines = [f"{self.name} ({self.kind}) - {self.checksumText()}"]
         if self.error:
             lines.append(self.error)
+        if self.conditionsText():
+            lines.append(self.conditionsText())
         if self.cardSummary:
             lines.append(self.cardSummary)
         return "\n".join(lines)
@@ -66,6 +85,12 @@ class LibraryInfo:
         """The library's default steps of ``task`` (None when the library did not say)."""
         steps = (self.tasks.get(task) or {}).get("default_steps")
         return int(steps) if steps else None
+
+    def baseModel(self, name: Optional[str]) -> Optional[ModelInfo]:
+        """The model called ``name``; when empty ("Default model"), the first base model listed."""
+        if name:
+            return self.model(name)
+        return next((m for m in self.models if m.kind == "unet"), None)
 
     def model(self, name: Optional[str]) -> Optional[ModelInfo]:
         """The model called ``name`` (or at that path); the first one when ``name`` is empty."""

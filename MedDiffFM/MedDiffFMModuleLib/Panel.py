@@ -165,7 +165,7 @@ class MedDiffFMPanel:
         return self._scene if self._scene is not None else self.logic.scene
 
     def setMRMLScene(self, scene) -> None:
-        for selector in (self.ui.inputSelector, self.ui.outputSelector, self.ui.segmentSelector):
+        for selector in (self.ui.inputSelector, self.ui.anatomySelector, self.ui.outputSelector, self.ui.segmentSelector):
             selector.setMRMLScene(scene)
 
     # -- parameter node --------------------------------------------------------------------
@@ -218,7 +218,7 @@ class MedDiffFMPanel:
             ui = self.ui
             task = Task(p.task)
             spec = taskSpec(task)
-            for option, visible in visibleOptions(task).items():
+            for option, visible in visibleOptions(task, self.anatomyChannels()).items():
                 self.optionRows[option].setVisible(visible)
             ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference grid (optional):"))
             ui.taskDescriptionLabel.setText(spec.description)
@@ -392,6 +392,14 @@ class MedDiffFMPanel:
             combo.blockSignals(False)
         self.ui.modelCardLabel.setText(self.modelCardText())
 
+    def anatomyChannels(self) -> int:
+        """Anatomy channels of the chosen model ("Default model": the first base model listed); 0
+        when the models are not listed yet, so that the anatomy input stays hidden until known."""
+        if self.libraryInfo is None or self._parameterNode is None:
+            return 0
+        model = self.libraryInfo.baseModel(self._parameterNode.model)
+        return model.anatomyChannels if model is not None else 0
+
     def modelCardText(self) -> str:
         if self.libraryInfo is None:
             return _("Models not listed yet: click Refresh.")
@@ -483,6 +491,8 @@ class MedDiffFMPanel:
                 return None
         else:
             self.logic.serverToken = None
+        if not self.anatomyChannels():  # the row is hidden: a map chosen for another model is not sent
+            request = dataclasses.replace(request, anatomyVolume=None)
         self.ui.logTextEdit.clear()
         self.setProgress(ProgressUpdate("starting"))
         self.ui.statusLabel.setText("")

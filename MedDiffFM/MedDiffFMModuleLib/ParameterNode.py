@@ -41,7 +41,7 @@ SEED_MAX = 2**31 - 1
 
 # Parameters bound by ``connectGui`` through SlicerParameterName (the others are synced by hand).
 GUI_BOUND_PARAMETERS = (
-    "inputVolume", "task", "strength", "steps", "seed", "region", "inputRegion", "useThreshold", "threshold",
+    "inputVolume", "anatomyVolume", "task", "strength", "steps", "seed", "region", "inputRegion", "useThreshold", "threshold",
     "factorZ", "outputVolume", "device",
 )
 
@@ -55,6 +55,7 @@ class MedDiffFMParameterNode:
     steps - sampling steps; 0 = the model's default.
     seed - random seed; -1 = random.
     region - body region for synthesis.
+    anatomyVolume - anatomy label map for synthesis (shown only for a model with anatomy channels).
     inputRegion - body region of the input CT (the other tasks); auto = guessed by the library.
     useThreshold, threshold - segment the anomaly map above this value (HU).
     factorZ - thin slices per thick slice (super-resolution); 0 = automatic.
@@ -70,6 +71,7 @@ class MedDiffFMParameterNode:
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(-1, SEED_MAX)] = -1
     region: Region = Region.CHEST
+    anatomyVolume: slicer.vtkMRMLLabelMapVolumeNode
     inputRegion: InputRegion = InputRegion.AUTO
     useThreshold: bool = False
     threshold: Annotated[float, WithinRange(0.0, 4000.0)] = 150.0

@@ -117,8 +117,10 @@ INPUT_REGION = "inputRegion"
 THRESHOLD = "threshold"
 FACTOR_Z = "factorZ"
 MASK = "mask"
+ANATOMY = "anatomy"
+"""Synthesis' anatomy label map: shown only for a model trained with anatomy channels."""
 
-ALL_OPTIONS = (STRENGTH, STEPS, SEED, REGION, INPUT_REGION, THRESHOLD, FACTOR_Z, MASK)
+ALL_OPTIONS = (STRENGTH, STEPS, SEED, REGION, ANATOMY, INPUT_REGION, THRESHOLD, FACTOR_Z, MASK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +148,11 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
         description=_("Reconstructs a pseudo-healthy volume and maps where the input differs from it "
                       "(in HU). With a threshold, voxels above it become a segment.")),
     Task.SYNTHESIZE: TaskSpec(
-        Task.SYNTHESIZE, (REGION, STEPS, SEED), paths=("output",), inputRequired=False, outputSuffix="synthesized",
+        Task.SYNTHESIZE, (REGION, ANATOMY, STEPS, SEED), paths=("output",), inputRequired=False,
+        outputSuffix="synthesized",
         description=_("Generates a synthetic CT of the chosen body region, on the grid of the "
-                      "reference volume when one is selected.")),
+                      "reference volume when one is selected (or of the anatomy label map, for a model "
+                      "that takes one).")),
     Task.SUPERRES: TaskSpec(
         Task.SUPERRES, (FACTOR_Z, INPUT_REGION, STEPS, SEED), outputSuffix="super-resolved",
         description=_("Generates thin slices from a thick-slice volume: the z factor is the number of thin "
@@ -170,9 +174,13 @@ def taskSpec(task: Task) -> TaskSpec:
     return TASK_SPECS[Task(task)]
 
 
-def visibleOptions(task: Task) -> Dict[str, bool]:
-    """For each option row of the panel: whether it is shown for ``task``."""
+def visibleOptions(task: Task, anatomyChannels: int = 0) -> Dict[str, bool]:
+    """For each option row of the panel: whether it is shown for ``task``. The anatomy label map is
+    shown only when the chosen model has ``anatomyChannels`` (``meddifffm info --json``: its config's
+    ``anatomy_channels``): a model trained without them refuses one."""
     shown = set(taskSpec(task).options)
+    if anatomyChannels <= 0:
+        shown.discard(ANATOMY)
     return {option: option in shown for option in ALL_OPTIONS}
 
 
@@ -329,6 +337,7 @@ class TaskPaths:
     input: Optional[str] = None
     mask: Optional[str] = None
     reference: Optional[str] = None
+    anatomy: Optional[str] = None
     anomalyMask: Optional[str] = None
     healthy: Optional[str] = None
 
@@ -347,7 +356,9 @@ def buildTaskArguments(task: Task, paths: TaskPaths, options: TaskOptions,
         args += ["--mask-out", paths.anomalyMask]
     if task is Task.ANOMALY and paths.healthy:
         args += ["--healthy-out", paths.healthy]
-    if task is Task.SYNTHESIZE and paths.reference:
+    if task is Task.SYNTHESIZE and paths.anatomy:
+        args += ["--anatomy", paths.anatomy]  # it also sets the grid: the library takes no --like with it
+    elif task is Task.SYNTHESIZE and paths.reference:
         args += ["--like", paths.reference]
     return args + commonArguments(options, platform)
 

@@ -24,6 +24,7 @@ from ..tasks.batch import (can_gather, case_outputs, distributed_rank, drop_own_
                            merge_results, output_path, run_batch, shard)
 from ..engine import Engine
 from ..tasks.registry import TASKS, task_entry
+from ..tasks.synthesize import check_anatomy_conditioning
 from . import common
 from .task_arguments import add_task_options, task_options
 from .task_helpers import TaskProgress
@@ -110,7 +111,11 @@ def _plan(args: argparse.Namespace, task: str, options, extras) -> list:
                for c in cases for p in case_outputs(out_dir, c, task, args.suffix, args.fmt, extras)]
     plan_outputs(planned if out_dir.is_dir() else [], inputs)  # (a new folder holds no input)
     if not getattr(args, "server", None):  # with --server the server checks its model
-        common.check_before_work(args, [], [], role=spec.role, expect_task=spec.expect_task)
+        files = common.check_before_work(args, [], [], role=spec.role, expect_task=spec.expect_task)
+        if task == "synthesize":  # its inputs are anatomy label maps
+            check_anatomy_conditioning(files.model_config, files.name,
+                                       "Batch synthesis takes anatomy label maps as its inputs, so it needs such a "
+                                       "model: run `meddifffm synthesize` once per volume without --anatomy instead")
     return cases
 
 

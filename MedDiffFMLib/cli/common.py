@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import SimpleITK as sitk
 
@@ -19,6 +19,9 @@ from ..preview import stage_preview
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress, check_cancel
 from ..sampling import SAMPLERS
 from ..engine import EngineOptions
+
+if TYPE_CHECKING:
+    from ..models.weights import ModelFiles
 
 
 def quiet_native_warnings() -> None:
@@ -89,8 +92,9 @@ def check_before_work(
     options: Sequence[object] = (),
     role: Optional[str] = None,
     expect_task: Optional[str] = None,
-) -> None:
-    """Everything checked before any input is read or model loaded, in one place.
+) -> Optional["ModelFiles"]:
+    """Everything checked before any input is read or model loaded, in one place; returns the
+    model's verified files (its config, for checks that depend on it) when ``role`` is given.
 
     1. every option's range (each options object's ``validate()``, the engine options included);
     2. the output plan: ``outputs`` as (label, path, kind) plus ``--preview``, against ``inputs``
@@ -111,7 +115,8 @@ def check_before_work(
     if role is not None:
         from ..models.loading import model_for_task
 
-        model_for_task(model, role, expect_task, getattr(args, "command", None))
+        return model_for_task(model, role, expect_task, getattr(args, "command", None))
+    return None
 
 
 def read_input(path: Path, series: Optional[str] = None, name: str = "input") -> sitk.Image:

@@ -93,5 +93,9 @@ def run(args: argparse.Namespace) -> None:
         if model.get("card_summary"):
             print(f"      {model['card_summary'][:160]}")
         if model.get("config"):
-            print(f"      sampler {model['config'].get('sampler')}, prediction {model['config'].get('prediction_type')}")
+            config = model["config"]
+            anatomy = int(config.get("anatomy_channels") or 0)
+            takes = f"anatomy label map ({anatomy} labels)" if anatomy else "no anatomy label map (synthesize --anatomy is refused)"
+            print(f"      sampler {config.get('sampler')}, prediction {config.get('prediction_type')}; conditions: body "
+                  f"region, {takes}")
     print("Tasks (default steps): " + ", ".join(f"{name} ({task['default_steps']})" for name, task in info["tasks"].items()))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..tasks.registry import task_entry
-from ..tasks.synthesize import synthesize_image
+from ..tasks.synthesize import check_anatomy_conditioning, synthesize_image
 from . import common
 from .task_arguments import add_task_options, task_options
 from .task_helpers import TaskProgress
@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("output", type=Path, help="where to write the synthetic CT (int16 HU)")
     add_task_options(parser, ENTRY)
     grid = parser.add_argument_group("output grid (one of)")
-    grid.add_argument("--anatomy", type=Path, default=None, help="anatomy label map: condition and output grid")
+    grid.add_argument("--anatomy", type=Path, default=None,
+                      help="anatomy label map: condition and output grid; only for a model trained with anatomy "
+                           "channels (the shipped base has none: `meddifffm info` lists each model's conditions)")
     grid.add_argument("--like", type=Path, default=None, help="reference image whose grid the output takes")
     grid.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None, help="output size in voxels")
     grid.add_argument("--spacing", type=float, nargs="+", metavar="MM", default=None,
@@ -39,8 +41,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     options = task_options(args, ENTRY)
-    common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.anatomy, args.like], [options],
-                             role=ENTRY.role)
+    files = common.check_before_work(args, [("output", args.output, common.VOLUME)], [args.anatomy, args.like],
+                                     [options], role=ENTRY.role)
+    if args.anatomy is not None:
+        check_anatomy_conditioning(files.model_config, files.name)
     anatomy = common.read_input(args.anatomy, name="anatomy label map") if args.anatomy is not None else None
     like = common.read_input(args.like, name="reference image") if args.like is not None else None
     engine = Engine(common.engine_options(args), role=ENTRY.role)

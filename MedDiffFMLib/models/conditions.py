@@ -14,7 +14,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .config import ControlNetConfig, ModelConfig
 from .inputs import anatomy_one_hot
+
+# What each ControlNet task's condition volume is, for the model cards.
+CONTROL_CONDITIONS = {
+    "superres": "the thick-slice CT (interpolated along z onto the model grid)",
+    "lesion": "a lesion mask (1 inside the lesion)",
+}
+
+
+def describe_conditions(config: ModelConfig, control: ControlNetConfig | None = None) -> list[str]:
+    """The conditions a model takes, as model-card bullet lines (what ``synthesize --anatomy`` and
+    the Slicer panel's anatomy input depend on)."""
+    regions = ", ".join(config.regions)
+    lines = [f"- Body region ({regions}; `--region`, or unknown) and the voxel's position in the image "
+             "(whole-image sinusoidal embedding)."]
+    if config.anatomy_channels > 0:
+        lines.append(f"- An anatomy label map (`synthesize --anatomy`): {config.anatomy_channels} channels, label c "
+                     "(1..C) drives channel c - 1; higher labels are ignored.")
+    else:
+        lines.append("- No anatomy label map: trained without anatomy channels (`anatomy_channels` 0), so "
+                     "`synthesize --anatomy` is refused and the Slicer module hides its anatomy input.")
+    if control is not None:
+        what = CONTROL_CONDITIONS.get(control.task, f"the '{control.task}' condition")
+        lines.append(f"- As a '{control.task}' ControlNet: {what}, on top of its base model's conditions above.")
+    return lines
 
 
 def anatomy_condition(labels: np.ndarray, channels: int) -> torch.Tensor:

@@ -6,6 +6,8 @@ model patch at the model spacing). The model samples on that grid's model-spacin
 (:meth:`ModelSpace.for_grid`) and the result is resampled onto the output grid, as int16 HU.
 Anatomy conditioning needs a model trained with anatomy channels (``anatomy_channels`` > 0);
 label ``c`` drives channel ``c - 1`` (:func:`~MedDiffFMLib.models.conditions.anatomy_condition`).
+A label map given to a model without them is refused (:func:`check_anatomy_conditioning`), before
+any work: the CLI and batch check the model's config before reading an input.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..engine import Engine
 from ..errors import InputError
 from ..io import Geometry, geometry_of, image_from_array, validate_volume
 from ..models.conditions import anatomy_condition
+from ..models.config import ModelConfig
 from ..preprocessing import ModelSpace, resample_like
 from ..progress import CancelCheck, ProgressCallback, notify
 from ..sampling import Conditions
@@ -76,6 +79,22 @@ class SynthesisResult:
     region: str
     anatomy_used: bool
     steps: int
+
+
+def check_anatomy_conditioning(config: ModelConfig, model_name: str, instead: str = "") -> None:
+    """Raise InputError when the model ``model_name`` (config ``config``) cannot take an anatomy label
+    map: it was trained without anatomy channels, so the map would condition nothing. ``instead``:
+    what the caller's user can do (default: synthesise without the map, or take its grid with like)."""
+    if config.anatomy_channels > 0:
+        return
+    instead = instead or ("Synthesise without the anatomy label map (--anatomy, anatomy=); to put the synthetic CT "
+                          "on the map's grid, pass the map as the reference grid (--like, like=) instead")
+    raise InputError(
+        f"Model '{model_name}' takes no anatomy label map: it was trained without anatomy channels "
+        f"(anatomy_channels = 0 in its config), so it is conditioned on the body region only. {instead}; or "
+        "pass --model with a model trained with anatomy channels (its model card lists the conditions it takes). "
+        "Nothing was written."
+    )
 
 
 def _spacing3(spacing, default) -> tuple[float, float, float]:
@@ -137,6 +156,8 @@ def synthesize_image(
     options.validate()
     steps = int(options.steps)
     grid = output_grid(engine, options, anatomy, like)
+    if anatomy is not None:
+        check_anatomy_conditioning(engine.config, engine.model_name)
     check_fits_in_memory(int(np.prod(grid.size)), 4, "The synthetic volume")
     with preprocessing(progress, cancel):
         space = ModelSpace.for_grid(grid, tuple(reversed(engine.config.spacing_mm)), engine.window(region),
@@ -145,17 +166,13 @@ def synthesize_image(
         anatomy_tensor: Optional[torch.Tensor] = None
         if anatomy is not None:
             labels = _anatomy_on_model_grid(anatomy, space)
-            if channels == 0:
-                notify(progress, f"Model '{engine.model_name}' has no anatomy conditioning (anatomy_channels = 0): "
-                                 "the label map only defines the output grid.")
-            else:
-                present = np.unique(labels[labels > 0])
-                if present.size == 0:
-                    notify(progress, "The anatomy label map has no labelled voxel on the model grid; sampling without anatomy.")
-                elif present.max() > channels:
-                    notify(progress, f"Labels above {channels} (this model's anatomy channels) are ignored: "
-                                     f"{present[present > channels][:10].tolist()}.")
-                anatomy_tensor = anatomy_condition(labels, channels)
+            present = np.unique(labels[labels > 0])
+            if present.size == 0:
+                notify(progress, "The anatomy label map has no labelled voxel on the model grid; sampling without anatomy.")
+            elif present.max() > channels:
+                notify(progress, f"Labels above {channels} (this model's anatomy channels) are ignored: "
+                                 f"{present[present > channels][:10].tolist()}.")
+            anatomy_tensor = anatomy_condition(labels, channels)
 
     plan = plan_sampling(engine, steps=steps, start_step=None, eta=options.eta, seed=options.seed, progress=progress)
     x = plan.noise((1, 1, *space.model_array.shape))

@@ -17,6 +17,7 @@ from typing import Optional, Protocol, Sequence
 
 import torch
 
+from ..models.conditions import describe_conditions
 from ..models.config import ControlNetConfig, ModelConfig
 from ..models.network import MedDiffFMControlNet, MedDiffFMUNet
 from ..models.weights import save_model
@@ -133,6 +134,7 @@ def model_card(run: RunReport, result: TrainResult, name: str) -> str:
     if cfg.export.summary:
         lines += [cfg.export.summary.strip(), ""]
     lines += ["## Intended use: research only", "", INTENDED_USE, ""]
+    lines += ["## Conditions", "", *describe_conditions(mc, run.control), ""]
     lines += ["## Training data", ""]
     if cfg.data_description:
         lines += [cfg.data_description.strip(), ""]

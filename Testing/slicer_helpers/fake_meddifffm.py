@@ -9,7 +9,8 @@ itself; so an argument the real command rejects fails here too, and every defaul
 What it writes (geometry always that of the input unless stated):
   denoise IN OUT            a float32 copy of IN
   anomaly IN OUT            |IN - mean(IN)|; --threshold T --mask-out M: M = OUT > T; --healthy-out H: copy of IN
-  synthesize OUT            --like REF: REF's grid filled with noise; else a 16x16x8 volume, spacing (1, 1, 2)
+  synthesize OUT            --like REF or --anatomy LABELS: that grid filled with noise; else a 16x16x8 volume,
+                            spacing (1, 1, 2)
   superres IN OUT           z size x factor (--factor-z, default 2), z spacing / factor, same origin/direction
   inpaint IN MASK OUT       IN with the mask set to -1000 (lesion: +100); MASK must be on IN's grid (else exit 2)
   batch TASK --inputs D --out O   a float32 copy of each file of D into O
@@ -148,6 +149,8 @@ def main(argv):
                  "card_summary": "Tiny random model for tests.", "config": {"default_steps": 10}},
                 {"name": "meddifffm-paper", "path": "/models/paper", "kind": "unet", "sha256_ok": False,
                  "card_summary": "Paper model.", "config": {}},
+                {"name": "meddifffm-anatomy", "path": "/models/anatomy", "kind": "unet", "sha256_ok": True,
+                 "card_summary": "A model trained with anatomy label maps.", "config": {"anatomy_channels": 4}},
                 {"name": "meddifffm-controlnet", "path": "/models/cn", "kind": "controlnet", "sha256_ok": True,
                  "card_summary": "", "config": {}},
             ]}), flush=True)
@@ -190,8 +193,8 @@ def main(argv):
             write(like(array, image), args.healthy_out)
             outputs.append(args.healthy_out)
     elif args.command == "synthesize":
-        if args.like:
-            reference = read(args.like)
+        if args.like or args.anatomy:
+            reference = read(args.anatomy or args.like)
             rng = np.random.default_rng(args.seed)
             write(like(rng.normal(0, 100, sitk.GetArrayFromImage(reference).shape), reference), args.output)
         else:
