@@ -84,7 +84,9 @@ def model_map(method: str, crop: sitk.Image, engine, region: str, residual_steps
     from MedDiffFMLib import api
 
     kwargs = {"steps": residual_steps, "body_only": True} if method == "residual" else {}
-    out = api.anomaly_map(crop, engine=engine, method=method, region=region, details=True, **kwargs)
+    # The cases are CT in HU; a box inside a head holds no air, which the library's HU check would refuse.
+    out = api.anomaly_map(crop, engine=engine, method=method, region=region, details=True, allow_non_hu=True,
+                          **kwargs)
     return sitk.GetArrayFromImage(out["map"]).astype(np.float32), out
 
 
