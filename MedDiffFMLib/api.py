@@ -80,11 +80,13 @@ def anomaly_map(
     direction: Optional[Sequence[float]] = None,
     model: Optional[str] = None,
     device: str = "auto",
+    method: str = AnomalyOptions.method,
     start_step: Optional[int] = AnomalyOptions.start_step,
     steps: int = AnomalyOptions.steps,
     samples: int = AnomalyOptions.samples,
-    smooth_mm: float = AnomalyOptions.smooth_mm,
+    smooth_mm: Optional[float] = AnomalyOptions.smooth_mm,
     threshold: Optional[float] = AnomalyOptions.threshold,
+    min_component_ml: float = AnomalyOptions.min_component_ml,
     body_only: bool = AnomalyOptions.body_only,
     seed: Optional[int] = AnomalyOptions.seed,
     region: Optional[str] = AnomalyOptions.region,
@@ -94,16 +96,20 @@ def anomaly_map(
     cancel: Optional[CancelCheck] = None,
     engine: Optional[Engine] = None,
 ):
-    """Zero-shot anomaly map of a CT in HU: |input - healthy reconstruction| in HU, Gaussian-smoothed
-    (``smooth_mm``, std in mm), averaged over ``samples``; see :mod:`MedDiffFMLib.tasks.anomaly`.
+    """Zero-shot anomaly map of a CT in HU; see :mod:`MedDiffFMLib.tasks.anomaly`. The default
+    ``method="ensemble"`` reconstructs from moderate noise levels and divides each residual by what
+    healthy tissue of the same structure gives (1 = a typical healthy voxel); ``method="residual"`` is
+    the paper's |input - reconstruction| in HU from t = 950 (pass ``steps=20`` for the former default).
 
-    Returns the map (float32, HU of absolute difference) on the input grid; with ``details=True``
-    a dict ``{"map", "mask" (uint8 or None, needs ``threshold``), "healthy", "score"}``.
+    Returns the map (float32) on the input grid; with ``details=True`` a dict ``{"map", "mask" (uint8 or
+    None: needs ``threshold`` or, with "ensemble", the model's calibrated default), "healthy", "score",
+    "threshold"}``.
     """
     source = _as_image(image, spacing, origin, direction)
-    options = task_entry("anomaly").options(start_step=start_step, steps=steps, samples=samples, smooth_mm=smooth_mm,
-                                            threshold=threshold, body_only=body_only, seed=seed, region=region,
-                                            allow_non_hu=allow_non_hu)
+    options = task_entry("anomaly").options(method=method, start_step=start_step, steps=steps, samples=samples,
+                                            smooth_mm=smooth_mm, threshold=threshold,
+                                            min_component_ml=min_component_ml, body_only=body_only, seed=seed,
+                                            region=region, allow_non_hu=allow_non_hu)
     result = anomaly_map_image(source, _engine(engine, model, device, "anomaly"), options, progress, cancel)
     amap = _like_input(result.anomaly_map, image)
     if not details:
@@ -113,6 +119,7 @@ def anomaly_map(
         "mask": _like_input(result.mask, image) if result.mask is not None else None,
         "healthy": _like_input(result.healthy, image),
         "score": result.score,
+        "threshold": result.threshold,
     }
 
 

@@ -63,6 +63,16 @@ def test_auroc_and_best_dice():
     assert best == pytest.approx(4 / 7)
 
 
+def test_auprc_known_values():
+    labels = np.array([1, 0, 1, 0, 0], bool)
+    # Ranked 1, 0, 1, 0, 0: precision 1 at the first positive, 2/3 at the second.
+    assert metrics.auprc(np.array([5.0, 4, 3, 2, 1]), labels) == pytest.approx((1.0 + 2 / 3) / 2)
+    assert metrics.auprc(np.array([1.0, 0, 1, 0, 0]), labels) == pytest.approx(1.0)
+    # A constant map scores the prevalence (every voxel tied, one cut).
+    assert metrics.auprc(np.zeros(5), labels) == pytest.approx(0.4)
+    assert np.isnan(metrics.auprc(np.zeros(3), np.zeros(3, bool)))
+
+
 def test_soft_tissue_and_body_masks():
     hu = np.full((3, 20, 20), -1000.0)
     hu[:, 4:16, 4:16] = 40.0  # soft tissue block

@@ -199,10 +199,10 @@ def test_anomaly_map_is_a_colour_overlay_with_a_segmentation(mrmlScene, logic, r
     assert display.GetColorNode().GetName() == "ColdToHotRainbow"
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(threshold)  # only anomalies tint
     assert display.GetWindowLevelMin() == pytest.approx(threshold)
-    # Slicer's colour legend, in HU, over the views that show the map
+    # Slicer's colour legend, in units of the healthy residual, over the views that show the map
     legend = mrmlScene.logics["colors"].GetColorLegendDisplayNode(amap)
     assert legend is not None and legend.GetVisibility()
-    assert legend.GetTitleText() == "Anomaly (HU)" and legend.GetLabelFormat() == "%.0f HU"
+    assert legend.GetTitleText() == "Anomaly (x healthy)" and legend.GetLabelFormat() == "%.1f"
     for composite in compositeNodes(scene):
         assert composite.GetBackgroundVolumeID() == volume.GetID()
         assert composite.GetForegroundVolumeID() == amap.GetID()
@@ -227,6 +227,21 @@ def test_anomaly_map_without_threshold_adds_no_segmentation(mrmlScene, logic):
     logic.anomalyMap(volume)
     assert logic.lastResult.segmentationNode is None
     assert mrmlScene.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_anomaly_map_uses_the_models_calibrated_threshold(mrmlScene, logic, record):
+    volume, array = addCtVolume()
+    logic.listModels()  # the library's model list, with the tiny model's calibrated threshold (900)
+    assert logic.calibratedAnomalyThreshold(None) == 900.0
+    amap = logic.anomalyMap(volume)
+    argv = recordedArgs(record)[-1]
+    assert "--mask-out" in argv and "--threshold" not in argv  # the library applies its own default
+    display = amap.GetDisplayNode()
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(900.0)
+    segmentation = logic.lastResult.segmentationNode
+    segmentId = segmentation.GetSegmentation().GetNthSegmentID(0)
+    expected = np.abs(array.astype(np.float32) - array.astype(np.float32).mean()) > 900.0
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0, expected)
 
 
 def test_synthesize_with_and_without_reference(mrmlScene, logic, record):

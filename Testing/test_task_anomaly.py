@@ -1,4 +1,5 @@
-"""Anomaly maps: definition, geometry, samples, body mask, threshold."""
+"""Anomaly maps: the former residual map (definition, geometry, samples, body mask, threshold) and the
+default ensemble map (structure-normalised, calibrated threshold, shipped healthy statistics)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from MedDiffFMLib.preprocessing.model_masks import body_mask
 
 
 def _run(engine, image, recorder=None, **options):
+    options.setdefault("method", "residual")
     options.setdefault("steps", 2)
     options.setdefault("region", "chest")
     recorder = recorder or Recorder()
@@ -41,7 +43,8 @@ def test_map_is_abs_difference_in_hu_on_input_grid(tiny_engines):
 def test_samples_threshold_body_and_smoothing(tiny_engines):
     image = task_ct()
     recorder = Recorder()
-    result = _run(tiny_engines["base"], image, recorder, samples=2, threshold=50.0, body_only=True, smooth_mm=3.0)
+    result = _run(tiny_engines["base"], image, recorder, samples=2, threshold=50.0, body_only=True, smooth_mm=3.0,
+                  min_component_ml=0.0)
     recorder.assert_complete("reconstruction")
     assert recorder.stage("reconstruction")[-1].total == 2 * result.steps
     amap = sitk.GetArrayFromImage(result.anomaly_map)
@@ -99,9 +102,9 @@ def test_api_anomaly_details(tiny_models):
     array = sitk.GetArrayFromImage(image)
     out = api.anomaly_map(array, spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection(),
                           model=str(tiny_models.base), device="cpu", steps=2, region="chest", threshold=10.0,
-                          details=True)
+                          min_component_ml=0.0, details=True)
     assert out["map"].shape == array.shape and out["mask"].shape == array.shape
-    assert out["healthy"].shape == array.shape and np.isfinite(out["score"])
+    assert out["healthy"].shape == array.shape and np.isfinite(out["score"]) and out["threshold"] == 10.0
 
 
 def test_anomaly_map_with_a_single_step(tiny_models):
@@ -109,3 +112,38 @@ def test_anomaly_map_with_a_single_step(tiny_models):
     out = api.anomaly_map(image, model=str(tiny_models.base), device="cpu", steps=1, region="chest")
     values = sitk.GetArrayFromImage(out)
     assert values.shape == sitk.GetArrayFromImage(image).shape and np.isfinite(values).all()
+
+
+# ----------------------------------------------------------------------------- the default ensemble map
+
+
+def test_ensemble_map_is_normalised_inside_the_eroded_body(tiny_engines):
+    from MedDiffFMLib.tasks.anomaly_calibration import ScoringSettings
+    from MedDiffFMLib.tasks.anomaly_scoring import eroded_body
+
+    image = task_ct(shape=(12, 32, 28))
+    recorder = Recorder()
+    result = anomaly_map_image(image, tiny_engines["base"], AnomalyOptions(region="chest", samples=2),
+                               progress=recorder, cancel=recorder.cancel)
+    recorder.assert_complete("reconstruction")
+    levels = ScoringSettings().levels
+    assert recorder.stage("reconstruction")[-1].total == len(levels) * 2  # one step per level and seed
+    assert result.method == "ensemble" and result.steps == 1 and result.start_step == max(levels)
+    assert not result.calibrated and result.threshold is None and result.mask is None  # tiny model: no calibration
+    assert any("ships no anomaly calibration" in n for n in recorder.notes)
+    assert_same_grid(result.anomaly_map, image, tol=0)
+    amap = sitk.GetArrayFromImage(result.anomaly_map)
+    spacing = image.GetSpacing()[::-1]
+    inside = eroded_body(body_mask(sitk.GetArrayFromImage(image), spacing), spacing, ScoringSettings().erode_mm)
+    assert np.all(amap[~inside] == 0) and np.isfinite(amap).all() and (amap[inside] > 0).any()
+    # Normalised by the scan's own per-structure medians: a typical voxel scores about 1.
+    assert 0.3 < float(np.median(amap[inside & (amap > 0)])) < 3.0
+    masked = anomaly_map_image(image, tiny_engines["base"], AnomalyOptions(region="chest", samples=2, threshold=1.0,
+                                                                           min_component_ml=0.0))
+    mask = sitk.GetArrayFromImage(masked.mask).astype(bool)
+    assert np.array_equal(mask, (amap >= 1.0) & inside) and masked.threshold == 1.0
+
+
+def test_unknown_method_is_refused(tiny_engines):
+    with pytest.raises(InputError, match="--method"):
+        _run(tiny_engines["base"], task_ct(), method="thor")

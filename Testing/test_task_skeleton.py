@@ -40,7 +40,8 @@ TASKS = {
         task_ct(), e, DenoiseOptions(**{"steps": 2, "region": "chest", "noise_hu": 40.0, **o}),
         progress=r, cancel=r.cancel), False),
     "anomaly": Task("reconstruction", "base", lambda e, r, **o: anomaly_map_image(
-        task_ct(), e, AnomalyOptions(**{"steps": 2, "region": "chest", **o}), progress=r, cancel=r.cancel), True),
+        task_ct(), e, AnomalyOptions(**{"steps": 2, "region": "chest", "method": "residual", **o}), progress=r,
+        cancel=r.cancel), True),  # one pass; the default ensemble's several passes: test_task_anomaly.py
     "synthesize": Task("synthesis", "base", lambda e, r, **o: synthesize_image(
         e, SynthesisOptions(**{"steps": 2, "region": "abdomen", **o}), progress=r, cancel=r.cancel), False),
     "superres": Task("super-resolution", "superres", lambda e, r, **o: super_resolve_image(

@@ -75,6 +75,8 @@ CASES: dict[str, Case] = {
         Case("lidc_chest_1mm", "chest/lidc_chest_1mm.nii.gz", "chest", {}, "chest, 1 mm iso (resampled)"),
         Case("chest_upper_abdomen", "chest/chest_upper_abdomen.nii.gz", "chest",
              {"labels": "chest/chest_upper_abdomen_labels.nii.gz"}, "chest + upper abdomen, 0.7x0.7x2.5 mm"),
+        Case("head_cranium", "head/head_cranium_1.5mm.nii.gz", "head_neck", {}, "head, 0.96x0.96x1.5 mm"),
+        Case("head_trauma_ge", "head/head_trauma_ge.nii.gz", "head_neck", {}, "head, 0.98x0.98x2 mm (resampled)"),
     ]
     + [_sarcoma(i) for i in range(1, 37)]
 }

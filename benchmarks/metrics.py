@@ -110,6 +110,24 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
+def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the precision-recall curve as average precision (precision at each positive, ties
+    cut together); a random map scores the prevalence."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels, dtype=bool).ravel()
+    positives = int(labels.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    s, hits = scores[order], labels[order]
+    true_pos = np.cumsum(hits)
+    selected = np.arange(1, s.size + 1)
+    last_of_run = np.r_[s[1:] != s[:-1], True]
+    tp, n = true_pos[last_of_run], selected[last_of_run]
+    recall_gain = np.diff(np.r_[0, tp]) / positives
+    return float(np.sum(recall_gain * tp / n))
+
+
 def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The best Dice of ``scores >= threshold`` against ``labels`` over every threshold, and that threshold."""
     scores = np.asarray(scores, dtype=np.float64).ravel()

@@ -247,7 +247,8 @@ class Logic:
                 paths.mask = os.path.join(tempDir, "mask.nrrd")
                 SceneIO.writeSegmentMask(request.segmentationNode, request.segmentId, request.inputVolume, paths.mask)
             if task is Task.ANOMALY:
-                if options.threshold is not None:
+                # The library cuts at the model's calibrated threshold when none is given.
+                if options.threshold is not None or self.calibratedAnomalyThreshold(options.model) is not None:
                     paths.anomalyMask = os.path.join(tempDir, "anomaly-mask.nrrd")
                 if request.keepHealthy:
                     paths.healthy = os.path.join(tempDir, "healthy.nrrd")
@@ -311,7 +312,10 @@ class Logic:
             SceneIO.placeBeside(scene, volume, inputVolume)
             result = TaskResult(outputVolume=volume)
             if task is Task.ANOMALY:
-                SceneIO.showAsColorOverlay(scene, volume, request.options.normalized().threshold)
+                threshold = request.options.normalized().threshold
+                if threshold is None:
+                    threshold = self.calibratedAnomalyThreshold(request.options.model)
+                SceneIO.showAsColorOverlay(scene, volume, threshold)
                 if job.paths.anomalyMask and os.path.isfile(job.paths.anomalyMask):
                     segmentation = SceneIO.addSegmentationFromMask(
                         scene, job.paths.anomalyMask, inputVolume, anomalySegmentationName(inputVolume.GetName()),
@@ -329,7 +333,7 @@ class Logic:
                 SceneIO.showInSliceViews(scene, self.applicationLogic, inputVolume, volume)
                 # After the views show the map: the legend's displayable manager shows it only for
                 # a volume that is in the view when the legend node is added.
-                legend = SceneIO.addColorLegend(volume, _("Anomaly (HU)"))
+                legend = SceneIO.addColorLegend(volume, _("Anomaly (x healthy)"), "%.1f")
                 if legend is not None and isNew:
                     added.append(legend)
             else:
@@ -396,8 +400,10 @@ class Logic:
                    seed: Optional[int] = None, model: Optional[str] = None, device: Union[str, Device] = "auto",
                    keepHealthy: bool = False, outputVolume=None, wait: bool = True,
                    region: Union[str, InputRegion, None] = None):
-        """Anomaly map of ``inputVolume`` ("<input> anomaly map", shown as a colour overlay). With a
-        ``threshold`` (HU) the voxels above it also become the segmentation "<input> anomalies"
+        """Anomaly map of ``inputVolume`` ("<input> anomaly map", shown as a colour overlay above the
+        threshold). The voxels above ``threshold`` (map units: times the residual of healthy tissue of the
+        same structure), or else above the model's calibrated threshold (when the model list is loaded and
+        the model has one), also become the segmentation "<input> anomalies"
         (``logic.lastResult.segmentationNode``)."""
         options = self._options(Task.ANOMALY, threshold=threshold, steps=steps, seed=seed, model=model,
                                 device=device, region=region)
@@ -522,6 +528,12 @@ class Logic:
         job = Job(self._runner(["info", "--json"]), kind="info")
         job.runner.start()
         return job
+
+    def calibratedAnomalyThreshold(self, model: Optional[str]) -> Optional[float]:
+        """The anomaly map's calibrated default threshold of ``model`` (empty: the default model), from
+        the last ``meddifffm info``; None when unknown or not calibrated."""
+        info = self.libraryInfo.model(model) if self.libraryInfo is not None else None
+        return None if info is None else info.anomalyThreshold
 
     def parseInfo(self, job: Job) -> LibraryInfo:
         if not job.succeeded:

@@ -20,6 +20,8 @@ class ModelInfo:
     cardSummary: str = ""
     config: Dict = dataclasses.field(default_factory=dict)
     error: str = ""
+    anomalyThreshold: Optional[float] = None
+    """The calibrated default threshold of the anomaly map (``anomaly_threshold``; None: not calibrated)."""
     taskSteps: Dict[str, int] = dataclasses.field(default_factory=dict)
     """Default sampler steps per task (from the library's task registry, see :func:`parseInfoOutput`)."""
 
@@ -33,6 +35,7 @@ class ModelInfo:
             cardSummary=str(payload.get("card_summary") or ""),
             config=dict(payload.get("config") or {}),
             error=str(payload.get("error") or ""),
+            anomalyThreshold=None if payload.get("anomaly_threshold") is None else float(payload["anomaly_threshold"]),
         )
 
     def checksumText(self) -> str:

@@ -57,7 +57,8 @@ class MedDiffFMParameterNode:
     region - body region for synthesis.
     anatomyVolume - anatomy label map for synthesis (shown only for a model with anatomy channels).
     inputRegion - body region of the input CT (the other tasks); auto = guessed by the library.
-    useThreshold, threshold - segment the anomaly map above this value (HU).
+    useThreshold, threshold - segment the anomaly map above this value instead of the model's calibrated
+        threshold (map units: times the residual of healthy tissue of the same structure).
     factorZ - thin slices per thick slice (super-resolution); 0 = automatic.
     segmentationNode, segmentId - the region for inpainting / lesion generation.
     outputVolume - an existing volume to overwrite; none = create "<input> <task>".
@@ -74,7 +75,7 @@ class MedDiffFMParameterNode:
     anatomyVolume: slicer.vtkMRMLLabelMapVolumeNode
     inputRegion: InputRegion = InputRegion.AUTO
     useThreshold: bool = False
-    threshold: Annotated[float, WithinRange(0.0, 4000.0)] = 150.0
+    threshold: Annotated[float, WithinRange(0.0, 4000.0)] = 5.0
     factorZ: Annotated[int, WithinRange(0, 16)] = 0
     segmentationNode: slicer.vtkMRMLSegmentationNode
     segmentId: str = ""

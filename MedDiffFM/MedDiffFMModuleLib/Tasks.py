@@ -145,8 +145,10 @@ TASK_SPECS: Dict[Task, TaskSpec] = {
                       "the volume. Strength: the fraction of that noise removed (1 = all).")),
     Task.ANOMALY: TaskSpec(
         Task.ANOMALY, (INPUT_REGION, STEPS, SEED, THRESHOLD), outputSuffix="anomaly map",
-        description=_("Reconstructs a pseudo-healthy volume and maps where the input differs from it "
-                      "(in HU). With a threshold, voxels above it become a segment.")),
+        description=_("Reconstructs pseudo-healthy volumes from moderate noise levels and maps where the input "
+                      "differs from them more than healthy tissue of the same structure does (1 = typical healthy "
+                      "tissue). Voxels above the model's calibrated threshold (exceeded by 1 % of healthy body "
+                      "voxels), or above your own threshold, become a segment.")),
     Task.SYNTHESIZE: TaskSpec(
         Task.SYNTHESIZE, (REGION, ANATOMY, STEPS, SEED), paths=("output",), inputRequired=False,
         outputSuffix="synthesized",
@@ -352,7 +354,7 @@ def buildTaskArguments(task: Task, paths: TaskPaths, options: TaskOptions,
     if any(a is None for a in args):
         raise ValueError(f"Missing file path for task {task.value}: {paths}")
     args += taskOptionArguments(task, options)
-    if task is Task.ANOMALY and options.threshold is not None and paths.anomalyMask:
+    if task is Task.ANOMALY and paths.anomalyMask:
         args += ["--mask-out", paths.anomalyMask]
     if task is Task.ANOMALY and paths.healthy:
         args += ["--healthy-out", paths.healthy]

@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "import_weights",
     "denoise",
     "anomaly",
+    "calibrate_anomaly",
     "synthesize",
     "superres",
     "inpaint",

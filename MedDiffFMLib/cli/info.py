@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 import platform
+from typing import Optional
 
 from .. import __version__
 from ..device import available_devices
@@ -28,6 +29,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _anomaly_threshold(files) -> Optional[float]:
+    """The calibrated default threshold of the anomaly map (base models with healthy statistics), or None."""
+    from ..tasks.anomaly_calibration import calibration_of
+
+    try:
+        calibration = calibration_of(files) if files.controlnet_config is None else None
+    except ModelError:
+        return None
+    return None if calibration is None else calibration.threshold
+
+
 def collect() -> dict:
     import monai
     import SimpleITK
@@ -40,7 +52,8 @@ def collect() -> dict:
             files = verify_model_folder(folder)
             entry.update(name=files.name, kind=files.kind, sha256_ok=True, fingerprint=files.fingerprint,
                          card_summary=files.card_summary, config=files.model_config.to_dict(),
-                         task=files.controlnet_config.task if files.controlnet_config else None)
+                         task=files.controlnet_config.task if files.controlnet_config else None,
+                         anomaly_threshold=_anomaly_threshold(files))
         except ModelChecksumError as error:
             entry.update(status="checksum failed", sha256_ok=False, error=str(error))
         except ModelConfigError as error:

@@ -160,6 +160,37 @@ def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") 
     return verify_model_folder(files.path)
 
 
+def add_model_files(path: str | Path, contents: dict[str, bytes]) -> ModelFiles:
+    """Add (or replace) side files of a verified model folder, e.g. the anomaly map's healthy statistics
+    or the model card, and list them with their sha256 in its manifest; the weights and the config stay.
+
+    The folder is rewritten in a copy that then replaces it, so a failure leaves it as it was.
+    """
+    files = verify_model_folder(path)
+    protected = sorted(name for name in contents if name in (CONFIG, MANIFEST) or name.endswith(".safetensors"))
+    if protected:
+        raise ModelError(f"{', '.join(protected)} cannot be replaced this way (the weights and config keep their "
+                         "checksums).")
+    bad = sorted(name for name in contents if Path(name).name != name or name.startswith("."))
+    if bad:
+        raise ModelError(f"Side files must be plain names inside the model folder, not {', '.join(bad)}.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{files.path.name}.", dir=files.path.parent))
+    try:
+        for name in files.files:
+            shutil.copy2(files.path / name, tmp / name)
+        for name, data in contents.items():
+            (tmp / name).write_bytes(data)
+        manifest = json.loads((files.path / MANIFEST).read_text())
+        manifest["files"] = {**files.files, **{name: sha256_of(tmp / name) for name in contents}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        verify_model_folder(tmp)
+        _move_into_place(tmp, files.path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return verify_model_folder(files.path)
+
+
 def verify_model_folder(path: str | Path) -> ModelFiles:
     """Check every file of a model folder against its manifest and parse its config."""
     path = Path(path)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..models.config import REGIONS, UNKNOWN_REGION
-from .anomaly import AnomalyOptions, anomaly_map_image
+from .anomaly import METHODS as ANOMALY_METHODS, AnomalyOptions, anomaly_map_image
 from .denoise import DenoiseOptions, denoise_image
 from .inpaint import InpaintOptions, inpaint_image
 from .lesion import LesionOptions, generate_lesion_image
@@ -183,14 +183,21 @@ TASKS: Dict[str, TaskEntry] = {
             Argument("--strength", "strength", "0..1: fraction of the noise to remove (1 = all, 0.5 = halfway)"),
             NOISE_HU, LAMBDA, *SAMPLING, *CT_INPUT)),
         TaskEntry("anomaly", AnomalyOptions, _anomaly, "base", False, (
-            Argument("--threshold", "threshold", "HU of absolute difference at or above which a voxel is "
-                     "anomalous (for --mask-out)"),
-            Argument("--start-step", "start_step", "diffusion step the image is noised to (default: 950 of 1000, "
-                     "the paper's)", "int"),
-            Argument("--samples", "samples", "reconstructions to average (seeds seed, seed+1, ...)", "int"),
-            Argument("--smooth-mm", "smooth_mm", "Gaussian smoothing of the map: standard deviation in mm (0 = none)"),
-            Argument("--body-only", "body_only", "zero the map outside the body (the large connected region above "
-                     "-500 HU, holes filled)", "flag"),
+            Argument("--method", "method", "'ensemble': moderate noise levels, each residual divided by what healthy "
+                     "tissue of the same structure gives (1 = typical healthy voxel); 'residual': the paper's "
+                     "|input - reconstruction| in HU from t = 950 (use with --steps 20)", "str", ANOMALY_METHODS),
+            Argument("--threshold", "threshold", "map value at or above which a voxel is anomalous (for --mask-out; "
+                     "default with --method ensemble: the model's calibrated threshold, the score 1 percent of healthy "
+                     "body voxels exceed)"),
+            Argument("--start-step", "start_step", "--method residual: diffusion step the image is noised to "
+                     "(default: 950 of 1000, the paper's)", "int"),
+            Argument("--samples", "samples", "reconstructions per noise level (seeds seed, seed+1, ...)", "int"),
+            Argument("--smooth-mm", "smooth_mm", "Gaussian smoothing of each residual: standard deviation in mm "
+                     "(0 = none; default: 2 with --method residual, the calibration's with ensemble)"),
+            Argument("--min-component-ml", "min_component_ml", "drop mask parts smaller than this (ml)"),
+            Argument("--body-only", "body_only", "--method residual: zero the map outside the body (the large "
+                     "connected region above -500 HU, holes filled); the ensemble map always keeps the eroded body",
+                     "flag"),
             *SAMPLING, *CT_INPUT)),
         TaskEntry("synthesize", SynthesisOptions, _synthesize, "base", False, (
             Argument("--region", "region", "body region", "str", REGIONS, required=True),

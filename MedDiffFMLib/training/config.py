@@ -16,6 +16,7 @@ from typing import Any, Optional
 from ..errors import InputError
 from ..models.config import CONTROLNET_RUNTIME_SETTINGS, ModelConfig, named_config
 from .recipe import Recipe
+from .region_sampling import region_weight_problems
 
 # What a fine-tuning config's 'controlnet' section may set (fields of models.config.ControlNetConfig).
 CONTROLNET_TRAIN_KEYS = ("embedding_channels", *CONTROLNET_RUNTIME_SETTINGS)
@@ -66,6 +67,8 @@ class TrainConfig:
     low_t_fraction: float = 0.5         # low_biased: share of samples with t < low_t_max
     low_t_max: int = 250
     lesion_loss_weight: float = 0.0     # > 0: lesion voxels weigh 1 + this in the L1 mean
+    lesion_exclusion_mm: float = 0.0    # > 0 (base, healthy prior): lesions dilated by this many mm weigh 0
+    region_weights: dict = field(default_factory=dict)  # region (or "unknown") -> share of samples; {}: by case
     val_every: int = 200                # steps between validations (0: only at the end)
     val_samples_per_case: int = 4
     val_timesteps: tuple = (50, 250, 500, 750, 950)
@@ -167,6 +170,7 @@ class TrainConfig:
         if self.condition_dropout is not None and not 0.0 <= self.condition_dropout <= 1.0:
             problems.append("'condition_dropout' must be in [0, 1]")
         problems.extend(self.recipe().problems())
+        problems.extend(region_weight_problems(self.region_weights))
         unknown = sorted(set(self.controlnet) - set(CONTROLNET_TRAIN_KEYS))
         if unknown:
             problems.append(f"'controlnet' takes only {', '.join(CONTROLNET_TRAIN_KEYS)}, not {', '.join(unknown)}")
@@ -182,7 +186,8 @@ class TrainConfig:
         """The loss weighting and time-step distribution of this run."""
         return Recipe(loss_weighting=self.loss_weighting, min_snr_gamma=float(self.min_snr_gamma),
                       timestep_sampling=self.timestep_sampling, low_t_fraction=float(self.low_t_fraction),
-                      low_t_max=int(self.low_t_max), lesion_loss_weight=float(self.lesion_loss_weight))
+                      low_t_max=int(self.low_t_max), lesion_loss_weight=float(self.lesion_loss_weight),
+                      lesion_exclusion_mm=float(self.lesion_exclusion_mm))
 
     def model_config(self) -> ModelConfig:
         if isinstance(self.model, dict):

@@ -22,6 +22,7 @@ from .cache import CacheCase, TrainingCache
 from .condition_builders import ConditionBuilder
 from .multilevel import choose_box, choose_level, sample_box
 from .recipe import Recipe
+from .region_sampling import RegionSampler
 
 _HU_LOW = -1024.0
 
@@ -39,6 +40,7 @@ class SampleOptions:
     augment: bool = True
     timesteps: Optional[Sequence[int]] = None  # fixed time steps (validation), cycled by index
     recipe: Recipe = field(default_factory=Recipe)  # the training time-step distribution
+    region_weights: Optional[dict] = None  # region -> share of samples (region_sampling.py); None: by case
 
 
 class SampleSource:
@@ -62,8 +64,12 @@ class SampleSource:
         self.seed = int(seed)
         self.builder = builder
         self._perm: tuple[int, np.ndarray] | None = None
+        self.regions = (RegionSampler([c.region for c in self.cases], options.region_weights, self.seed)
+                        if options.region_weights else None)
 
     def case_for(self, index: int) -> CacheCase:
+        if self.regions is not None:
+            return self.cases[self.regions.case_index(index)]
         n = len(self.cases)
         epoch, position = divmod(int(index), n)
         if self._perm is None or self._perm[0] != epoch:

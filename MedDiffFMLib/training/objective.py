@@ -76,11 +76,13 @@ class DiffusionObjective:
         if not model.training:
             return (self.schedule.noise_from_output(output, x_t, t) - noise).abs().flatten(1).mean(dim=1)
         error = (output - self.schedule.training_target(x0, noise, t)).abs()
-        weights = self.recipe.voxel_weights(batch["lesion"].to(device)) if "lesion" in batch else None
+        weights = (self.recipe.voxel_weights(batch["lesion"].to(device), self.config.spacing_mm)
+                   if "lesion" in batch else None)
         if weights is None:
             loss = error.flatten(1).mean(dim=1)
-        else:  # a weighted mean: a crop without a lesion keeps the plain mean's scale
-            loss = (error * weights).flatten(1).sum(dim=1) / weights.flatten(1).sum(dim=1)
+        else:  # a weighted mean: a crop without a lesion keeps the plain mean's scale; one all inside
+            # an excluded lesion weighs nothing (clamp: 0 / 1 rather than 0 / 0)
+            loss = (error * weights).flatten(1).sum(dim=1) / weights.flatten(1).sum(dim=1).clamp_min(1.0)
         return loss * self.recipe.loss_weight(self.schedule.abar_of(t, x0).flatten(), self.config.prediction_type)
 
 

@@ -16,15 +16,23 @@ Three training-only knobs, each off by default (the paper's method):
   lesion ControlNet's one job, what goes inside the mask, is a few per cent of the loss (the first
   GPU-trained one hardly moved a lesion's intensity from its surroundings).
 
+* ``lesion_exclusion_mm = r > 0`` (the healthy prior): voxels of the crop's lesion mask dilated by ``r`` mm
+  weigh 0 in the base model's L1 mean, so the prior never learns a tumour (or the tissue it displaces
+  at its rim) as normal anatomy: an anomaly map reconstructs what healthy tissue would be there. A crop
+  entirely inside the dilated lesion contributes no loss. Only for the base model: a lesion ControlNet
+  must learn lesions, so it cannot be combined with ``lesion_loss_weight``.
+
 ``benchmarks/training_recipe.py`` compares them at a fixed budget; docs/TRAINING.md gives the figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 TIMESTEP_SAMPLINGS = ("uniform", "low_biased")
@@ -40,6 +48,7 @@ class Recipe:
     low_t_fraction: float = 0.5
     low_t_max: int = 250
     lesion_loss_weight: float = 0.0
+    lesion_exclusion_mm: float = 0.0
     # Set from a ControlNet's min_timestep (not a TrainConfig key): steps where it is off are not drawn.
     min_timestep: int = 0
 
@@ -58,6 +67,11 @@ class Recipe:
             found.append("'low_t_max' must be at least 1")
         if not float(self.lesion_loss_weight) >= 0.0:
             found.append("'lesion_loss_weight' must be 0 (off) or more")
+        if not float(self.lesion_exclusion_mm) >= 0.0:
+            found.append("'lesion_exclusion_mm' must be 0 (off) or more (mm the lesion mask is dilated by)")
+        if float(self.lesion_exclusion_mm) > 0.0 and float(self.lesion_loss_weight) > 0.0:
+            found.append("'lesion_exclusion_mm' (leave lesions out of the base's loss) and 'lesion_loss_weight' "
+                         "(weigh them more, for the lesion ControlNet) cannot both be on")
         if int(self.min_timestep) < 0:
             found.append("'min_timestep' must be at least 0")
         return found
@@ -71,9 +85,12 @@ class Recipe:
                 return int(rng.integers(low, high))
         return int(rng.integers(low, num_timesteps))
 
-    def voxel_weights(self, lesion: torch.Tensor) -> torch.Tensor | None:
-        """Per-voxel L1 weights from a batch's lesion masks (B, 1, z, y, x): ``1 + lesion_loss_weight``
-        inside a lesion, 1 elsewhere; None when the weight is off (every voxel weighs the same)."""
+    def voxel_weights(self, lesion: torch.Tensor, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor | None:
+        """Per-voxel L1 weights from a batch's lesion masks (B, 1, z, y, x) on a grid of ``spacing_mm``
+        (x, y, z): 0 inside the lesion dilated by ``lesion_exclusion_mm``, else ``1 + lesion_loss_weight``
+        inside a lesion and 1 elsewhere; None when both are off (every voxel weighs the same)."""
+        if float(self.lesion_exclusion_mm) > 0.0:
+            return 1.0 - dilate(lesion > 0, self.lesion_exclusion_mm, spacing_mm).float()
         if float(self.lesion_loss_weight) <= 0.0:
             return None
         return 1.0 + float(self.lesion_loss_weight) * (lesion > 0).float()
@@ -85,3 +102,13 @@ class Recipe:
         snr = abar / (1.0 - abar).clamp_min(1e-12)
         clipped = snr.clamp(max=float(self.min_snr_gamma))
         return clipped / (snr + 1.0) if prediction_type == "v" else clipped / snr
+
+
+def dilate(mask: torch.Tensor, radius_mm: float, spacing_mm: Sequence[float]) -> torch.Tensor:
+    """``mask`` (bool, (B, 1, z, y, x)) dilated by a box of ``radius_mm`` mm per side (at least the voxel
+    itself; ``spacing_mm`` is (x, y, z)), with a max-pool, on the mask's device."""
+    radius = [max(0, int(round(float(radius_mm) / float(s)))) for s in reversed(tuple(spacing_mm))]
+    if not any(radius) or not bool(mask.any()):
+        return mask
+    kernel = tuple(2 * r + 1 for r in radius)
+    return F.max_pool3d(mask.float(), kernel_size=kernel, stride=1, padding=tuple(radius)) > 0

@@ -204,6 +204,7 @@ class Trainer:
             level_weights=tuple(cfg.levels), flip_lr=cfg.flip_lr, intensity_scale=cfg.intensity_scale,
             intensity_shift=cfg.intensity_shift, condition_dropout=self.model_config.condition_dropout,
             lesion_focus=cfg.lesion_focus, recipe=self.objective.recipe,
+            region_weights=dict(cfg.region_weights) or None,
         )
         if self.dist.is_main:
             for case in self.cache.cases:

@@ -8,7 +8,8 @@ itself; so an argument the real command rejects fails here too, and every defaul
 
 What it writes (geometry always that of the input unless stated):
   denoise IN OUT            a float32 copy of IN
-  anomaly IN OUT            |IN - mean(IN)|; --threshold T --mask-out M: M = OUT > T; --healthy-out H: copy of IN
+  anomaly IN OUT            |IN - mean(IN)|; --mask-out M: M = OUT > T (--threshold T, else the tiny model's
+                            calibrated 900); --healthy-out H: copy of IN
   synthesize OUT            --like REF or --anatomy LABELS: that grid filled with noise; else a 16x16x8 volume,
                             spacing (1, 1, 2)
   superres IN OUT           z size x factor (--factor-z, default 2), z spacing / factor, same origin/direction
@@ -36,6 +37,7 @@ import numpy as np
 import SimpleITK as sitk
 
 PROGRESS = {"mode": "none"}
+CALIBRATED_THRESHOLD = 900.0  # the fake tiny model's "anomaly_threshold" in `info --json`
 
 
 def emit(payload):
@@ -146,7 +148,8 @@ def main(argv):
             "version": "0.0-fake", "torch": "fake", "devices": ["cpu"], "tasks": real_tasks(),
             "models": [
                 {"name": "meddifffm-tiny", "path": "/models/tiny", "kind": "unet", "sha256_ok": True,
-                 "card_summary": "Tiny random model for tests.", "config": {"default_steps": 10}},
+                 "card_summary": "Tiny random model for tests.", "config": {"default_steps": 10},
+                 "anomaly_threshold": CALIBRATED_THRESHOLD},
                 {"name": "meddifffm-paper", "path": "/models/paper", "kind": "unet", "sha256_ok": False,
                  "card_summary": "Paper model.", "config": {}},
                 {"name": "meddifffm-anatomy", "path": "/models/anatomy", "kind": "unet", "sha256_ok": True,
@@ -186,8 +189,9 @@ def main(argv):
             amap = np.abs(array - array.mean())
         write(like(amap, image), args.output)
         outputs = [args.output]
-        if args.threshold is not None and args.mask_out:
-            write(like(amap > args.threshold, image, np.uint8), args.mask_out)
+        if args.mask_out:  # the real command cuts at the model's calibrated threshold without --threshold
+            threshold = CALIBRATED_THRESHOLD if args.threshold is None else args.threshold
+            write(like(amap > threshold, image, np.uint8), args.mask_out)
             outputs.append(args.mask_out)
         if args.healthy_out:
             write(like(array, image), args.healthy_out)
