@@ -6,15 +6,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-import logging
 import os
 from typing import Iterator, Optional
 
 import torch
 
 from .errors import MedDiffFMError
-
-LOG = logging.getLogger(__name__)
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -110,8 +107,8 @@ def configure_cpu_runtime(threads: Optional[int] = None) -> int:
       threads than cores thrash. A lower count set by the caller (``torch.set_num_threads``) is kept.
     * glibc's allocator keeps freed memory instead of handing every large block back to the OS: the
       network's activations (tens of MB each) are otherwise mmap'ed and unmapped at every layer, and
-      the kernel's page faults and zeroing were 37 % of the time of a denoise on the 2-core machine
-      (benchmarks/results/profile_cpu_before_issue40.md). :func:`release_cpu_memory` hands the
+      the kernel's page faults and zeroing took 28 % of the CPU time of a denoising step on the 2-core
+      machine (49 s system against 125 s user; benchmarks/results/profile_cpu_before_issue40.md). :func:`release_cpu_memory` hands the
       memory back after each sampler step, so the resident memory does not stay at its peak.
     """
     global _CPU_ALLOCATOR_SET

@@ -599,7 +599,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
     peak = gpu_peak_tflops(torch.cuda.get_device_name(device)) if gpu else None
     table = common.Table(
         f"1. Per network evaluation: one {'x'.join(map(str, patch))} patch ({patch_vox / 1e6:.3f} Mvox) of "
-        f"{args.e2e_name} on the model grid, {config.input_channels} input channels",
+        f"{getattr(args, 'e2e_name', args.e2e_case)} on the model grid, {config.input_channels} input channels",
         [("variant", "variant"), ("batch", "batch"), ("best", "s/patch (best)", "{:.3f}"),
          ("median", "s/patch (median)", "{:.3f}"), ("mvox", "Mvox/s", "{:.3f}"), ("speedup", "× naive", "{:.2f}"),
          ("tflops", "TFLOP/s", "{:.3f}"), ("peak", "% bf16 peak", "{:.1f}"), ("diff", "max |Δ| vs naive", "{:.1e}")],
