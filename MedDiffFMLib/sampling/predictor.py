@@ -163,13 +163,18 @@ class VolumeNoisePredictor:
             return output.float()
         return self._schedule.noise_from_output(output.float(), patches.float(), int(timestep))
 
-    def _hold_outside(self, eps: torch.Tensor, x: torch.Tensor, timestep: int) -> torch.Tensor:
-        """``eps`` with the known answer outside the body: the noise for which x0 = ``Conditions.outside``."""
+    def _hold_outside(self, eps: torch.Tensor, x: torch.Tensor, timestep: int, slab: int = 16) -> torch.Tensor:
+        """``eps`` with the known answer outside the body, in place: the noise for which
+        x0 = ``Conditions.outside``. Slab by slab along z, so a whole CT needs no volume-sized temporaries."""
         body = self.conditions.body
         outside = self.conditions.outside
         assert body is not None and outside is not None
-        known = self._schedule.noise_for_x0(x, outside.to(x.device, x.dtype).expand_as(x), int(timestep))
-        return torch.where(body.to(eps.device).expand_as(eps), eps, known.to(eps.device, eps.dtype))
+        for start in range(0, eps.shape[2], slab):
+            part = slice(start, start + slab)
+            known = self._schedule.noise_for_x0(x[0, 0, part], outside[part].to(x.device, x.dtype), int(timestep))
+            target = eps[0, 0, part]
+            torch.where(body[part].to(eps.device), target, known.to(eps.device, eps.dtype), out=target)
+        return eps
 
     def __call__(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
         """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights."""
