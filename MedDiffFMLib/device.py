@@ -97,6 +97,8 @@ def _glibc():
 
 
 _CPU_ALLOCATOR_SET = False
+_GLIBC_MMAP_MAX_DEFAULT = 65536
+_GLIBC_TRIM_THRESHOLD_DEFAULT = 128 * 1024
 
 
 def configure_cpu_runtime(threads: Optional[int] = None) -> int:
@@ -105,24 +107,37 @@ def configure_cpu_runtime(threads: Optional[int] = None) -> int:
     * PyTorch's intra-op threads = ``threads``, else capped at the cores this process may use: PyTorch
       counts the machine's cores, while a container or an affinity mask may allow fewer, and more
       threads than cores thrash. A lower count set by the caller (``torch.set_num_threads``) is kept.
-    * glibc's allocator keeps freed memory instead of handing every large block back to the OS: the
-      network's activations (tens of MB each) are otherwise mmap'ed and unmapped at every layer, and
-      the kernel's page faults and zeroing took 28 % of the CPU time of a denoising step on the 2-core
-      machine (49 s system against 125 s user; benchmarks/results/profile_cpu_before_issue40.md). :func:`release_cpu_memory` hands the
-      memory back after each sampler step, so the resident memory does not stay at its peak.
+    * It turns on :func:`kept_cpu_memory` for the network's patch loop (glibc only).
     """
     global _CPU_ALLOCATOR_SET
     count = max(1, int(threads)) if threads else min(torch.get_num_threads(), usable_cpu_count())
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
-    if not _CPU_ALLOCATOR_SET:
-        libc = _glibc()
-        if libc is not None:
-            # No mmap for large blocks (served from the heap and reused), no trimming of the heap top.
-            libc.mallopt(_M_MMAP_MAX, 0)
-            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-        _CPU_ALLOCATOR_SET = True
+    _CPU_ALLOCATOR_SET = True
     return count
+
+
+@contextlib.contextmanager
+def kept_cpu_memory() -> Iterator[None]:
+    """Inside: glibc's allocator keeps freed memory instead of handing every large block back to the
+    OS (no mmap for large blocks, no heap trimming). The network's activations (tens of MB each) are
+    otherwise mapped and unmapped at every layer, and the kernel's page faults and zeroing took 28 %
+    of the CPU time of a denoising step on the 2-core machine (49 s system against 125 s user;
+    benchmarks/results/profile_cpu_before_issue40.md). On exit glibc's defaults return and the free
+    memory goes back to the OS, so the rest of the task (whole-volume arrays) keeps mmap and its peak.
+    A no-op unless :func:`configure_cpu_runtime` ran, and off glibc (macOS, Windows, musl)."""
+    libc = _glibc() if _CPU_ALLOCATOR_SET else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT)
+        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD_DEFAULT)
+        libc.malloc_trim(0)
 
 
 def release_cpu_memory() -> None:

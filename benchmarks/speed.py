@@ -559,6 +559,11 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
         variants[0].output = variants[0].fn()[:1].detach().cpu()
         sync(device)
     activation_bytes = (memory.cuda_peak if gpu else memory.peak_rss - memory.start_rss)
+    from MedDiffFMLib.device import kept_cpu_memory
+
+    # Every variant runs with the allocator setting of the library's patch loop (a no-op off the CPU engine).
+    allocator = kept_cpu_memory()
+    allocator.__enter__()
     for v in variants[1:]:  # warm-up (also keeps the first output for comparison)
         v.output = v.fn()[:1].detach().cpu()
         sync(device)
@@ -575,6 +580,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
             sync(device)
             v.times.append((time.perf_counter() - start) / v.batch)
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{min(v.times):.2f}" for v in variants), flush=True)
+    allocator.__exit__(None, None, None)
 
     # Position embedding and importance map (per patch).
     def best_of(fn, n=5):

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from ..device import autocast, release_cpu_memory
+from ..device import autocast, kept_cpu_memory
 from ..errors import ResourceError
 from ..models.inputs import network_input
 from ..models.network import ConditionedModel
@@ -187,7 +187,8 @@ class VolumeNoisePredictor:
         extra = self._extra_channels()
         while True:
             try:
-                with torch.no_grad():
+                # The CPU allocator keeps the activations' memory for the patch loop (a no-op elsewhere).
+                with torch.no_grad(), kept_cpu_memory():
                     eps = sliding_window_inference(
                         x,
                         roi_size=self.patch_size,
@@ -202,10 +203,8 @@ class VolumeNoisePredictor:
                         timestep=timestep,
                         full_shape=full_shape,
                     )
-                    if body is not None:
-                        eps = self._hold_outside(eps, x, timestep)
-                # Between steps the CPU allocator's kept memory goes back to the OS (a no-op elsewhere).
-                release_cpu_memory()
+                if body is not None:
+                    eps = self._hold_outside(eps, x, timestep)
                 return eps
             except torch.cuda.OutOfMemoryError as error:
                 if self.device.type == "cuda":
