@@ -1,14 +1,21 @@
-"""Device selection and mixed precision."""
+"""Device selection, mixed precision and the CPU runtime (threads, allocator)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
 from .errors import MedDiffFMError
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -58,6 +65,87 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     else:
         with torch.autocast(device_type=device.type, dtype=dtype):
             yield
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may run on: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as handle:
+            quota, period = handle.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(float(quota) / float(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """The C library when it is glibc (mallopt and malloc_trim exist), else None (macOS, Windows, musl)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+_CPU_ALLOCATOR_SET = False
+_GLIBC_MMAP_MAX_DEFAULT = 65536
+_GLIBC_TRIM_THRESHOLD_DEFAULT = 128 * 1024
+
+
+def configure_cpu_runtime(threads: Optional[int] = None) -> int:
+    """Make the CPU fast for patch-wise network evaluation; returns the intra-op thread count set.
+
+    * PyTorch's intra-op threads = ``threads``, else capped at the cores this process may use: PyTorch
+      counts the machine's cores, while a container or an affinity mask may allow fewer, and more
+      threads than cores thrash. A lower count set by the caller (``torch.set_num_threads``) is kept.
+    * It turns on :func:`kept_cpu_memory` for the network's patch loop (glibc only).
+    """
+    global _CPU_ALLOCATOR_SET
+    count = max(1, int(threads)) if threads else min(torch.get_num_threads(), usable_cpu_count())
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    _CPU_ALLOCATOR_SET = True
+    return count
+
+
+@contextlib.contextmanager
+def kept_cpu_memory() -> Iterator[None]:
+    """Inside: glibc's allocator keeps freed memory instead of handing every large block back to the
+    OS (no mmap for large blocks, no heap trimming). The network's activations (tens of MB each) are
+    otherwise mapped and unmapped at every layer, and the kernel's page faults and zeroing took 28 %
+    of the CPU time of a denoising step on the 2-core machine (49 s system against 125 s user;
+    benchmarks/results/profile_cpu_before_issue40.md). On exit glibc's defaults return and the free
+    memory goes back to the OS, so the rest of the task (whole-volume arrays) keeps mmap and its peak.
+    A no-op unless :func:`configure_cpu_runtime` ran, and off glibc (macOS, Windows, musl)."""
+    libc = _glibc() if _CPU_ALLOCATOR_SET else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT)
+        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD_DEFAULT)
+        libc.malloc_trim(0)
+
+
+def release_cpu_memory() -> None:
+    """Hand the allocator's free memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    if _CPU_ALLOCATOR_SET:
+        libc = _glibc()
+        if libc is not None:
+            libc.malloc_trim(0)
 
 
 def available_devices() -> list[str]:

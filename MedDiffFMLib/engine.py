@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import SimpleITK as sitk
 import torch
 
-from .device import autocast_dtype, resolve_device
+from .device import autocast_dtype, configure_cpu_runtime, resolve_device
 from .errors import ModelError
 from .models.loading import LoadedModel, load_pipeline_model
 from .preprocessing import HUWindow, ModelSpace
@@ -25,9 +25,11 @@ class EngineOptions:
     Attributes:
         model: model name or folder (None: the default for the task's role).
         device: ``auto|cpu|cuda|mps``.
-        batch_size: patches per network call (None: 8 on GPU, 2 on CPU).
+        batch_size: patches per network call (None: 8 on GPU, 1 on CPU, where a batch of 2 was no
+            faster per patch and held twice the activations: benchmarks/results/speed_issue40_*.md).
         overlap: overlap of neighbouring patches (0.25 hides seams with Gaussian blending).
         sampler: the reverse-diffusion solver (``ddim``, ``dpmpp_2m``; None: the model config's).
+        threads: PyTorch's CPU threads on the CPU device (None: the cores this process may use).
     """
 
     model: Optional[str | Path] = None
@@ -35,6 +37,7 @@ class EngineOptions:
     batch_size: Optional[int] = None
     overlap: float = 0.25
     sampler: Optional[str] = None
+    threads: Optional[int] = None
 
     def validate(self) -> None:
         """Raise InputError (one paragraph) on a value out of range; loads nothing."""
@@ -42,6 +45,8 @@ class EngineOptions:
 
         if self.batch_size is not None:
             checks.check_int(self.batch_size, "--batch-size", 1, why=" (patches per network call)")
+        if self.threads is not None:
+            checks.check_int(self.threads, "threads", 1, why=" (CPU threads of the network)")
         checks.check_number(self.overlap, "--overlap", 0.0, 1.0, high_open=True,
                             why=" (the fraction of a patch shared with its neighbour; 1 would never advance; "
                                 "the default 0.25 hides seams)")
@@ -54,6 +59,8 @@ class Engine:
         self.options = options or EngineOptions()
         self.options.validate()
         self.device = resolve_device(self.options.device)
+        if self.device.type == "cpu":
+            configure_cpu_runtime(self.options.threads)
         self.autocast_dtype = autocast_dtype(self.device)
         self.loaded: LoadedModel = load_pipeline_model(self.options.model, role, self.device, expect_task)
 
@@ -80,7 +87,7 @@ class Engine:
     ) -> VolumeNoisePredictor:
         """A patch predictor for ``space.model_array`` or for a crop of it starting at ``crop_start``
         (z, y, x): the crop keeps its whole-image position embedding."""
-        batch = self.options.batch_size or (8 if self.device.type == "cuda" else 2)
+        batch = self.options.batch_size or (8 if self.device.type == "cuda" else 1)
         predictor = VolumeNoisePredictor(
             self.loaded.model,
             device=self.device,

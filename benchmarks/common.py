@@ -509,7 +509,11 @@ class PeakMemory:
     def __enter__(self) -> "PeakMemory":
         import gc
 
+        from MedDiffFMLib.device import release_cpu_memory
+
         gc.collect()
+        # Memory the CPU allocator kept (device.configure_cpu_runtime) would hide the block's growth.
+        release_cpu_memory()
         if self.cuda:
             import torch
 

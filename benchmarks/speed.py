@@ -7,7 +7,12 @@ seed (only ``Engine.predictor`` is swapped). "fast" is the library as shipped (i
 "tuned" is the library with the changes this script recommends, chosen by measurement in section 1
 and applied from outside the library: the attention implementation (MONAI's einsum or torch's
 ``scaled_dot_product_attention``), channels-last 3D weights and the patch batch of the fastest
-variant whose output matches the naive one (ties within 3 % go to the smallest change).
+variant whose output matches the naive one (ties within 3 % go to the smallest change). "legacy" is
+the library's CPU path before issue 40, run in its own process: patch batch 2, PyTorch's thread
+count and glibc's allocator left as they come (no :func:`MedDiffFMLib.device.configure_cpu_runtime`),
+no body-only patch skip; the e2e table gives every path's wall, user and system time, peak memory and
+PSNR against it (``--paths legacy,fast --e2e-image Resources/SampleData/chest_ct_sample.nii.gz``: the
+README's main job, old path beside new).
 
 Sections:
 1. per network evaluation (one patch of a real CT resampled to the model spacing): seconds/patch,
@@ -53,6 +58,8 @@ from benchmarks import common, metrics
 
 TASKS = ["denoise", "anomaly", "inpaint", "synthesize", "superres", "lesion"]
 PATHS = ["naive", "fast", "tuned"]
+OPTIONAL_PATHS = ["legacy"]
+LEGACY_CPU_BATCH = 2
 NAIVE_OVERLAP = 0.5
 QUALITY_TARGET_DB = 45.0
 QUICK_STEPS = {"denoise": 2, "anomaly": 3}
@@ -162,6 +169,9 @@ def engine_variant(engine, kind: str, model: Optional[torch.nn.Module] = None, *
     class Recording(Engine):
         def predictor(self, space, conditions=None, *args, **kwargs):
             made = Engine.predictor(self, space, conditions, *args, **kwargs)
+            if self.kind == "legacy" and made.conditions.body is not None:
+                # Before issue 40 the network ran on every patch.
+                made.set_conditions(dataclasses.replace(made.conditions, body=None, outside=None))
             if self.kind == "naive":
                 made = NaivePredictor(made)
             self.made.append(made)
@@ -399,6 +409,8 @@ class E2E:
     start_rss: int
     cuda_peak: Optional[int]
     output: np.ndarray
+    user: float = 0.0    # CPU seconds of the process in user mode during the run (all threads)
+    system: float = 0.0  # ... in the kernel (page faults of memory churn show here)
 
     @property
     def per_step(self) -> float:
@@ -547,6 +559,11 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
         variants[0].output = variants[0].fn()[:1].detach().cpu()
         sync(device)
     activation_bytes = (memory.cuda_peak if gpu else memory.peak_rss - memory.start_rss)
+    from MedDiffFMLib.device import kept_cpu_memory
+
+    # Every variant runs with the allocator setting of the library's patch loop (a no-op off the CPU engine).
+    allocator = kept_cpu_memory()
+    allocator.__enter__()
     for v in variants[1:]:  # warm-up (also keeps the first output for comparison)
         v.output = v.fn()[:1].detach().cpu()
         sync(device)
@@ -563,6 +580,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
             sync(device)
             v.times.append((time.perf_counter() - start) / v.batch)
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{min(v.times):.2f}" for v in variants), flush=True)
+    allocator.__exit__(None, None, None)
 
     # Position embedding and importance map (per patch).
     def best_of(fn, n=5):
@@ -587,7 +605,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
     peak = gpu_peak_tflops(torch.cuda.get_device_name(device)) if gpu else None
     table = common.Table(
         f"1. Per network evaluation: one {'x'.join(map(str, patch))} patch ({patch_vox / 1e6:.3f} Mvox) of "
-        f"{args.e2e_case} on the model grid, {config.input_channels} input channels",
+        f"{getattr(args, 'e2e_name', args.e2e_case)} on the model grid, {config.input_channels} input channels",
         [("variant", "variant"), ("batch", "batch"), ("best", "s/patch (best)", "{:.3f}"),
          ("median", "s/patch (median)", "{:.3f}"), ("mvox", "Mvox/s", "{:.3f}"), ("speedup", "× naive", "{:.2f}"),
          ("tflops", "TFLOP/s", "{:.3f}"), ("peak", "% bf16 peak", "{:.1f}"), ("diff", "max |Δ| vs naive", "{:.1e}")],
@@ -654,6 +672,9 @@ def path_engine(engine, path: str, tuned: dict, stub: bool = False):
         made = engine_variant(engine, "naive", model=naive_model(engine.loaded.model))
     elif path == "fast":
         made = engine_variant(engine, "fast")
+    elif path == "legacy":
+        made = engine_variant(engine, "legacy", batch_size=engine.options.batch_size or
+                              (LEGACY_CPU_BATCH if engine.device.type == "cpu" else None))
     elif path == "tuned":
         model = tuned_model(engine.loaded.model, tuned["sdpa"], tuned["channels_last"])
         made = engine_variant(engine, "fast", model=model, batch_size=tuned["batch"])
@@ -700,16 +721,25 @@ def child_main(spec_path: str) -> int:
     """One end-to-end run in this (fresh) process; see :class:`IsolatedRunner`."""
     import json
 
+    import resource
+
     spec = json.loads(Path(spec_path).read_text())
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
+    if spec["path"] == "legacy":
+        import MedDiffFMLib.engine as engine_module
+
+        engine_module.configure_cpu_runtime = lambda threads=None: torch.get_num_threads()  # threads, allocator as before
     engine = common.make_engine(common.BenchModel(spec["model"]), spec["device"], role=spec["role"])
     made = path_engine(engine, spec["path"], spec["tuned"], stub=spec["stub"])
     item = spec["item"]
     task_input = TaskInput(item["task"], Path(item["image_path"]),
                            Path(item["mask_path"]) if item["mask_path"] else None, item["factor"], item["voxels"])
     work = Path(spec["work"])
+    before = resource.getrusage(resource.RUSAGE_SELF)
     result = run_e2e(spec["task"], task_input, made, int(spec["steps"]), work, spec["name"])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result.user, result.system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     np.save(work / f"out_{spec['name']}.npy", result.output)
     data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "output"}
     (work / f"result_{spec['name']}.json").write_text(json.dumps(data))
@@ -729,7 +759,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--small-size", type=parse_size, default=(128, 128, 64), help="second size for the memory check")
     parser.add_argument("--tasks", default=None, help="comma-separated of " + ",".join(TASKS)
                         + " (default: denoise on CPU, all on GPU; 'none' skips sections 2 and 3)")
-    parser.add_argument("--paths", default=",".join(PATHS), help="naive,fast,tuned")
+    parser.add_argument("--paths", default=",".join(PATHS), help="naive,fast,tuned (and legacy: the CPU path before "
+                        "issue 40)")
+    parser.add_argument("--e2e-image", default=None, help="a CT file for sections 1-3 instead of the --e2e-case "
+                        "crop (e.g. Resources/SampleData/chest_ct_sample.nii.gz, the README's main job)")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampler steps to run (default: each task's default; --quick: 2, anomaly 3)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds in section 1 (default 3, quick 2)")
@@ -773,6 +806,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if any(t not in TASKS for t in memory_tasks):
         parser.error(f"--memory-tasks: choose from {', '.join(TASKS)}")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if any(p not in PATHS + OPTIONAL_PATHS for p in paths):
+        parser.error(f"--paths: choose from {', '.join(PATHS + OPTIONAL_PATHS)}")
     rounds = args.rounds or (2 if args.quick else 3)
     print(f"Model loaded in {load_s:.1f} s on {engine.device}; patch {engine.config.patch_size}, spacing "
           f"{engine.config.spacing_mm} mm; library batch {engine.options.batch_size or '(default)'}, "
@@ -780,10 +815,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="meddifffm-speed-"))
     common._TMP_DIRS.append(str(work))
-    image = real_ct(args.e2e_case, args.e2e_size, args.e2e_spacing)
+    image = (sitk.ReadImage(args.e2e_image) if args.e2e_image
+             else real_ct(args.e2e_case, args.e2e_size, args.e2e_spacing))
+    args.e2e_name = Path(args.e2e_image).name if args.e2e_image else args.e2e_case
     tables: list[common.Table] = []
     notes: list[str] = [f"Model load {load_s:.1f} s.",
-                        f"Real CT: {args.e2e_case} crop {'x'.join(map(str, image.GetSize()))} voxels at "
+                        f"Real CT: {args.e2e_name} {'x'.join(map(str, image.GetSize()))} voxels at "
                         f"{', '.join(f'{s:.2f}' for s in image.GetSpacing())} mm."]
 
     # 1. Network evaluation.
@@ -813,14 +850,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     inputs = prepare_inputs(image, tasks, work, "real")
     results: dict[tuple[str, str], E2E] = {}
     e2e_table = common.Table(
-        f"2. End to end on {args.e2e_case} {'x'.join(map(str, image.GetSize()))} "
+        f"2. End to end on {args.e2e_name} {'x'.join(map(str, image.GetSize()))} "
         f"({int(np.prod(image.GetSize())) / 1e6:.2f} Mvox)",
         [("task", "task"), ("path", "path"), ("steps", "steps run/default"), ("patches", "patches/step", "{:.0f}"),
          ("read", "read s", "{:.1f}"), ("pre", "preprocess s", "{:.1f}"), ("step", "s/step", "{:.1f}"),
          ("post", "post s", "{:.1f}"), ("write", "write s", "{:.1f}"), ("total", "total s", "{:.1f}"),
+         ("user", "user s", "{:.1f}"), ("system", "system s", "{:.1f}"),
          ("at_default", "at default steps s", "{}"), ("mvox", "Mvox/s", "{:.4f}"), ("speedup", "× naive", "{:.2f}"),
+         ("speedup_legacy", "× legacy", "{:.2f}"),
          ("rss", "peak RSS GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"), ("psnr", "PSNR vs naive dB", "{:.1f}"),
-         ("psnr_fast", "PSNR vs fast dB", "{:.1f}")])
+         ("psnr_fast", "PSNR vs fast dB", "{:.1f}"), ("psnr_legacy", "PSNR vs legacy dB", "{:.1f}")])
     for task in tasks:
         if task not in inputs:
             continue
@@ -844,6 +883,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"  {result.total:.1f} s ({result.per_step:.1f} s/step, {result.patches_per_step:.0f} "
                       f"patches/step), peak RSS {common.gib(result.peak_rss):.2f} GiB", flush=True)
         naive = results.get((task, "naive"))
+        legacy = results.get((task, "legacy"))
         for path in paths:
             r = results[(task, path)]
             projected = r.projected
@@ -851,6 +891,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             e2e_table.add(
                 task=task, path=path, steps=f"{r.steps_run}/{r.default_steps}", patches=r.patches_per_step,
                 read=r.read, pre=r.preprocess, step=r.per_step, post=r.post, write=r.write, total=r.total,
+                user=r.user, system=r.system,
+                speedup_legacy=(legacy.projected / projected if legacy else None),
+                psnr_legacy=(metrics.psnr(legacy.output, r.output) if legacy is not None and path != "legacy"
+                             and legacy.output.shape == r.output.shape else None),
                 at_default=f"{projected:.1f}{mark}", mvox=common.mvox_per_s(inputs[task].voxels, projected),
                 speedup=(naive.projected / projected if naive else None), rss=common.gib(r.peak_rss),
                 gpu=common.gib(r.cuda_peak) if r.cuda_peak is not None else None,
@@ -863,12 +907,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # 3. Memory against size.
     mem_table = common.Table(
-        f"3. Memory against volume size (denoise, 1 step; {args.e2e_case})",
+        f"3. Memory against volume size (denoise, 1 step; {args.e2e_name})",
         [("path", "path"), ("size", "size x×y×z"), ("mvox", "Mvox", "{:.2f}"), ("peak", "peak RSS GiB", "{:.2f}"),
          ("delta", "peak − RSS before GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"),
          ("ratio", "Δ ratio (large/small)", "{:.2f}"), ("vox_ratio", "voxel ratio", "{:.2f}")])
     memory_ratio = None
-    if "denoise" in tasks:
+    if "denoise" in tasks and not args.e2e_image:
         small = real_ct(args.e2e_case, args.small_size, args.e2e_spacing)
         small_inputs = prepare_inputs(small, ["denoise"], work, "small")
         for path in paths:
@@ -911,6 +955,10 @@ def main(argv: Optional[list[str]] = None) -> int:
              ("speedup", "× naive", "{:.2f}"), ("rss", "peak RSS GiB", "{}"), ("gpu", "peak GPU GiB", "{:.2f}"),
              ("psnr", "PSNR vs naive dB", "{:.1f}")])
         per_patch = {"naive": info["naive_best"], "fast": info["library_best"], "tuned": min(chosen.times)}
+        if ("denoise", "legacy") in results:
+            # Its allocator and threads differ from this process's: its own end-to-end seconds per evaluation.
+            legacy_run = results[("denoise", "legacy")]
+            per_patch["legacy"] = legacy_run.sampling / max(legacy_run.evaluations, 1)
         for path in paths:
             full = big_mode == "full"
             r = runner.run("denoise", big_inputs["denoise"], steps_big, path, "_big" if full else "_bigstub",
@@ -927,7 +975,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      "gpu": r.cuda_peak, "output": None, "network": network, "overhead": r.total,
                                      "activation": info["activation_bytes"] * (chosen.batch if path == "tuned" else
                                                                                  1 if path == "naive" else
-                                                                                 info["library_batch"])}
+                                                                                 LEGACY_CPU_BATCH if path == "legacy"
+                                                                                 else info["library_batch"])}
             print(f"[big] {path}: {big_results[path]['total']:.0f} s"
                   f"{'' if big_mode == 'full' else ' (est.)'}", flush=True)
         naive_big = big_results.get("naive")

@@ -92,6 +92,23 @@ def body_mask(hu: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), th
     return ndimage.binary_fill_holes(body)
 
 
+# The network still runs this far beyond the skin, so the body's edge is restored as before.
+BODY_MARGIN_MM = 10.0
+
+
+def body_on_model_grid(space: ModelSpace, hu: np.ndarray, margin_mm: float = BODY_MARGIN_MM) -> Optional[np.ndarray]:
+    """Where the network's answer is needed for a restoration task (bool, ``space.model_array``'s shape):
+    the model-grid voxels within ``margin_mm`` (a box) of :func:`body_mask` of ``hu`` (the input's
+    unclipped HU on its own grid). None when no body is found: then the network runs everywhere."""
+    body = body_mask(hu, space.input_geometry.spacing[::-1])
+    if not body.any():
+        return None
+    covering = space.mask_to_model(body, threshold=1e-3)
+    radius = np.ceil(margin_mm / np.asarray(space.model_geometry.spacing[::-1], dtype=float)).astype(int)
+    # maximum_filter with a box runs axis by axis: fast on a whole CT, unlike a ball's dilation.
+    return ndimage.maximum_filter(covering, size=tuple(2 * radius + 1)) if radius.any() else covering
+
+
 def region_of_interest(
     mask: np.ndarray, margin: Sequence[int], min_size: Sequence[int]
 ) -> tuple[slice, slice, slice]:

@@ -4,6 +4,13 @@ MONAI's ``sliding_window_inference`` does the tiling, batching and Gaussian blen
 what it cannot know: the position embedding of each patch's whole-image coordinates, the region
 label, the cropped condition channels and mixed precision, and it retries a CUDA out-of-memory
 error with smaller patch batches.
+
+With a body mask (:attr:`Conditions.body`) the network runs only where its answer is used: outside
+the body (air, couch) the noise estimate is the known answer, the one that makes the predicted clean
+image equal :attr:`Conditions.outside` (the input there), and a patch with no body voxel is never
+evaluated. That is exact: every patch that touches a body voxel is evaluated as before, and the
+voxels a skipped patch would have blended into are all outside, where the known answer replaces the
+blend whether or not the patch ran (Testing/test_predictor_skip.py compares both).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from ..device import autocast
+from ..device import autocast, kept_cpu_memory
 from ..errors import ResourceError
 from ..progress import CancelCheck, check_cancel
 from ..models.inputs import network_input
@@ -55,12 +62,16 @@ def cancel_points(model: torch.nn.Module, cancel: Optional[CancelCheck]) -> Iter
 class Conditions:
     """Per-volume conditions on the model grid (channels first, no batch axis).
 
-    ``anatomy`` feeds the U-Net input; ``control`` feeds the ControlNet.
+    ``anatomy`` feeds the U-Net input; ``control`` feeds the ControlNet. ``body`` (bool, z, y, x)
+    marks where the network's answer is used; outside it the predicted clean image is held at
+    ``outside`` (model units, (z, y, x), e.g. the measured image), so no network runs there.
     """
 
     region: int = 0
     anatomy: Optional[torch.Tensor] = None
     control: Optional[torch.Tensor] = None
+    body: Optional[torch.Tensor] = None
+    outside: Optional[torch.Tensor] = None
 
 
 class VolumeNoisePredictor:
@@ -103,10 +114,15 @@ class VolumeNoisePredictor:
         self.volume_device = torch.device(volume_device)
         self.conditions = Conditions()
         self.evaluations = 0
+        self.skipped = 0
+        # False evaluates every patch (the body mask still holds the outside): the reference the skip matches.
+        self.skip_outside_body = True
         # A v-predicting model's output becomes noise here, the one place: callers only see epsilon.
-        self._schedule = NoiseSchedule.from_config(self.config) if self.config.prediction_type != "epsilon" else None
+        self._schedule = NoiseSchedule.from_config(self.config)
 
     def set_conditions(self, conditions: Conditions) -> None:
+        if (conditions.body is None) != (conditions.outside is None):
+            raise ValueError("Conditions.body and Conditions.outside go together: give both or neither.")
         self.conditions = conditions
 
     def _extra_channels(self) -> Optional[torch.Tensor]:
@@ -128,7 +144,32 @@ class VolumeNoisePredictor:
             coords.append(grid_coordinates(starts, stops, shape, full_shape, device=self.device))
         return torch.stack(coords)
 
+    def _needed(self, windows: list) -> list[bool]:
+        """Whether each window (slices of the (1, 1, z, y, x) volume) holds a body voxel."""
+        body = self.conditions.body
+        if body is None or not self.skip_outside_body:
+            return [True] * len(windows)
+        return [bool(body[tuple(window[2:])].any()) for window in windows]
+
     def _predict_patches(
+        self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
+    ) -> torch.Tensor:
+        """The noise of one batch of patches: MONAI's sliding window calls this once per patch batch."""
+        needed = self._needed(windows)
+        if not all(needed):
+            # Patches outside the body get zeros: only voxels outside the body receive them, and there
+            # the known answer replaces the blend (__call__).
+            out = torch.zeros_like(patches, dtype=torch.float32)
+            self.skipped += needed.count(False)
+            keep = [i for i, n in enumerate(needed) if n]
+            if keep:
+                index = torch.tensor(keep, device=patches.device)
+                out[index] = self._network(patches[index], [windows[i] for i in keep], timestep, full_shape,
+                                           condition[index] if condition is not None else None)
+            return out
+        return self._network(patches, windows, timestep, full_shape, condition)
+
+    def _network(
         self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
     ) -> torch.Tensor:
         batch = patches.shape[0]
@@ -144,9 +185,22 @@ class VolumeNoisePredictor:
         with torch.no_grad(), autocast(self.device, self.autocast_dtype):
             output = self.model(model_input, t, region, control.float() if control is not None else None)
         self.evaluations += batch
-        if self._schedule is None:
+        if self.config.prediction_type == "epsilon":
             return output.float()
         return self._schedule.noise_from_output(output.float(), patches.float(), int(timestep))
+
+    def _hold_outside(self, eps: torch.Tensor, x: torch.Tensor, timestep: int, slab: int = 16) -> torch.Tensor:
+        """``eps`` with the known answer outside the body, in place: the noise for which
+        x0 = ``Conditions.outside``. Slab by slab along z, so a whole CT needs no volume-sized temporaries."""
+        body = self.conditions.body
+        outside = self.conditions.outside
+        assert body is not None and outside is not None
+        for start in range(0, eps.shape[2], slab):
+            part = slice(start, start + slab)
+            known = self._schedule.noise_for_x0(x[0, 0, part], outside[part].to(x.device, x.dtype), int(timestep))
+            target = eps[0, 0, part]
+            torch.where(body[part].to(eps.device), target, known.to(eps.device, eps.dtype), out=target)
+        return eps
 
     def __call__(self, x: torch.Tensor, timestep: int, cancel: Optional[CancelCheck] = None) -> torch.Tensor:
         """Noise estimate for ``x`` (1, 1, z, y, x) at ``timestep``, blended with Gaussian weights.
@@ -157,11 +211,15 @@ class VolumeNoisePredictor:
         if any(s < p for s, p in zip(x.shape[2:], self.patch_size)):
             raise ValueError(f"Volume {tuple(x.shape[2:])} is smaller than the patch {self.patch_size}; pad it first.")
         full_shape = self.coordinate_shape or tuple(x.shape[2:])
+        body = self.conditions.body
+        if body is not None and tuple(body.shape) != tuple(x.shape[2:]):
+            raise ValueError(f"The body mask {tuple(body.shape)} does not match the volume {tuple(x.shape[2:])}.")
         extra = self._extra_channels()
         while True:
             try:
-                with torch.no_grad(), cancel_points(self.model, cancel):
-                    return sliding_window_inference(
+                # The CPU allocator keeps the activations' memory for the patch loop (a no-op elsewhere).
+                with torch.no_grad(), kept_cpu_memory(), cancel_points(self.model, cancel):
+                    eps = sliding_window_inference(
                         x,
                         roi_size=self.patch_size,
                         sw_batch_size=self.batch_size,
@@ -175,6 +233,9 @@ class VolumeNoisePredictor:
                         timestep=timestep,
                         full_shape=full_shape,
                     )
+                if body is not None:
+                    eps = self._hold_outside(eps, x, timestep)
+                return eps
             except torch.cuda.OutOfMemoryError as error:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()

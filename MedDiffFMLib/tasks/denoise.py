@@ -18,10 +18,12 @@ from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from .. import option_checks as checks
 from ..engine import Engine
 from ..io import image_from_array
+from ..preprocessing.model_masks import body_on_model_grid
 from ..preprocessing.noise_bands import resampled_noise
 from ..preprocessing.noise_estimate import estimate_noise_hu
 from ..progress import CancelCheck, ProgressCallback, notify, report
@@ -108,7 +110,12 @@ def denoise_image(
         return DenoiseResult(sitk.Image(image), float(noise_hu), noise.model_grid_hu, 0, 0, region)
 
     y = volume_tensor(space.model_array)
-    predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
+    # Outside the body (air, couch) the input is kept: the network runs only on patches that touch the body.
+    body = body_on_model_grid(space, source)
+    conditions = Conditions(region=engine.region_index(region))
+    if body is not None:
+        conditions = Conditions(region=conditions.region, body=torch.from_numpy(body), outside=y[0, 0])
+    predictor = engine.predictor(space, conditions)
     denoised, timesteps = diffpir_denoise(predictor, sampler, y, sigma_n, options.steps, lam=options.lam,
                                           generator=engine.generator(options.seed), progress=progress,
                                           cancel=cancel)

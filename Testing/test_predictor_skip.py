@@ -1,0 +1,143 @@
+"""The CPU path of issue 40: the body-only patch skip gives the full path's answer, the engine sets
+the CPU thread count, and the CPU runtime keeps the network's answer unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.models import single_torch_thread, tiny_models  # noqa: F401  (fixtures)
+from MedDiffFMLib import device as device_module
+from MedDiffFMLib.models import ConditionedModel, MedDiffFMUNet, named_config
+from MedDiffFMLib.sampling import Conditions, NoiseSchedule, VolumeNoisePredictor
+
+CPU = torch.device("cpu")
+
+
+def _random_model(seed: int = 0) -> ConditionedModel:
+    """A tiny U-Net whose output depends on its input (MONAI zero-initialises the output layer)."""
+    torch.manual_seed(seed)
+    unet = MedDiffFMUNet(named_config("tiny"))
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            if not parameter.detach().abs().sum():
+                parameter.normal_(0.0, 0.05)
+    return ConditionedModel(unet).eval()
+
+
+def _body_case(shape=(24, 60, 70)):
+    """A volume whose body (a box) leaves whole patches of air around it; x_t and the measurement."""
+    generator = torch.Generator().manual_seed(1)
+    body = torch.zeros(shape, dtype=torch.bool)
+    body[4:20, 8:30, 10:34] = True
+    y = torch.where(body, torch.rand(shape, generator=generator) * 0.4, torch.full(shape, -0.55))
+    x = 0.99 * y[None, None] + 0.1 * torch.randn((1, 1, *shape), generator=generator)
+    return body, y, x
+
+
+def _predictor(model, conditions: Conditions, skip: bool, batch_size: int = 1) -> VolumeNoisePredictor:
+    predictor = VolumeNoisePredictor(model, device=CPU, patch_size=model.config.patch_size, batch_size=batch_size)
+    predictor.set_conditions(conditions)
+    predictor.skip_outside_body = skip
+    return predictor
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_body_only_skip_matches_the_full_path(batch_size):
+    model = _random_model()
+    body, y, x = _body_case()
+    conditions = Conditions(region=1, body=body, outside=y)
+    full = _predictor(model, conditions, skip=False, batch_size=batch_size)
+    skip = _predictor(model, conditions, skip=True, batch_size=batch_size)
+    expected, got = full(x, 40), skip(x, 40)
+    assert skip.skipped > 0 and skip.evaluations + skip.skipped == full.evaluations
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # Inside the body it is the network's own answer, as without any mask.
+    plain = _predictor(model, Conditions(region=1), skip=False, batch_size=batch_size)(x, 40)
+    torch.testing.assert_close(got[0, 0][body], plain[0, 0][body], atol=1e-5, rtol=1e-5)
+
+
+def test_outside_the_body_the_predicted_clean_image_is_the_known_one():
+    model = _random_model(1)
+    body, y, x = _body_case()
+    t = 40
+    eps = _predictor(model, Conditions(body=body, outside=y), skip=True)(x, t)
+    x0 = NoiseSchedule.from_config(model.config).predict_x0(x, eps, t)[0, 0]
+    torch.testing.assert_close(x0[~body], y[~body], atol=1e-4, rtol=0)
+
+
+def test_body_and_outside_go_together():
+    model = _random_model()
+    body, _, _ = _body_case()
+    predictor = VolumeNoisePredictor(model, device=CPU, patch_size=model.config.patch_size)
+    with pytest.raises(ValueError, match="go together"):
+        predictor.set_conditions(Conditions(body=body))
+
+
+def test_denoising_keeps_the_input_outside_the_body_and_skips_its_patches(tiny_models):
+    """End to end: a phantom whose body leaves air patches; only patches that touch the body run."""
+    import SimpleITK as sitk
+
+    from MedDiffFMLib import api
+    from MedDiffFMLib.engine import Engine, EngineOptions
+
+    engine = Engine(EngineOptions(model=str(tiny_models.base), device="cpu"))
+    made = []
+    original = Engine.predictor
+
+    def recording(self, *args, **kwargs):
+        made.append(original(self, *args, **kwargs))
+        return made[-1]
+
+    rng = np.random.default_rng(0)
+    shape = (36, 80, 80)  # 2 mm voxels: on the tiny model's 4 mm grid, 18 x 40 x 40 voxels, patches of 16
+    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, 20, shape).astype(np.float32)
+    hu[8:28, 10:30, 4:24] = 40.0 + rng.normal(0, 20, (20, 20, 20))
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    Engine.predictor = recording
+    try:
+        out = sitk.GetArrayFromImage(api.denoise(image, engine=engine, steps=2, region="abdomen"))
+    finally:
+        Engine.predictor = original
+    predictor = made[0]
+    assert predictor.conditions.body is not None and predictor.skipped > 0 and predictor.evaluations > 0
+    far = np.zeros(shape, bool)
+    far[:, :, 40:] = True  # more than the 10 mm margin beyond the body box
+    np.testing.assert_allclose(out[far], hu[far], atol=0.5)
+
+
+def test_engine_caps_the_threads_at_the_usable_cores(tiny_models, monkeypatch):
+    from MedDiffFMLib.engine import Engine, EngineOptions
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        monkeypatch.setattr(device_module, "usable_cpu_count", lambda: 2)
+        Engine(EngineOptions(model=str(tiny_models.base), device="cpu"))
+        assert torch.get_num_threads() == 2
+        Engine(EngineOptions(model=str(tiny_models.base), device="cpu", threads=3))
+        assert torch.get_num_threads() == 3
+        torch.set_num_threads(1)  # a lower count chosen by the caller is kept
+        Engine(EngineOptions(model=str(tiny_models.base), device="cpu"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_usable_cores_are_at_least_one_and_at_most_the_affinity():
+    import os
+
+    count = device_module.usable_cpu_count()
+    assert 1 <= count <= len(os.sched_getaffinity(0))
+
+
+def test_cpu_runtime_leaves_the_network_output_unchanged():
+    model = _random_model(2)
+    body, y, x = _body_case()
+    before = _predictor(model, Conditions(region=1), skip=False)(x, 40)
+    device_module.configure_cpu_runtime()
+    after = _predictor(model, Conditions(region=1), skip=False)(x, 40)
+    device_module.release_cpu_memory()
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
