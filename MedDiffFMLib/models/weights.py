@@ -148,13 +148,20 @@ def set_controlnet_settings(path: str | Path, settings: dict, reason: str = "") 
     doc["controlnet"].update(changed)
     lines = "".join(f"- {k}: {current[k]} -> {v}{f' ({reason})' if reason else ''}\n" for k, v in changed.items())
     card = files.card.rstrip("\n") + f"\n\n## Settings changed after training\n\n{lines}"
+    return _rewrite_files(files, {CONFIG: json.dumps(doc, indent=2).encode(), CARD: card.encode()})
+
+
+def _rewrite_files(files: ModelFiles, contents: dict[str, bytes]) -> ModelFiles:
+    """The verified folder ``files`` with ``contents`` added or replaced and listed with their sha256 in
+    its manifest; rebuilt in a staged copy that then replaces it, so a failure leaves it as it was."""
     with staged_folder(files.path, what=f"the model folder '{files.path.name}'", replace=True) as tmp:
         for name in files.files:
-            shutil.copy2(files.path / name, tmp / name)
-        (tmp / CONFIG).write_text(json.dumps(doc, indent=2))
-        (tmp / CARD).write_text(card)
+            if name not in contents:
+                shutil.copy2(files.path / name, tmp / name)
+        for name, data in contents.items():
+            (tmp / name).write_bytes(data)
         manifest = json.loads((files.path / MANIFEST).read_text())
-        manifest["files"] = {**files.files, CONFIG: sha256_of(tmp / CONFIG), CARD: sha256_of(tmp / CARD)}
+        manifest["files"] = {**files.files, **{name: sha256_of(tmp / name) for name in contents}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         verify_model_folder(tmp)
     return verify_model_folder(files.path)
@@ -174,21 +181,7 @@ def add_model_files(path: str | Path, contents: dict[str, bytes]) -> ModelFiles:
     bad = sorted(name for name in contents if Path(name).name != name or name.startswith("."))
     if bad:
         raise ModelError(f"Side files must be plain names inside the model folder, not {', '.join(bad)}.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{files.path.name}.", dir=files.path.parent))
-    try:
-        for name in files.files:
-            shutil.copy2(files.path / name, tmp / name)
-        for name, data in contents.items():
-            (tmp / name).write_bytes(data)
-        manifest = json.loads((files.path / MANIFEST).read_text())
-        manifest["files"] = {**files.files, **{name: sha256_of(tmp / name) for name in contents}}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        verify_model_folder(tmp)
-        _move_into_place(tmp, files.path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return verify_model_folder(files.path)
+    return _rewrite_files(files, contents)
 
 
 def verify_model_folder(path: str | Path) -> ModelFiles:
