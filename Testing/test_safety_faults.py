@@ -114,7 +114,7 @@ def test_a_volume_smaller_than_the_model_grid_is_refused(tmp_path, tiny_models, 
     assert "less than two voxels" in message and "4.00 x 4.00 x 4.00 mm" in message
 
 
-def test_a_duplicated_dicom_slice_is_named(tmp_path):
+def test_a_duplicated_dicom_slice_is_named(tmp_path, tiny_models):  # noqa: F811
     series = tmp_path / "series"
     write_volume(task_ct(), series)
     files = sorted(series.iterdir())
@@ -123,6 +123,16 @@ def test_a_duplicated_dicom_slice_is_named(tmp_path):
         read_volume(series)
     message = str(refused.value)
     assert "same position" in message and files[5].name in message and "zz_copy.dcm" in message
+    # The command line, as a shell runs it: that one paragraph is all of stderr (ITK and GDCM write
+    # their warnings to the process's own stderr, which only a real process shows).
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "MedDiffFMLib.cli", "denoise", str(series), str(tmp_path / "o.nii.gz"),
+                           "--model", str(tiny_models.base), "--progress", "none"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("meddifffm: error: The DICOM series") and "zz_copy.dcm" in done.stderr
+    assert "WARNING" not in done.stderr and done.stderr.count("meddifffm: error:") == 1
+    assert not (tmp_path / "o.nii.gz").exists()
 
 
 def test_nothing_to_denoise_is_said_plainly(tmp_path, tiny_models, capsys):  # noqa: F811
