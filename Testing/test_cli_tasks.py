@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from helpers.models import single_torch_thread, tiny_anatomy_model, tiny_models  # noqa: F401  (fixtures)
 from helpers.phantoms import assert_same_grid
-from helpers.task_tools import box_mask, task_ct
+from helpers.task_tools import box_mask, task_ct, write_ct_and_mask
 from MedDiffFMLib.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,14 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def files(tmp_path):
-    image = task_ct()
-    ct = tmp_path / "ct.nii.gz"
-    sitk.WriteImage(image, str(ct))
-    mask = sitk.GetImageFromArray(box_mask(image))
-    mask.CopyInformation(image)
-    mask_path = tmp_path / "mask.nii.gz"
-    sitk.WriteImage(mask, str(mask_path))
-    return tmp_path, ct, mask_path
+    return write_ct_and_mask(tmp_path, "mask.nii.gz")
 
 
 def _json_lines(text: str) -> list:

@@ -24,7 +24,7 @@ import httpx  # noqa: E402
 
 from helpers.models import single_torch_thread, tiny_models  # noqa: E402,F401  (fixtures)
 from helpers.server import server_env, start_server  # noqa: E402
-from helpers.task_tools import box_mask, task_ct  # noqa: E402
+from helpers.task_tools import task_ct, write_ct_and_mask  # noqa: E402
 from MedDiffFMLib.cli import main  # noqa: E402
 
 MAX_UPLOAD_MB = 0.25
@@ -49,14 +49,7 @@ def client_env(server, monkeypatch):
 
 @pytest.fixture
 def files(tmp_path):
-    image = task_ct()
-    ct = tmp_path / "ct.nii.gz"
-    sitk.WriteImage(image, str(ct))
-    mask = sitk.GetImageFromArray(box_mask(image))
-    mask.CopyInformation(image)
-    mask_path = tmp_path / "mask.nrrd"
-    sitk.WriteImage(mask, str(mask_path))
-    return tmp_path, ct, mask_path
+    return write_ct_and_mask(tmp_path, "mask.nrrd")
 
 
 def _auth(server) -> dict:

@@ -22,6 +22,19 @@ def box_mask(image: sitk.Image, z=(4, 8), y=(9, 15), x=(7, 13)) -> np.ndarray:
     return mask
 
 
+def write_ct_and_mask(folder, mask_name: str = "mask.nii.gz"):
+    """The standard test CT (``ct.nii.gz``) and a box mask on its grid, written into ``folder``;
+    returns (folder, ct path, mask path)."""
+    image = task_ct()
+    ct = folder / "ct.nii.gz"
+    sitk.WriteImage(image, str(ct))
+    mask = sitk.GetImageFromArray(box_mask(image))
+    mask.CopyInformation(image)
+    mask_path = folder / mask_name
+    sitk.WriteImage(mask, str(mask_path))
+    return folder, ct, mask_path
+
+
 class Recorder:
     """Progress callback (with notes) that can also act as the cancel check.
 
