@@ -125,7 +125,7 @@ def _remove(path: Path) -> None:
             pass
 
 
-def publish(tmp: Path, target: Path, *, replace_folder: bool = False) -> None:
+def _publish_folder(tmp: Path, target: Path, *, replace_folder: bool = False) -> None:
     """Move the finished, verified ``tmp`` (file or folder, same parent) to ``target`` durably.
 
     ``replace_folder``: an existing folder at ``target`` is moved aside first and removed after, so
@@ -232,7 +232,7 @@ def staged_folder(target: PathLike, *, what: Optional[str] = None, replace: bool
         raise write_error(label, target.parent, exc) from None
     try:
         yield tmp
-        publish(tmp, target, replace_folder=replace)
+        _publish_folder(tmp, target, replace_folder=replace)
     except OSError as exc:
         _remove(tmp)
         raise write_error(label, target.parent, exc) from None

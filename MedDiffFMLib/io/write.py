@@ -17,11 +17,11 @@ from typing import Mapping, Optional, Sequence, Union
 
 import SimpleITK as sitk
 
-from ..errors import InputError
+from ..errors import InputError, WriteError
 from ._itk import captured_native_stderr, short_reason
 from .truncation import check_complete_file
 from .dicom_write import write_dicom_series
-from .durable import Staged, WriteError, check_free_space, free_bytes, sync_tree, write_error
+from .durable import Staged, check_free_space, free_bytes, sync_tree, write_error
 from .formats import file_extension
 from .output_plan import check_volume_target, input_files, is_dicom_target
 
