@@ -50,9 +50,34 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise MedDiffFMError(f"Unknown device '{name}'. Choose one of: {', '.join(DEVICE_CHOICES)} (or cuda:N).")
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA GPUs that support it; full precision elsewhere (CPU bf16 is slower than fp32 here)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+PRECISION_CHOICES = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions
+    beat fp32: 2.4x per 80^3 patch on the project's AMD EPYC (benchmarks/results/speed_*.md). Elsewhere
+    (AVX2 laptops, Apple silicon) bf16 is emulated and slower, so fp32 stays."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The network's mixed-precision dtype (None: full fp32).
+
+    ``auto``: bf16 on CUDA GPUs that support it and on CPUs with native bf16 (:func:`cpu_has_native_bf16`),
+    fp32 elsewhere. ``float32`` always fp32; ``bfloat16`` asks for bf16 (refused where the device has none).
+    """
+    if precision not in PRECISION_CHOICES:
+        raise MedDiffFMError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISION_CHOICES)}.")
+    if precision == "float32":
+        return None
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bfloat16":
+        if device.type == "cuda" and not cuda_bf16:
+            raise MedDiffFMError("--precision bfloat16 was requested but this GPU has no bf16 support. "
+                                 "Use --precision float32 (or auto).")
+        return torch.bfloat16
+    if cuda_bf16 or (device.type == "cpu" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
 

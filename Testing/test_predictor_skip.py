@@ -141,3 +141,56 @@ def test_cpu_runtime_leaves_the_network_output_unchanged():
     after = _predictor(model, Conditions(region=1), skip=False)(x, 40)
     device_module.release_cpu_memory()
     torch.testing.assert_close(after, before, atol=0, rtol=0)
+
+
+# --- precision: bf16 where the CPU has it (issue 40) -----------------------------------------------
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_uses_bf16_only_on_cpus_with_native_bf16(monkeypatch, native, expected):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    assert device_module.autocast_dtype(CPU, "auto") is expected
+    assert device_module.autocast_dtype(CPU, "float32") is None
+    assert device_module.autocast_dtype(CPU, "bfloat16") is torch.bfloat16
+
+
+def test_unknown_precision_is_refused_by_name():
+    from MedDiffFMLib.engine import EngineOptions
+    from MedDiffFMLib.errors import InputError, MedDiffFMError
+
+    with pytest.raises(InputError, match="--precision"):
+        EngineOptions(precision="fp16").validate()
+    with pytest.raises(MedDiffFMError, match="Unknown precision 'half'"):
+        device_module.autocast_dtype(CPU, "half")
+
+
+def test_the_command_line_precision_reaches_the_engine(tiny_models, monkeypatch):
+    from MedDiffFMLib.cli import build_parser
+    from MedDiffFMLib.cli.common import engine_options
+    from MedDiffFMLib.engine import Engine
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    for flag, expected in ((["--precision", "float32"], None), ([], torch.bfloat16)):
+        args = build_parser().parse_args(["denoise", "in.nii.gz", "out.nii.gz", "--model", str(tiny_models.base),
+                                          "--device", "cpu", *flag])
+        assert Engine(engine_options(args)).autocast_dtype is expected
+
+
+def test_bf16_network_runs_in_bf16_and_stays_close_to_fp32():
+    """The predictor's network really computes in bf16 (its convolutions return bf16), and its noise
+    estimate stays within bf16's rounding of the fp32 one."""
+    model = _random_model(3)
+    _, _, x = _body_case()
+    full = VolumeNoisePredictor(model, device=CPU, patch_size=model.config.patch_size)(x, 40)
+    seen = []
+    hook = model.unet.unet.conv_in.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    try:
+        half = VolumeNoisePredictor(model, device=CPU, patch_size=model.config.patch_size,
+                                    autocast_dtype=torch.bfloat16)(x, 40)
+    finally:
+        hook.remove()
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)
+    assert half.dtype == torch.float32
+    scale = full.abs().max()
+    assert (half - full).abs().max() <= 0.05 * scale
+    assert not torch.equal(half, full)

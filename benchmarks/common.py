@@ -288,12 +288,18 @@ def add_overlap_arg(parser: argparse.ArgumentParser) -> None:
     """``--overlap``: MedDiffFM's patch overlap, to check that a speed setting leaves quality unchanged."""
     parser.add_argument("--overlap", type=float, default=None,
                         help="patch overlap for MedDiffFM (default: the library's); e.g. 0.5 = the naive baseline's")
+    parser.add_argument("--precision", default=None, choices=("auto", "float32", "bfloat16"),
+                        help="MedDiffFM's arithmetic (default: the library's auto); float32 = before issue 40's bf16")
 
 
 def engine_options(args: argparse.Namespace) -> dict:
     """Engine options given on the command line (only those set)."""
-    overlap = getattr(args, "overlap", None)
-    return {} if overlap is None else {"overlap": float(overlap)}
+    options = {}
+    if getattr(args, "overlap", None) is not None:
+        options["overlap"] = float(args.overlap)
+    if getattr(args, "precision", None) is not None:
+        options["precision"] = args.precision
+    return options
 
 
 def resolve_bench_model(args: argparse.Namespace, role: str = "base") -> BenchModel:

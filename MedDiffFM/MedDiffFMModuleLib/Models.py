@@ -83,6 +83,8 @@ class LibraryInfo:
     tasks: Dict[str, Dict] = dataclasses.field(default_factory=dict)
     """The library's task registry: task -> {"role", "needs_mask", "default_steps", "defaults", ...}."""
     samplers: List[str] = dataclasses.field(default_factory=list)
+    cpuPrecision: str = "float32"
+    """What the library computes in on this CPU (``bfloat16`` where the CPU has it natively)."""
 
     def defaultSteps(self, task: str) -> Optional[int]:
         """The library's default steps of ``task`` (None when the library did not say)."""
@@ -142,6 +144,7 @@ def parseInfoOutput(stdout: str) -> LibraryInfo:
         models=models,
         tasks=tasks,
         samplers=[str(s) for s in payload.get("samplers") or []],
+        cpuPrecision=str(payload.get("cpu_precision") or "float32"),
     )
 
 
@@ -154,6 +157,9 @@ FLOP_FACTOR = 790.0
 # Sustained FLOP/s of the whole network. CPU: measured on the project's 2-core machine (about 120
 # GFLOP/s, benchmarks/speed.py section 1). GPU and MPS: rough until measured there.
 SUSTAINED_FLOPS = {"cpu": 1.2e11, "cuda": 1.0e14, "mps": 5.0e12}
+# On a CPU with native bf16 the library runs the network in bf16 (--precision auto): per patch 2.6x
+# the fp32 rate on the same 2-core machine (benchmarks/results/speed_*.md).
+CPU_BF16_SPEEDUP = 2.6
 LIBRARY_OVERLAP = 0.25
 
 
@@ -171,6 +177,7 @@ def estimateSeconds(
     device: str,
     model: Optional[ModelInfo] = None,
     task: str = "denoise",
+    cpuPrecision: str = "float32",
 ) -> float:
     """A rough run time in seconds for a volume of ``dims`` voxels (x, y, z) at ``spacing`` mm
     (``None``: one model patch, as synthesis without a reference volume). ``steps`` None: the
@@ -178,7 +185,8 @@ def estimateSeconds(
 
     Counts the network evaluations the library will make on the model's grid (patches per step with
     its overlap, times the task's steps) and multiplies by the model's FLOPs per patch over a
-    sustained rate for ``device`` (``"cpu"``, ``"cuda"`` or ``"mps"``).
+    sustained rate for ``device`` (``"cpu"``, ``"cuda"`` or ``"mps"``; on the CPU faster when
+    ``cpuPrecision`` is ``bfloat16``, from ``meddifffm info --json``).
     """
     config = (model.config if model else {}) or {}
     if not steps:
@@ -196,6 +204,8 @@ def estimateSeconds(
     patchVoxels = patch[0] * patch[1] * patch[2]
     flopsPerVoxel = FLOP_FACTOR * sum(c * c / 8.0 ** level for level, c in enumerate(channels))
     rate = float(SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"]))
+    if device not in ("cuda", "mps") and cpuPrecision == "bfloat16":
+        rate *= CPU_BF16_SPEEDUP
     return 2.0 + steps * patches * patchVoxels * flopsPerVoxel / rate
 
 

@@ -461,7 +461,8 @@ class MedDiffFMPanel:
             return
         model = self.libraryInfo.model(p.model) if self.libraryInfo else None
         device = self.resolvedDevice()
-        seconds = estimateSeconds(dims, spacing, p.steps or None, device, model, task.value)
+        cpuPrecision = self.libraryInfo.cpuPrecision if self.libraryInfo else "float32"
+        seconds = estimateSeconds(dims, spacing, p.steps or None, device, model, task.value, cpuPrecision)
         deviceName = _("CPU") if device == "cpu" else _("GPU")
         self.ui.estimatedTimeLabel.setText(_("{duration} on {device} (rough estimate)").format(
             duration=formatDuration(seconds), device=deviceName))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import SimpleITK as sitk
 
-from ..device import DEVICE_CHOICES
+from ..device import DEVICE_CHOICES, PRECISION_CHOICES
 from ..io import read_volume
 from ..io.dicom_tilt import NOTE_KEY
 from ..io.write import check_output_space, stage_volume
@@ -34,10 +34,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and device")
     group.add_argument("--model", help="model name or model folder (default: the shipped default model)")
     group.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
-    group.add_argument("--batch-size", type=int, default=None, help="patches per network call (default: 8 GPU, 2 CPU)")
+    group.add_argument("--batch-size", type=int, default=None, help="patches per network call (default: 8 GPU, 1 CPU)")
     group.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring patches (default 0.25)")
     group.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
                        help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
+    group.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                       help="the network's arithmetic: auto = bf16 on GPUs and on CPUs with native bf16 "
+                       "(AVX512-BF16/AMX: about 2.4x faster, same quality), float32 elsewhere (default: auto; "
+                       "with --server, the server's own)")
     remote = parser.add_argument_group("run on a server (meddifffm serve)")
     remote.add_argument("--server", default=None, metavar="URL",
                         help="run on a `meddifffm serve` server, e.g. http://gpu-box:8765 (--model is then a model "
@@ -53,7 +57,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(model=args.model, device=args.device, batch_size=args.batch_size, overlap=args.overlap,
-                         sampler=args.sampler)
+                         sampler=args.sampler, precision=getattr(args, "precision", "auto"))
 
 
 def make_progress(args: argparse.Namespace) -> Optional[ProgressCallback]:

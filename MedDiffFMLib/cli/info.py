@@ -9,7 +9,7 @@ import platform
 from typing import Optional
 
 from .. import __version__
-from ..device import available_devices
+from ..device import available_devices, cpu_has_native_bf16
 from ..errors import ModelChecksumError, ModelConfigError, ModelError
 from ..models.registry import iter_model_folders, search_dirs
 from ..models.weights import verify_model_folder
@@ -70,6 +70,8 @@ def collect() -> dict:
         "monai": monai.__version__,
         "simpleitk": SimpleITK.Version_VersionString(),
         "devices": available_devices(),
+        # What --precision auto runs on this machine's CPU (the Slicer panel's time estimate uses it).
+        "cpu_precision": "bfloat16" if cpu_has_native_bf16() else "float32",
         "model_dirs": [str(d) for d in search_dirs()],
         "models": models,
         "samplers": sorted(SAMPLERS),
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"MedDiffFM {info['version']} (Python {info['python']}, torch {info['torch']}, MONAI {info['monai']}, "
           f"SimpleITK {info['simpleitk']})")
     print("Devices: " + ", ".join(info["devices"]))
+    if "cpu_precision" in info:  # (an older server does not say)
+        print(f"CPU arithmetic (--precision auto): {info['cpu_precision']}")
     if "model_dirs" in info:  # (a server does not show its paths)
         print("Model folders searched: " + ", ".join(info["model_dirs"]))
     if not info["models"]:
