@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from benchmarks import common, speed  # noqa: E402
+from benchmarks import speed  # noqa: E402
+from benchmarks.common import model_setup  # noqa: E402
 from benchmarks.inpaint_quality import place_sphere, shell_mean  # noqa: E402
 from benchmarks.superres_quality import factor_for, make_thick, set_control  # noqa: E402
 from helpers.models import tiny_engines, tiny_models  # noqa: E402,F401  (fixtures)
@@ -25,7 +26,7 @@ def _tiny_model():
 
     torch.manual_seed(0)
     unet = MedDiffFMUNet(named_config("tiny"))
-    assert common.redraw_zero_weights(unet) > 0  # MONAI zero-inits the output layer
+    assert model_setup.redraw_zero_weights(unet) > 0  # MONAI zero-inits the output layer
     return ConditionedModel(unet).eval()
 
 
@@ -121,7 +122,7 @@ def test_control_scale_zero_leaves_the_base_model_alone(tiny_models):
     engine = Engine(EngineOptions(model=str(tiny_models.superres), device="cpu"), role="superres",
                     expect_task="superres")
     model = engine.loaded.model
-    assert common.redraw_zero_weights(model) > 0  # zero-initialised outputs would hide the scale
+    assert model_setup.redraw_zero_weights(model) > 0  # zero-initialised outputs would hide the scale
     # any network input of the right channels will do (noisy image, position and anatomy channels)
     x, t, region = torch.randn(1, engine.config.input_channels, 16, 16, 16), torch.tensor([500]), torch.tensor([0])
     condition = torch.rand(1, 1, 16, 16, 16)
@@ -138,14 +139,14 @@ def test_controlnet_timesteps_scores_the_condition_base_and_controlnet(tiny_mode
     """One-step x0 errors on a synthetic CT at the tiny model's 4 mm grid: the condition's error does not
     depend on t or the network; the network's estimates are finite and the base's differs from the
     ControlNet's once the ControlNet's zero-initialised outputs are redrawn."""
-    from benchmarks.controlnet_timesteps import one_step_errors
+    from benchmarks.studies.controlnet_timesteps import one_step_errors
     from MedDiffFMLib.engine import Engine, EngineOptions
 
     thin_full = speed.synthetic_ct((24, 24, 40), (4.0, 4.0, 4.0))
     thin, thick = make_thick(thin_full, 2)
     engine = Engine(EngineOptions(model=str(tiny_models.superres), device="cpu"), role="superres",
                     expect_task="superres")
-    assert common.redraw_zero_weights(engine.loaded.model) > 0
+    assert model_setup.redraw_zero_weights(engine.loaded.model) > 0
     errors = one_step_errors(engine, thin, thick, 2, "chest", [50, 500], [0.0, 1.0])
     assert set(errors) == {(None, 0), (0.0, 50), (0.0, 500), (1.0, 50), (1.0, 500)}
     assert all(np.isfinite(v) and v >= 0 for v in errors.values())

@@ -54,7 +54,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from benchmarks import common, metrics
+from benchmarks import REPO_ROOT
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
 
 TASKS = ["denoise", "anomaly", "inpaint", "synthesize", "superres", "lesion"]
 PATHS = ["naive", "fast", "tuned"]
@@ -249,7 +250,7 @@ def patches_per_step(shape, patch, overlap: float) -> int:
 
 def real_ct(case: str, size_xyz, spacing: Optional[float]) -> sitk.Image:
     """A crop of ``size_xyz`` voxels of a real case (optionally resampled to ``spacing`` mm first)."""
-    image = common.read_case(case)
+    image = ct_cases.read_case(case)
     if spacing:
         from MedDiffFMLib.preprocessing.resample import resample_to_spacing
 
@@ -257,8 +258,8 @@ def real_ct(case: str, size_xyz, spacing: Optional[float]) -> sitk.Image:
     hu = sitk.GetArrayViewFromImage(image)
     sp = image.GetSpacing()
     size_mm = [n * s for n, s in zip(size_xyz[::-1], sp[::-1])]
-    box = common.crop_box(np.asarray(hu), sp, size_mm)
-    return sitk.Cast(sitk.Round(common.crop_image(image, box)), sitk.sitkInt16)
+    box = ct_cases.crop_box(np.asarray(hu), sp, size_mm)
+    return sitk.Cast(sitk.Round(ct_cases.crop_image(image, box)), sitk.sitkInt16)
 
 
 def synthetic_ct(size_xyz=(512, 512, 300), spacing=(0.8, 0.8, 1.5), seed: int = 0) -> sitk.Image:
@@ -322,7 +323,7 @@ def prepare_inputs(image: sitk.Image, tasks, folder: Path, tag: str) -> dict[str
                 zz, yy, xx = np.indices(hu.shape, dtype=np.float32)
                 sp = image.GetSpacing()[::-1]
                 r2 = ((zz - centre[0]) * sp[0]) ** 2 + ((yy - centre[1]) * sp[1]) ** 2 + ((xx - centre[2]) * sp[2]) ** 2
-                sitk.WriteImage(common.like((r2 <= 15.0**2).astype(np.uint8), image), str(mask_path))
+                sitk.WriteImage(ct_cases.like((r2 <= 15.0**2).astype(np.uint8), image), str(mask_path))
             inputs[task] = TaskInput(task, ct, mask_path, voxels=voxels)
         elif task == "superres":
             dz = image.GetSpacing()[2]
@@ -432,7 +433,7 @@ def run_e2e(task: str, item: TaskInput, engine, steps: int, folder: Path, path_n
     clock = StageClock()
     cuda = engine.device.type == "cuda"
     engine.made = []
-    with common.PeakMemory(cuda=cuda) as memory:
+    with timing.PeakMemory(cuda=cuda) as memory:
         t0 = time.perf_counter()
         image = sitk.ReadImage(str(item.image_path))
         mask = sitk.ReadImage(str(item.mask_path)) if item.mask_path else None
@@ -467,7 +468,7 @@ class Variant:
     library: bool = False
 
 
-def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[common.Table, dict[str, Any]]:
+def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[reporting.Table, dict[str, Any]]:
     from MedDiffFMLib.device import autocast
     from MedDiffFMLib.preprocessing import guess_region
     from MedDiffFMLib.sampling import Conditions
@@ -555,7 +556,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
     patch_vox = int(np.prod(patch))
 
     print(f"Per-evaluation variants on one {patch} patch ({rounds} interleaved rounds, best and median):", flush=True)
-    with common.PeakMemory(cuda=gpu) as memory:  # first, before the other variants fill the allocator
+    with timing.PeakMemory(cuda=gpu) as memory:  # first, before the other variants fill the allocator
         variants[0].output = variants[0].fn()[:1].detach().cpu()
         sync(device)
     activation_bytes = (memory.cuda_peak if gpu else memory.peak_rss - memory.start_rss)
@@ -603,7 +604,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
 
     naive_best = min(variants[0].times)
     peak = gpu_peak_tflops(torch.cuda.get_device_name(device)) if gpu else None
-    table = common.Table(
+    table = reporting.Table(
         f"1. Per network evaluation: one {'x'.join(map(str, patch))} patch ({patch_vox / 1e6:.3f} Mvox) of "
         f"{getattr(args, 'e2e_name', args.e2e_case)} on the model grid, {config.input_channels} input channels",
         [("variant", "variant"), ("batch", "batch"), ("best", "s/patch (best)", "{:.3f}"),
@@ -647,7 +648,7 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[commo
 # ---------------------------------------------------------------------------------------------
 
 
-def add_equality_rows(targets: common.Table, results: dict, paths) -> None:
+def add_equality_rows(targets: reporting.Table, results: dict, paths) -> None:
     """Output equality of each path against the naive baseline, per task (target >= 45 dB)."""
     for (task, path), r in results.items():
         naive = results.get((task, "naive"))
@@ -707,9 +708,9 @@ class IsolatedRunner:
         spec_path = self.work / f"spec_{name}.json"
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(common.REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         done = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--child", str(spec_path)],
-                              cwd=str(common.REPO_ROOT), env=env, capture_output=True, text=True)
+                              cwd=str(REPO_ROOT), env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
         data = json.loads((self.work / f"result_{name}.json").read_text())
@@ -730,7 +731,7 @@ def child_main(spec_path: str) -> int:
         import MedDiffFMLib.engine as engine_module
 
         engine_module.configure_cpu_runtime = lambda threads=None: torch.get_num_threads()  # threads, allocator as before
-    engine = common.make_engine(common.BenchModel(spec["model"]), spec["device"], role=spec["role"])
+    engine = model_setup.make_engine(model_setup.BenchModel(spec["model"]), spec["device"], role=spec["role"])
     made = path_engine(engine, spec["path"], spec["tuned"], stub=spec["stub"])
     item = spec["item"]
     task_input = TaskInput(item["task"], Path(item["image_path"]),
@@ -752,7 +753,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return child_main(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, ["lidc_chest_1mm"], ["lidc_chest_1mm"])
+    cli_options.add_common_args(parser, ["lidc_chest_1mm"], ["lidc_chest_1mm"])
     parser.add_argument("--e2e-case", default="lidc_chest_1mm", help="real CT for sections 1-3")
     parser.add_argument("--e2e-size", type=parse_size, default=(256, 256, 128), help="x,y,z voxels of its crop")
     parser.add_argument("--e2e-spacing", type=float, default=None, help="resample the case to this spacing (mm) first")
@@ -782,16 +783,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--memory-size", type=parse_size, default=(512, 512, 512),
                         help="x,y,z voxels of section 6's synthetic volume (at 0.8 mm isotropic)")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
-    model = common.resolve_bench_model(args)
-    common.print_header("Speed and memory (every figure beside the naive baseline of the same run)", machine, model)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
+    model = model_setup.resolve_bench_model(args)
+    reporting.print_header("Speed and memory (every figure beside the naive baseline of the same run)", machine, model)
     if not model.available:
         print(f"MedDiffFM: not available ({model.reason}). Nothing to time.")
         return 2
     print("Speed does not depend on the weights: an untrained model times like a trained one of its config.")
 
-    engine, load_s = common.timed(lambda: common.make_engine(model, args.device))
+    engine, load_s = timing.timed(lambda: model_setup.make_engine(model, args.device))
     gpu = engine.device.type == "cuda"
     tasks = [t.strip() for t in (args.tasks or ("all" if gpu else "denoise")).split(",") if t.strip()]
     if tasks == ["all"]:
@@ -814,11 +815,11 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"overlap {engine.options.overlap}.", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="meddifffm-speed-"))
-    common._TMP_DIRS.append(str(work))
+    model_setup._TMP_DIRS.append(str(work))
     image = (sitk.ReadImage(args.e2e_image) if args.e2e_image
              else real_ct(args.e2e_case, args.e2e_size, args.e2e_spacing))
     args.e2e_name = Path(args.e2e_image).name if args.e2e_image else args.e2e_case
-    tables: list[common.Table] = []
+    tables: list[reporting.Table] = []
     notes: list[str] = [f"Model load {load_s:.1f} s.",
                         f"Real CT: {args.e2e_name} {'x'.join(map(str, image.GetSize()))} voxels at "
                         f"{', '.join(f'{s:.2f}' for s in image.GetSpacing())} mm."]
@@ -838,7 +839,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     needed = dict.fromkeys(tasks + (memory_tasks if memory_all else []))
     for task in [t for t in needed if t in ("superres", "lesion")]:
         explicit = getattr(args, f"{task}_model")
-        role_model = common.resolve_bench_model(
+        role_model = model_setup.resolve_bench_model(
             argparse.Namespace(model=explicit, config=None if explicit else args.config), role=task)
         if not role_model.available:
             print(f"{task}: not available ({role_model.reason}).")
@@ -849,7 +850,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # 2. End to end.
     inputs = prepare_inputs(image, tasks, work, "real")
     results: dict[tuple[str, str], E2E] = {}
-    e2e_table = common.Table(
+    e2e_table = reporting.Table(
         f"2. End to end on {args.e2e_name} {'x'.join(map(str, image.GetSize()))} "
         f"({int(np.prod(image.GetSize())) / 1e6:.2f} Mvox)",
         [("task", "task"), ("path", "path"), ("steps", "steps run/default"), ("patches", "patches/step", "{:.0f}"),
@@ -881,7 +882,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if (task, path) not in results or result.total < results[(task, path)].total:
                     results[(task, path)] = result
                 print(f"  {result.total:.1f} s ({result.per_step:.1f} s/step, {result.patches_per_step:.0f} "
-                      f"patches/step), peak RSS {common.gib(result.peak_rss):.2f} GiB", flush=True)
+                      f"patches/step), peak RSS {timing.gib(result.peak_rss):.2f} GiB", flush=True)
         naive = results.get((task, "naive"))
         legacy = results.get((task, "legacy"))
         for path in paths:
@@ -895,9 +896,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 speedup_legacy=(legacy.projected / projected if legacy else None),
                 psnr_legacy=(metrics.psnr(legacy.output, r.output) if legacy is not None and path != "legacy"
                              and legacy.output.shape == r.output.shape else None),
-                at_default=f"{projected:.1f}{mark}", mvox=common.mvox_per_s(inputs[task].voxels, projected),
-                speedup=(naive.projected / projected if naive else None), rss=common.gib(r.peak_rss),
-                gpu=common.gib(r.cuda_peak) if r.cuda_peak is not None else None,
+                at_default=f"{projected:.1f}{mark}", mvox=timing.mvox_per_s(inputs[task].voxels, projected),
+                speedup=(naive.projected / projected if naive else None), rss=timing.gib(r.peak_rss),
+                gpu=timing.gib(r.cuda_peak) if r.cuda_peak is not None else None,
                 psnr=(metrics.psnr(naive.output, r.output) if naive is not None and path != "naive"
                       and naive.output.shape == r.output.shape else None),
                 psnr_fast=(metrics.psnr(results[(task, "fast")].output, r.output)
@@ -906,7 +907,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     tables.append(e2e_table)
 
     # 3. Memory against size.
-    mem_table = common.Table(
+    mem_table = reporting.Table(
         f"3. Memory against volume size (denoise, 1 step; {args.e2e_name})",
         [("path", "path"), ("size", "size x×y×z"), ("mvox", "Mvox", "{:.2f}"), ("peak", "peak RSS GiB", "{:.2f}"),
          ("delta", "peak − RSS before GiB", "{:.2f}"), ("gpu", "peak GPU GiB", "{:.2f}"),
@@ -927,11 +928,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             if path == "fast":
                 memory_ratio = (ratio, vox_ratio)
             mem_table.add(path=path, size="×".join(map(str, small.GetSize())), mvox=np.prod(small.GetSize()) / 1e6,
-                          peak=common.gib(r_small.peak_rss), delta=common.gib(r_small.peak_rss - r_small.start_rss),
-                          gpu=common.gib(r_small.cuda_peak) if gpu else None)
+                          peak=timing.gib(r_small.peak_rss), delta=timing.gib(r_small.peak_rss - r_small.start_rss),
+                          gpu=timing.gib(r_small.cuda_peak) if gpu else None)
             mem_table.add(path=path, size="×".join(map(str, image.GetSize())), mvox=np.prod(image.GetSize()) / 1e6,
-                          peak=common.gib(r_large.peak_rss), delta=common.gib(r_large.peak_rss - r_large.start_rss),
-                          gpu=common.gib(r_large.cuda_peak) if gpu else None, ratio=ratio, vox_ratio=vox_ratio)
+                          peak=timing.gib(r_large.peak_rss), delta=timing.gib(r_large.peak_rss - r_large.start_rss),
+                          gpu=timing.gib(r_large.cuda_peak) if gpu else None, ratio=ratio, vox_ratio=vox_ratio)
         mem_table.note = ("Each run in a fresh process. Δ = peak resident memory minus the resident memory before "
                           "reading the input (the loaded model and the Python runtime excluded); on GPU the ratio uses "
                           "the peak GPU memory. Linear growth means Δ ratio ≤ voxel ratio.")
@@ -947,7 +948,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         big_inputs = prepare_inputs(big, ["denoise"], work, "big")
         big_vox = int(np.prod(big.GetSize()))
         steps_big = args.steps or default_steps("denoise")
-        big_table = common.Table(
+        big_table = reporting.Table(
             f"4. Synthetic CT {'×'.join(map(str, big.GetSize()))} at 0.8×0.8×1.5 mm ({big_vox / 1e6:.1f} Mvox), denoise, "
             f"{steps_big} steps, {'measured' if big_mode == 'full' else 'estimated (CPU)'}",
             [("path", "path"), ("patches", "patches/step"), ("overhead", "all but network s", "{:.1f}"),
@@ -988,8 +989,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 overhead=b["overhead"], network=(f"{b['network']:.0f} (est.)" if est else "incl."),
                 total=f"{b['total']:.0f}{' (est.)' if est else ''}", mvox=big_vox / 1e6 / b["total"],
                 speedup=(naive_big["total"] / b["total"] if naive_big else None),
-                rss=(f"{common.gib(b['rss'] + b['activation']):.2f} (est.)" if est else f"{common.gib(b['rss']):.2f}"),
-                gpu=common.gib(b["gpu"]) if b["gpu"] is not None else None,
+                rss=(f"{timing.gib(b['rss'] + b['activation']):.2f} (est.)" if est else f"{timing.gib(b['rss']):.2f}"),
+                gpu=timing.gib(b["gpu"]) if b["gpu"] is not None else None,
                 psnr=(metrics.psnr(naive_big["output"], b["output"]) if not est and naive_big and path != "naive"
                       else None))
         if big_mode != "full":
@@ -1006,7 +1007,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         size = args.memory_size
         huge = synthetic_ct(size, spacing=(0.8, 0.8, 0.8))
         huge_inputs = prepare_inputs(huge, memory_tasks, work, "memory")
-        mem_all_table = common.Table(
+        mem_all_table = reporting.Table(
             f"6. Peak memory of every task, 1 step, library path, synthetic CT {'×'.join(map(str, size))} at 0.8 mm "
             f"({int(np.prod(size)) / 1e6:.0f} Mvox)",
             [("task", "task"), ("patches", "network evaluations"), ("total", "total s", "{:.1f}"),
@@ -1017,17 +1018,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             r = task_runner.run(task, huge_inputs[task], 1, "fast", "_memory")
             memory_rows.append((task, r))
-            mem_all_table.add(task=task, patches=r.evaluations, total=r.total, rss=common.gib(r.peak_rss),
-                              gpu=common.gib(r.cuda_peak) if r.cuda_peak is not None else None,
+            mem_all_table.add(task=task, patches=r.evaluations, total=r.total, rss=timing.gib(r.peak_rss),
+                              gpu=timing.gib(r.cuda_peak) if r.cuda_peak is not None else None,
                               note="" if r.evaluations else "no network evaluation (nothing to do): not a figure")
-            print(f"[memory] {task}: peak RSS {common.gib(r.peak_rss):.2f} GiB", flush=True)
+            print(f"[memory] {task}: peak RSS {timing.gib(r.peak_rss):.2f} GiB", flush=True)
         mem_all_table.note = ("Each task in a fresh process, one sampler step (memory does not grow with the steps: "
                               "section 3). superres reads a thick-slice copy and writes the full grid.")
         mem_all_table.print()
         tables.append(mem_all_table)
 
     # 5. Targets.
-    targets = common.Table("5. Targets", [("target", "target"), ("measured", "measured"), ("verdict", "standing")])
+    targets = reporting.Table("5. Targets", [("target", "target"), ("measured", "measured"), ("verdict", "standing")])
     fast_e2e = results.get(("denoise", "fast"))
     tuned_e2e = results.get(("denoise", "tuned"))
     naive_e2e = results.get(("denoise", "naive"))
@@ -1093,7 +1094,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     targets.print()
     tables.append(targets)
     if args.save:
-        common.save_results("speed", args, machine, model, tables, notes)
+        reporting.save_results("speed", args, machine, model, tables, notes)
     return 0
 
 

@@ -36,9 +36,9 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from benchmarks.baselines import nlm
-from benchmarks.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
-from benchmarks.metrics import psnr, rmse, soft_tissue_mask, ssim_axial
+from benchmarks.common.baselines import nlm
+from benchmarks.common.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
+from benchmarks.common.metrics import psnr, rmse, soft_tissue_mask, ssim_axial
 
 DEFAULT_CASES = ("cta_aorta_crop", "STS_034")
 CROP_MM = 80.0
@@ -51,7 +51,7 @@ def make_quality_cases(manifest_path: Path, data_root: Optional[Path], spacing_z
     """Write one ``<case>.npz`` per held-out case into ``out_dir`` (see the module docstring)."""
     import SimpleITK as sitk
 
-    from benchmarks.common import crop_box
+    from benchmarks.common.ct_cases import crop_box
     from MedDiffFMLib.io import read_volume
     from MedDiffFMLib.preprocessing import resample_to_spacing
     from MedDiffFMLib.training import load_manifest

@@ -17,7 +17,7 @@ For each candidate (a :class:`ModelConfig` at about 1 mm) it prints:
 
 Timings on a shared CPU are noisy: the baseline row, timed in the same rounds, is the reference.
 
-Usage: python -m benchmarks.model_design [--rounds 2] [--candidates NAME,...] [--threads N]
+Usage: python -m benchmarks.studies.model_design [--rounds 2] [--candidates NAME,...] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 from monai.inferers.utils import _get_scan_interval

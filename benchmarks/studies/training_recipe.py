@@ -20,7 +20,7 @@ fixed held-out crops (the cache's ``val`` split, fixed crops and noise, every ar
 * ``val L1``: the trainer's validation loss, L1 of the implied noise at t = 50, 250, 500, 750, 950.
 
 Usage (one seed per process, so two seeds use the two cores):
-    python -m benchmarks.training_recipe --cache .cache/ct_cache_3mm --seed 0 --save
+    python -m benchmarks.studies.training_recipe --cache .cache/ct_cache_3mm --seed 0 --save
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import contextlib
 
@@ -47,9 +47,10 @@ from MedDiffFMLib.training.config import TrainConfig
 from MedDiffFMLib.training.dataset import SampleOptions, SampleSource, collate
 from MedDiffFMLib.training.trainer import Trainer
 
+from benchmarks.common.reporting import RESULTS_DIR
+
 SMALL_T = (5, 15, 35, 60, 100, 200)
 VAL_T = (50, 250, 500, 750, 950)
-RESULTS = Path(__file__).resolve().parent / "results"
 
 ARMS: dict[str, dict] = {
     "baseline": {},
@@ -189,14 +190,14 @@ def main() -> None:
 
 
 def save(rows: list[dict], arms: list[str], args) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"training_recipe_seed{args.seed}_{'-'.join(arms)}.json"
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"training_recipe_seed{args.seed}_{'-'.join(arms)}.json"
     path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
 
 
 def report() -> None:
     """Merge every saved study file into one Markdown report, per seed, arms beside the baseline."""
-    files = sorted(RESULTS.glob("training_recipe_seed*.json"))
+    files = sorted(RESULTS_DIR.glob("training_recipe_seed*.json"))
     runs = [json.loads(f.read_text()) for f in files]
     rows = [r for run in runs for r in run["rows"]]
     for r in rows:  # JSON keys are strings
@@ -204,7 +205,7 @@ def report() -> None:
         r["val_l1_per_t"] = {int(k): v for k, v in r["val_l1_per_t"].items()}
     arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     parts = [f"# Training recipe study ({time.strftime('%Y-%m-%d')})", "",
-             "Command: `python -m benchmarks.training_recipe --seed S --arms ... --stages 150 --save` "
+             "Command: `python -m benchmarks.studies.training_recipe --seed S --arms ... --stages 150 --save` "
              "(then `--report`). Settings of the runs:", ""]
     keys = ("seed", "stages", "batch", "lr", "ema", "threads")
     parts += [f"- `{f.name}`: arms " + ",".join(r["arm"] for r in run["rows"]) + "; "
@@ -212,7 +213,7 @@ def report() -> None:
     for seed in sorted({r["seed"] for r in rows}):
         parts += ["", f"## Seed {seed}", "", table([r for r in rows if r["seed"] == seed], arms)]
     text = "\n".join(parts) + "\n"
-    (RESULTS / "training_recipe.md").write_text(text)
+    (RESULTS_DIR / "training_recipe.md").write_text(text)
     print(text)
 
 

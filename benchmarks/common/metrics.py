@@ -11,6 +11,9 @@ import numpy as np
 HU_RANGE = (-1000.0, 1000.0)  # PSNR: both images clipped here, data range 2000 HU
 SSIM_WINDOW = (-160.0, 240.0)  # SSIM: soft-tissue window W400/L40 mapped to [0, 1]
 SOFT_TISSUE_HU = (-150.0, 250.0)  # soft-tissue mask of the clean image (fat to enhanced organ)
+# Synthetic CT against real (synthesis_quality, studies.sampler_steps): the HU histogram's range and tissue classes.
+HIST_RANGE = (-1024.0, 1500.0)
+TISSUES = {"air": (-np.inf, -900), "lung": (-900, -500), "fat": (-150, -50), "soft": (0, 100), "bone": (300, np.inf)}
 
 
 def soft_tissue_mask(clean_hu: np.ndarray, hu_range: Sequence[float] = SOFT_TISSUE_HU, erode: int = 1) -> np.ndarray:

@@ -17,7 +17,7 @@ A sampler's last steps are the low t: a ControlNet worse than the base there cos
 even when it helps at high t (the measurement that led to the superres candidate's diagnosis,
 docs/TRAINING.md, "ControlNet chunk 0s").
 
-Usage: python -m benchmarks.controlnet_timesteps [--model SUPERRES_CONTROLNET] [--compare-model ...]
+Usage: python -m benchmarks.studies.controlnet_timesteps [--model SUPERRES_CONTROLNET] [--compare-model ...]
        [--cases lidc_chest_1mm] [--timesteps 50,111,250,500] [--save]
 """
 
@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Optional
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common
+from benchmarks.common import cli_options, ct_cases, model_setup, reporting
 from benchmarks.superres_quality import factor_for, make_thick, set_control
 
 DEFAULT_CASE = "lidc_chest_1mm"
@@ -87,31 +87,31 @@ def one_step_errors(engine, thin: sitk.Image, thick: sitk.Image, factor: int, re
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, [DEFAULT_CASE], [DEFAULT_CASE])
+    cli_options.add_common_args(parser, [DEFAULT_CASE], [DEFAULT_CASE])
     parser.add_argument("--compare-model", default=None, help="a second superres ControlNet folder")
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box size in mm")
     parser.add_argument("--region", default="chest", help="body region whose window and label the model gets")
     parser.add_argument("--timesteps", default=",".join(map(str, TIMESTEPS)), help="comma-separated t values")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
     timesteps = [int(t) for t in args.timesteps.split(",")]
-    model = common.resolve_bench_model(args, role="superres")
-    common.print_header("Superres ControlNet: one-step x0 error per time step", machine, model)
+    model = model_setup.resolve_bench_model(args, role="superres")
+    reporting.print_header("Superres ControlNet: one-step x0 error per time step", machine, model)
     models = {"controlnet": model}
     if args.compare_model:
-        models["controlnet_compare"] = common.bench_model(args.compare_model, "superres")
-    engines = {label: common.make_engine(bench, args.device, role="superres", **common.engine_options(args))
+        models["controlnet_compare"] = model_setup.bench_model(args.compare_model, "superres")
+    engines = {label: model_setup.make_engine(bench, args.device, role="superres", **cli_options.engine_options(args))
                for label, bench in models.items() if bench.available}
-    table = common.Table("One-step x0 RMSE (HU) against the thin box, per time step",
+    table = reporting.Table("One-step x0 RMSE (HU) against the thin box, per time step",
                          [("case", "case"), ("method", "method")]
                          + [(f"t{t}", f"t = {t}", "{:.1f}") for t in timesteps] + [("note", "note")])
-    for name in common.parse_cases(args.cases, [DEFAULT_CASE]):
-        image = common.read_case(name)
+    for name in ct_cases.parse_cases(args.cases, [DEFAULT_CASE]):
+        image = ct_cases.read_case(name)
         factor = factor_for(image.GetSpacing()[2])
-        box = list(common.crop_box(sitk.GetArrayFromImage(image), image.GetSpacing(), [args.crop_mm] * 3))
+        box = list(ct_cases.crop_box(sitk.GetArrayFromImage(image), image.GetSpacing(), [args.crop_mm] * 3))
         box[0] = slice(box[0].start, box[0].start + (box[0].stop - box[0].start) // factor * factor)
-        thin, thick = make_thick(common.crop_image(image, tuple(box)), factor)
+        thin, thick = make_thick(ct_cases.crop_image(image, tuple(box)), factor)
         print(f"[{name}] box {thin.GetSize()[::-1]}, F {factor}", flush=True)
         for label, bench in models.items():
             if label not in engines:
@@ -130,7 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("  " + label + ": " + ", ".join(f"t {t}: {errors[(own, t)]:.1f}" for t in timesteps), flush=True)
     table.print()
     if args.save:
-        common.save_results("controlnet_timesteps", args, machine, model, [table],
+        reporting.save_results("controlnet_timesteps", args, machine, model, [table],
                             [f"region {args.region}; noise seeded by t; box {args.crop_mm:g} mm"])
     return 0
 

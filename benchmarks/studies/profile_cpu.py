@@ -7,7 +7,7 @@ path's changes (issue 40). ``--engine-defaults`` profiles the library as it is; 
 script profiles it as the engine runs it *minus* the CPU settings (``--legacy``: today's path before
 issue 40, for the record).
 
-Usage: python -m benchmarks.profile_cpu [--legacy] [--rows 25] [--save NAME]
+Usage: python -m benchmarks.studies.profile_cpu [--legacy] [--rows 25] [--save NAME]
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import SimpleITK as sitk
 import torch
 
-SAMPLE = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "chest_ct_sample.nii.gz"
+from benchmarks import REPO_ROOT
+from benchmarks.common.reporting import RESULTS_DIR
+
+SAMPLE = REPO_ROOT / "Resources" / "SampleData" / "chest_ct_sample.nii.gz"
 
 
 def main(argv=None) -> int:
@@ -57,8 +60,8 @@ def main(argv=None) -> int:
     print(head)
     print(table)
     if args.save:
-        out = Path(__file__).resolve().parent / "results" / f"profile_cpu_{args.save}.md"
-        out.write_text(f"# profile_cpu ({time.strftime('%Y-%m-%d %H:%M:%S')})\n\nCommand: `python -m benchmarks.profile_cpu "
+        out = RESULTS_DIR / f"profile_cpu_{args.save}.md"
+        out.write_text(f"# profile_cpu ({time.strftime('%Y-%m-%d %H:%M:%S')})\n\nCommand: `python -m benchmarks.studies.profile_cpu "
                        f"{' '.join(argv or sys.argv[1:])}`\n\n{head}\n\n```\n{table}\n```\n")
         print(f"saved {out}")
     return 0

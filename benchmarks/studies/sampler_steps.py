@@ -19,7 +19,7 @@ Unchanged maths: the pre-interface code (``--baseline-commit``, extracted with `
 into a temporary folder and run in a subprocess) and DDIM through the interface at the same steps
 give PSNR (dB, HU range 2000) between their outputs; >= 90 dB means the same result.
 
-Usage: python -m benchmarks.sampler_steps [--seeds 3] [--cases cta_aorta_crop,lidc_chest_1mm] [--save]
+Usage: python -m benchmarks.studies.sampler_steps [--seeds 3] [--cases cta_aorta_crop,lidc_chest_1mm] [--save]
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ from pathlib import Path
 from typing import Optional
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common, metrics
+from benchmarks import REPO_ROOT
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
+from benchmarks.common.metrics import HIST_RANGE, TISSUES
 from benchmarks.superres_quality import factor_for, make_thick, on_reference
 
 SYNTH_SETTINGS = [("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpmpp_2m", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 5)]
 SUPERRES_SETTINGS = [("ddim", 25), ("ddim", 10), ("ddim", 5), ("dpmpp_2m", 25), ("dpmpp_2m", 10), ("dpmpp_2m", 5)]
 REAL = {"chest": ["lidc_chest_1mm", "chest_upper_abdomen"], "abdomen": ["abdomen_pelvis_3mm"]}
-TISSUES = {"air": (-np.inf, -900), "lung": (-900, -500), "fat": (-150, -50), "soft": (0, 100), "bone": (300, np.inf)}
-HIST_RANGE = (-1024.0, 1500.0)
 BASELINE_COMMIT = "44b2ad6"
 CROP_MM = 96.0
 
@@ -63,7 +63,7 @@ def parse_settings(text: Optional[str], default):
 
 def wasserstein_hu(a: np.ndarray, b: np.ndarray) -> float:
     """1-Wasserstein distance (HU) between two voxel samples clipped to ``HIST_RANGE`` (exact, by
-    :func:`benchmarks.metrics.wasserstein_hu`; the saved figures before 2026-11-26 came from 1001
+    :func:`benchmarks.common.metrics.wasserstein_hu`; the saved figures before 2026-11-26 came from 1001
     quantiles, about 0.5 HU above the exact value)."""
     return metrics.wasserstein_hu(np.clip(a, *HIST_RANGE), np.clip(b, *HIST_RANGE))
 
@@ -75,7 +75,7 @@ def tissue_fractions(hu: np.ndarray) -> dict[str, float]:
 def real_voxels(region: str) -> np.ndarray:
     values = []
     for name in REAL[region]:
-        hu = sitk.GetArrayFromImage(common.read_case(name)).ravel()
+        hu = sitk.GetArrayFromImage(ct_cases.read_case(name)).ravel()
         values.append(hu[hu > -1500][:: max(1, hu.size // 2_000_000)])  # drop out-of-field padding
     return np.concatenate(values)
 
@@ -119,7 +119,7 @@ def run_baseline(source: Path, job: dict) -> np.ndarray:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, ["cta_aorta_crop", "lidc_chest_1mm"], ["cta_aorta_crop"])
+    cli_options.add_common_args(parser, ["cta_aorta_crop", "lidc_chest_1mm"], ["cta_aorta_crop"])
     parser.add_argument("--seeds", type=int, default=3, help="synthesis seeds per region (default 3)")
     parser.add_argument("--regions", default="chest,abdomen", help="synthesis regions")
     parser.add_argument("--reference-steps", type=int, default=200, help="DDIM steps of the converged synthesis")
@@ -131,12 +131,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="commit of the pre-interface code for the unchanged-maths line ('' to skip)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: synthesis,superres,baseline")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
+    cli_options.setup_threads(args)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    machine = common.machine_info("cpu")
-    base_model = common.resolve_bench_model(args, role="base")
-    sr_model = common.resolve_bench_model(argparse.Namespace(model=None, config=None), role="superres")
-    common.print_header("Sampler steps against quality (DDIM vs DPM-Solver++ 2M)", machine, base_model)
+    machine = reporting.machine_info("cpu")
+    base_model = model_setup.resolve_bench_model(args, role="base")
+    sr_model = model_setup.resolve_bench_model(argparse.Namespace(model=None, config=None), role="superres")
+    reporting.print_header("Sampler steps against quality (DDIM vs DPM-Solver++ 2M)", machine, base_model)
     tables = []
     from MedDiffFMLib.engine import Engine, EngineOptions
 
@@ -146,7 +146,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     synth_out: dict = {}
     if "synthesis" not in skip:
         engine = Engine(EngineOptions(model=base_model.ref, device="cpu"), role="base")
-        rows = common.Table("Synthesis: per region and setting (mean over seeds)", [
+        rows = reporting.Table("Synthesis: per region and setting (mean over seeds)", [
             ("region", "region"), ("setting", "sampler @ steps"), ("evals", "network calls / patch"),
             ("ode", "PSNR vs converged dB", "{:.2f}"), ("w1", "HU W1 to real", "{:.1f}"),
             ("fractions", "air/lung/fat/soft/bone %"), ("seconds", "s / sample", "{:.2f}")])
@@ -157,7 +157,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                      fractions="/".join(f"{100 * v:.0f}" for v in real_f.values()))
             references = {}
             for seed in range(args.seeds):
-                references[seed], _ = common.timed(lambda: run_synthesis(engine, region, seed, "ddim", args.reference_steps))
+                references[seed], _ = timing.timed(lambda: run_synthesis(engine, region, seed, "ddim", args.reference_steps))
             ref_all = np.concatenate([r.ravel() for r in references.values()])
             rows.add(region=region, setting=f"ddim @ {args.reference_steps} (converged)", evals=args.reference_steps,
                      ode=float("inf"), w1=wasserstein_hu(ref_all, real),
@@ -165,7 +165,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             for sampler, steps in synth_settings:
                 outs, times = [], []
                 for seed in range(args.seeds):
-                    out, seconds = common.timed(lambda: run_synthesis(engine, region, seed, sampler, steps))
+                    out, seconds = timing.timed(lambda: run_synthesis(engine, region, seed, sampler, steps))
                     outs.append(out)
                     times.append(seconds)
                     synth_out[(region, seed, sampler, steps)] = out
@@ -180,21 +180,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows.print()
         tables.append(rows)
 
-    sr_cases = common.parse_cases(args.cases, ["cta_aorta_crop"] if args.quick else ["cta_aorta_crop", "lidc_chest_1mm"])
+    sr_cases = ct_cases.parse_cases(args.cases, ["cta_aorta_crop"] if args.quick else ["cta_aorta_crop", "lidc_chest_1mm"])
     sr_inputs = {}
     if "superres" not in skip and sr_model.available:
         engine = Engine(EngineOptions(model=sr_model.ref, device="cpu"), role="superres", expect_task="superres")
-        rows = common.Table(f"Super-resolution: per case and setting ({CROP_MM:.0f} mm boxes, ~5 mm thick)", [
+        rows = reporting.Table(f"Super-resolution: per case and setting ({CROP_MM:.0f} mm boxes, ~5 mm thick)", [
             ("case", "case"), ("setting", "sampler @ steps"), ("psnr", "PSNR dB", "{:.2f}"),
             ("ssim", "SSIM 3D", "{:.4f}"), ("seconds", "s", "{:.1f}")])
         for name in sr_cases:
-            image = common.read_case(name)
+            image = ct_cases.read_case(name)
             hu = sitk.GetArrayFromImage(image)
             factor = factor_for(image.GetSpacing()[2])
-            box = list(common.crop_box(hu, image.GetSpacing(), [CROP_MM] * 3))
+            box = list(ct_cases.crop_box(hu, image.GetSpacing(), [CROP_MM] * 3))
             slabs = (box[0].stop - box[0].start) // factor
             box[0] = slice(box[0].start, box[0].start + slabs * factor)
-            thin, thick = make_thick(common.crop_image(image, tuple(box)), factor)
+            thin, thick = make_thick(ct_cases.crop_image(image, tuple(box)), factor)
             reference = sitk.GetArrayFromImage(thin).astype(np.float32)
             sr_inputs[name] = (thick, thin, factor)
             for method in ("linear",):
@@ -203,7 +203,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 rows.add(case=name, setting="linear interpolation", psnr=metrics.psnr(reference, out),
                          ssim=metrics.ssim_3d(reference, out, window=metrics.HU_RANGE))
             for sampler, steps in sr_settings:
-                result, seconds = common.timed(lambda: run_superres(engine, thick, factor, sampler, steps))
+                result, seconds = timing.timed(lambda: run_superres(engine, thick, factor, sampler, steps))
                 out, _ = on_reference(result, thin)
                 synth_out[(name, sampler, steps)] = out
                 row = dict(case=name, setting=f"{sampler} @ {steps}", psnr=metrics.psnr(reference, out),
@@ -214,14 +214,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         tables.append(rows)
 
     if "baseline" not in skip and args.baseline_commit:
-        rows = common.Table(f"DDIM unchanged: interface vs the code at {args.baseline_commit}", [
+        rows = reporting.Table(f"DDIM unchanged: interface vs the code at {args.baseline_commit}", [
             ("task", "task"), ("setting", "setting"), ("psnr", "PSNR between the two dB", "{:.1f}"),
             ("max", "max |difference| HU", "{:.4f}")])
         with tempfile.TemporaryDirectory(prefix="meddifffm_baseline_") as tmp:
             source = Path(tmp) / "src"
             source.mkdir()
             archive = subprocess.run(["git", "archive", args.baseline_commit, "MedDiffFMLib", "Resources/Models"],
-                                     cwd=common.REPO_ROOT, check=True, capture_output=True).stdout
+                                     cwd=REPO_ROOT, check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
             region = regions[0] if regions else "chest"
             engine = Engine(EngineOptions(model=base_model.ref, device="cpu"), role="base")
@@ -256,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if "superres" not in skip:
             notes.append(f"Super-resolution model: {sr_model.describe()}; default options but the sampler and steps.")
         notes.append("Timings on a shared CPU are noisy.")
-        common.save_results("sampler_steps", args, machine, base_model, tables, notes)
+        reporting.save_results("sampler_steps", args, machine, base_model, tables, notes)
     return 0
 
 

@@ -7,7 +7,7 @@ phase after the resume is a paired comparison: the same batches, only the optimi
 Figures: mean training loss over the first 50 steps after the resume and over the last 50, and the
 validation loss (EMA weights, fixed crops/time steps/noise) at the end; for several seeds.
 
-Usage: python -m benchmarks.compact_resume --cache .cache/gpu/cache_2mm [--model tiny] [--steps 200 200]
+Usage: python -m benchmarks.studies.compact_resume --cache .cache/gpu/cache_2mm [--model tiny] [--steps 200 200]
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import torch
 
-from benchmarks import common
+from benchmarks.common import reporting
 
 
 def _config(args, run_dir: Path, seed: int, max_steps: int, **extra):
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save", type=Path, default=None, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
-    info = common.format_machine(common.machine_info("cpu"))
+    info = reporting.format_machine(reporting.machine_info("cpu"))
     text = info + "\n\n" + table(run(args), args)
     print(text)
     if args.save:
