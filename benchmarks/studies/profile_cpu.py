@@ -3,9 +3,9 @@ denoised with the shipped model) for ONE sampler step under ``torch.profiler``, 
 user and system time and page faults beside the operator table.
 
 The table it prints (``--save``: ``benchmarks/results/profile_cpu_<name>.md``) is what chose the CPU
-path's changes (issue 40). ``--engine-defaults`` profiles the library as it is; without it the
-script profiles it as the engine runs it *minus* the CPU settings (``--legacy``: today's path before
-issue 40, for the record).
+path's changes (issue 40). It profiles the library as it is; ``--legacy`` the CPU path before issue 40
+(the speed benchmark's ``legacy`` path: batch 2, threads and allocator as they come, every patch), for
+the record.
 
 Usage: python -m benchmarks.studies.profile_cpu [--legacy] [--rows 25] [--save NAME]
 """
@@ -33,18 +33,20 @@ SAMPLE = REPO_ROOT / "Resources" / "SampleData" / "chest_ct_sample.nii.gz"
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=25)
-    parser.add_argument("--legacy", action="store_true", help="today's path before issue 40 (benchmarks.speed)")
+    parser.add_argument("--legacy", action="store_true", help="the CPU path before issue 40 (the speed benchmark's legacy path)")
     parser.add_argument("--save", default=None, help="write benchmarks/results/profile_cpu_NAME.md")
     args = parser.parse_args(argv)
 
     from MedDiffFMLib import api
     from MedDiffFMLib.engine import Engine, EngineOptions
 
+    if args.legacy:
+        from benchmarks.speed_parts.paths import PATHS, path_engine
+
+        PATHS["legacy"].prepare_process()  # before the engine configures the CPU runtime
     engine = Engine(EngineOptions(device="cpu"))
     if args.legacy:
-        from benchmarks.speed import legacy_engine
-
-        engine = legacy_engine(engine)
+        engine = path_engine(engine, "legacy", tuned={})
     image = sitk.ReadImage(str(SAMPLE))
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
