@@ -1,4 +1,4 @@
-"""The low-dose CT simulator of the denoising benchmark (benchmarks/lowdose.py)."""
+"""The low-dose CT simulator of the denoising benchmark (benchmarks/common/lowdose.py)."""
 
 import sys
 from pathlib import Path

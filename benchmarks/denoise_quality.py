@@ -1,7 +1,7 @@
 """Denoising quality: simulated low-dose CT, classical denoisers vs MedDiffFM, scored against the scan.
 
 For every case a box of real CT (``--crop-mm``, around the body's centroid) gets low-dose noise
-simulated in the sinogram domain (benchmarks/lowdose.py: Poisson noise on the transmitted photons of
+simulated in the sinogram domain (benchmarks/common/lowdose.py: Poisson noise on the transmitted photons of
 each full axial slice, FBP of the noise), with the incident flux I0 calibrated per case so that
 about ``--noise-hu`` (35) HU of noise std is added in soft tissue; the measured std is printed.
 Each denoiser gets the noisy box and is scored against the original box:
