@@ -25,6 +25,9 @@ import threading
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import SimpleITK as sitk
 

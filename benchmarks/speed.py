@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--e2e-case", default="lidc_chest_1mm", help="real CT for sections 1-3")
     parser.add_argument("--e2e-size", type=parse_size, default=(256, 256, 128), help="x,y,z voxels of its crop")
     parser.add_argument("--e2e-spacing", type=float, default=None, help="resample the case to this spacing (mm) first")
-    parser.add_argument("--small-size", type=parse_size, default=(128, 128, 64), help="second size for the memory check")
+    parser.add_argument("--small-size", type=parse_size, default=(128, 128, 64),
+                        help="second size for the memory check")
     parser.add_argument("--tasks", default=None, help="comma-separated of " + ",".join(TASKS)
                         + " (default: denoise on CPU, all on GPU; 'none' skips sections 2 and 3)")
     parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "crop (e.g. Resources/SampleData/chest_ct_sample.nii.gz, the README's main job)")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampler steps to run (default: each task's default; --quick: 2, anomaly 3)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds in section 1 (default 3, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved timing rounds in section 1 (default 3, quick 2)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="end-to-end runs per task and path, alternating paths; the fastest is kept")
     parser.add_argument("--big", choices=["auto", "full", "estimate", "skip"], default="auto",

@@ -86,7 +86,8 @@ def add_task_rows(table: reporting.Table, task: str, item: TaskInput, paths: lis
 
 
 def end_to_end_section(image: sitk.Image, name: str, tasks: list[str], paths: list[str], args, work: Path,
-                       runner: IsolatedRunner, role_runners: dict[str, IsolatedRunner]) -> tuple[reporting.Table, Results]:
+                       runner: IsolatedRunner,
+                       role_runners: dict[str, IsolatedRunner]) -> tuple[reporting.Table, Results]:
     """Section 2: every task and path end to end on ``image``."""
     inputs = prepare_inputs(image, tasks, work, "real")
     results: Results = {}

@@ -50,8 +50,8 @@ def large_volume_section(args, paths: list[str], work: Path, runner: IsolatedRun
     steps = args.steps or default_steps("denoise")
     full = mode == "full"
     table = reporting.Table(
-        f"4. Synthetic CT {'×'.join(map(str, big.GetSize()))} at 0.8×0.8×1.5 mm ({big_vox / 1e6:.1f} Mvox), denoise, "
-        f"{steps} steps, {'measured' if full else 'estimated (CPU)'}",
+        f"4. Synthetic CT {'×'.join(map(str, big.GetSize()))} at 0.8×0.8×1.5 mm ({big_vox / 1e6:.1f} Mvox), "
+        f"denoise, {steps} steps, {'measured' if full else 'estimated (CPU)'}",
         [("path", "path"), ("patches", "patches/step"), ("overhead", "all but network s", "{:.1f}"),
          ("network", "network s", "{}"), ("total", "total s", "{}"), ("mvox", "Mvox/s", "{:.3f}"),
          ("speedup", "× naive", "{:.2f}"), ("rss", "peak RSS GiB", "{}"), ("gpu", "peak GPU GiB", "{:.2f}"),

@@ -271,8 +271,8 @@ def network_section(engine, image: sitk.Image, args, rounds: int) -> tuple[repor
          ("median", "s/patch (median)", "{:.3f}"), ("mvox", "Mvox/s", "{:.3f}"), ("speedup", "× naive", "{:.2f}"),
          ("tflops", "TFLOP/s", "{:.3f}"), ("peak", "% bf16 peak", "{:.1f}"), ("diff", "max |Δ| vs naive", "{:.1e}")],
         note=(f"FLOPs per patch {flops / 1e9:.1f} GFLOP = {flops / patch_vox / 1e6:.2f} MFLOP per patch voxel "
-              f"(FlopCounterMode, batch 1, attention counted as matrix products). Activation memory of one naive evaluation: "
-              f"{activation_bytes / 2**30:.2f} GiB. Position embedding of one patch: {embed_s * 1e3:.1f} ms "
+              f"(FlopCounterMode, batch 1, attention counted as matrix products). Activation memory of one naive "
+              f"evaluation: {activation_bytes / 2**30:.2f} GiB. Position embedding of one patch: {embed_s * 1e3:.1f} ms "
               f"({100 * embed_s / naive_best:.1f} % of a naive evaluation); Gaussian importance map: "
               f"{importance_s * 1e3:.1f} ms. "
               + ("The model predicts exactly 0: the equality checks are trivial. " if trivial else "")

@@ -31,8 +31,8 @@ def add_equality_rows(targets: reporting.Table, results: Results, paths) -> None
         if path == "naive" or naive is None or naive.output.shape != r.output.shape:
             continue
         value = metrics.psnr(naive.output, r.output)
-        targets.add(target=f"{task}: output equal to the naive baseline's, PSNR ≥ {QUALITY_TARGET_DB:.0f} dB ({path})",
-                    measured=f"{value:.1f} dB", verdict=verdict(value >= QUALITY_TARGET_DB))
+        targets.add(target=f"{task}: output equal to the naive baseline's, PSNR ≥ {QUALITY_TARGET_DB:.0f} dB "
+                           f"({path})", measured=f"{value:.1f} dB", verdict=verdict(value >= QUALITY_TARGET_DB))
 
 
 def add_cpu_rows(targets: reporting.Table, results: Results, size_text: str,
@@ -54,7 +54,8 @@ def add_cpu_rows(targets: reporting.Table, results: Results, size_text: str,
     if memory_ratio:
         ratio, vox_ratio = memory_ratio
         targets.add(target="memory grows (at most) linearly with the volume",
-                    measured=f"Δ ratio {ratio:.2f} for {vox_ratio:.1f}× voxels", verdict=verdict(ratio <= vox_ratio * 1.1))
+                    measured=f"Δ ratio {ratio:.2f} for {vox_ratio:.1f}× voxels",
+                    verdict=verdict(ratio <= vox_ratio * 1.1))
 
 
 def add_gpu_rows(targets: reporting.Table, big_results: BigResults) -> None:
@@ -70,8 +71,8 @@ def add_gpu_rows(targets: reporting.Table, big_results: BigResults) -> None:
             targets.add(target=f"GPU: ≥ {GPU_TARGET_SPEEDUP:.0f}× naive ({label})", measured=f"{speed:.2f}×",
                         verdict=verdict(speed >= GPU_TARGET_SPEEDUP))
         if b["gpu"] is not None:
-            targets.add(target=f"GPU: peak ≤ {GPU_TARGET_MEMORY_GB:.0f} GB ({label})", measured=f"{b['gpu'] / 1e9:.2f} GB",
-                        verdict=verdict(b["gpu"] / 1e9 <= GPU_TARGET_MEMORY_GB))
+            targets.add(target=f"GPU: peak ≤ {GPU_TARGET_MEMORY_GB:.0f} GB ({label})",
+                        measured=f"{b['gpu'] / 1e9:.2f} GB", verdict=verdict(b["gpu"] / 1e9 <= GPU_TARGET_MEMORY_GB))
 
 
 def add_large_equality_rows(targets: reporting.Table, big_results: BigResults) -> None:
@@ -90,7 +91,8 @@ def add_task_memory_rows(targets: reporting.Table, rows: list[tuple[str, E2E]], 
             continue
         if gpu and r.cuda_peak is not None:
             targets.add(target=f"GPU: {task} at {size_text} peak ≤ {GPU_TARGET_MEMORY_GB:.0f} GB",
-                        measured=f"{r.cuda_peak / 1e9:.2f} GB", verdict=verdict(r.cuda_peak / 1e9 <= GPU_TARGET_MEMORY_GB))
+                        measured=f"{r.cuda_peak / 1e9:.2f} GB",
+                        verdict=verdict(r.cuda_peak / 1e9 <= GPU_TARGET_MEMORY_GB))
         elif not gpu:
             targets.add(target=f"CPU: {task} at {size_text} peak RAM (no target; {CPU_TARGET_RAM_GB:.0f} GB for "
                                "256x256x128)", measured=f"{r.peak_rss / 1e9:.2f} GB", verdict="–")

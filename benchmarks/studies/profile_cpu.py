@@ -33,7 +33,8 @@ SAMPLE = REPO_ROOT / "Resources" / "SampleData" / "chest_ct_sample.nii.gz"
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=25)
-    parser.add_argument("--legacy", action="store_true", help="the CPU path before issue 40 (the speed benchmark's legacy path)")
+    parser.add_argument("--legacy", action="store_true",
+                        help="the CPU path before issue 40 (the speed benchmark's legacy path)")
     parser.add_argument("--save", default=None, help="write benchmarks/results/profile_cpu_NAME.md")
     args = parser.parse_args(argv)
 
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
     print(table)
     if args.save:
         out = RESULTS_DIR / f"profile_cpu_{args.save}.md"
-        out.write_text(f"# profile_cpu ({time.strftime('%Y-%m-%d %H:%M:%S')})\n\nCommand: `python -m benchmarks.studies.profile_cpu "
+        out.write_text(f"# profile_cpu ({time.strftime('%Y-%m-%d %H:%M:%S')})\n\n"
+                       f"Command: `python -m benchmarks.studies.profile_cpu "
                        f"{' '.join(argv or sys.argv[1:])}`\n\n{head}\n\n```\n{table}\n```\n")
         print(f"saved {out}")
     return 0
