@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from benchmarks import common, speed  # noqa: E402
+from benchmarks.speed_parts import inputs, network, paths, runs  # noqa: E402
+from benchmarks.common import model_setup  # noqa: E402
 from benchmarks.inpaint_quality import place_sphere, shell_mean  # noqa: E402
 from benchmarks.superres_quality import factor_for, make_thick, set_control  # noqa: E402
 from helpers.models import tiny_engines, tiny_models  # noqa: E402,F401  (fixtures)
@@ -25,7 +26,7 @@ def _tiny_model():
 
     torch.manual_seed(0)
     unet = MedDiffFMUNet(named_config("tiny"))
-    assert common.redraw_zero_weights(unet) > 0  # MONAI zero-inits the output layer
+    assert model_setup.redraw_zero_weights(unet) > 0  # MONAI zero-inits the output layer
     return ConditionedModel(unet).eval()
 
 
@@ -38,7 +39,7 @@ def test_naive_predictor_matches_the_library_at_the_same_overlap():
     fast = VolumeNoisePredictor(model, device=torch.device("cpu"), patch_size=(16, 16, 16), overlap=0.5, batch_size=1,
                                 coordinate_shape=(16, 24, 16), coordinate_offset=offset)
     fast.set_conditions(Conditions(region=1))
-    naive = speed.NaivePredictor(fast)
+    naive = paths.NaivePredictor(fast)
     x = torch.randn((1, 1, *shape), generator=torch.Generator().manual_seed(1))
     expected = fast(x, 30)
     got = naive(x, 30)
@@ -48,15 +49,15 @@ def test_naive_predictor_matches_the_library_at_the_same_overlap():
 
 
 def test_patches_per_step_counts_monai_windows():
-    assert speed.patches_per_step((64, 64, 64), (64, 64, 64), 0.25) == 1
+    assert paths.patches_per_step((64, 64, 64), (64, 64, 64), 0.25) == 1
     # 128 voxels, patch 64: stride 48 (overlap 0.25) -> 3 windows per axis; stride 32 (0.5) -> 3.
-    assert speed.patches_per_step((128, 128, 64), (64, 64, 64), 0.25) == 9
-    assert speed.patches_per_step((102, 102, 96), (64, 64, 64), 0.25) == 8
-    assert speed.patches_per_step((102, 102, 96), (64, 64, 64), 0.5) == 18  # 3 x 3 x 2
+    assert paths.patches_per_step((128, 128, 64), (64, 64, 64), 0.25) == 9
+    assert paths.patches_per_step((102, 102, 96), (64, 64, 64), 0.25) == 8
+    assert paths.patches_per_step((102, 102, 96), (64, 64, 64), 0.5) == 18  # 3 x 3 x 2
 
 
 def test_synthetic_ct_is_ct_like():
-    image = speed.synthetic_ct((64, 48, 20), (0.8, 0.8, 1.5))
+    image = inputs.synthetic_ct((64, 48, 20), (0.8, 0.8, 1.5))
     assert image.GetSize() == (64, 48, 20) and image.GetSpacing() == pytest.approx((0.8, 0.8, 1.5))
     hu = sitk.GetArrayFromImage(image)
     assert hu.dtype == np.int16 and hu.min() >= -1024 and hu.max() <= 3071
@@ -68,7 +69,7 @@ def test_synthetic_ct_is_ct_like():
 def test_stage_clock_splits_the_call():
     from MedDiffFMLib.progress import ProgressEvent
 
-    clock = speed.StageClock()
+    clock = runs.StageClock()
     clock.events = [(1.0, "preprocessing", 0, 1), (2.0, "preprocessing", 1, 1), (2.0, "denoising", 0, 3),
                     (3.0, "denoising", 1, 3), (4.0, "denoising", 2, 3), (5.0, "denoising", 3, 3),
                     (5.5, "postprocessing", 0, 1), (6.0, "postprocessing", 1, 1)]
@@ -106,12 +107,12 @@ def test_sphere_is_placed_deep_inside_the_tissue_and_away_from_the_tumour():
 
 def test_naive_baseline_keeps_the_default_weight_layout():
     model = _tiny_model().to(memory_format=torch.channels_last_3d)
-    assert speed.uses_channels_last(model)
-    plain = speed.naive_model(model)
-    assert not speed.uses_channels_last(plain)
+    assert paths.uses_channels_last(model)
+    plain = paths.naive_model(model)
+    assert not paths.uses_channels_last(plain)
     assert all(p.is_contiguous() for p in plain.parameters())
-    assert speed.uses_sdpa(plain) == speed.uses_sdpa(model)
-    assert speed.naive_model(plain) is plain
+    assert paths.uses_sdpa(plain) == paths.uses_sdpa(model)
+    assert paths.naive_model(plain) is plain
 
 
 def test_control_scale_zero_leaves_the_base_model_alone(tiny_models):
@@ -121,7 +122,7 @@ def test_control_scale_zero_leaves_the_base_model_alone(tiny_models):
     engine = Engine(EngineOptions(model=str(tiny_models.superres), device="cpu"), role="superres",
                     expect_task="superres")
     model = engine.loaded.model
-    assert common.redraw_zero_weights(model) > 0  # zero-initialised outputs would hide the scale
+    assert model_setup.redraw_zero_weights(model) > 0  # zero-initialised outputs would hide the scale
     # any network input of the right channels will do (noisy image, position and anatomy channels)
     x, t, region = torch.randn(1, engine.config.input_channels, 16, 16, 16), torch.tensor([500]), torch.tensor([0])
     condition = torch.rand(1, 1, 16, 16, 16)
@@ -138,14 +139,14 @@ def test_controlnet_timesteps_scores_the_condition_base_and_controlnet(tiny_mode
     """One-step x0 errors on a synthetic CT at the tiny model's 4 mm grid: the condition's error does not
     depend on t or the network; the network's estimates are finite and the base's differs from the
     ControlNet's once the ControlNet's zero-initialised outputs are redrawn."""
-    from benchmarks.controlnet_timesteps import one_step_errors
+    from benchmarks.studies.controlnet_timesteps import one_step_errors
     from MedDiffFMLib.engine import Engine, EngineOptions
 
-    thin_full = speed.synthetic_ct((24, 24, 40), (4.0, 4.0, 4.0))
+    thin_full = inputs.synthetic_ct((24, 24, 40), (4.0, 4.0, 4.0))
     thin, thick = make_thick(thin_full, 2)
     engine = Engine(EngineOptions(model=str(tiny_models.superres), device="cpu"), role="superres",
                     expect_task="superres")
-    assert common.redraw_zero_weights(engine.loaded.model) > 0
+    assert model_setup.redraw_zero_weights(engine.loaded.model) > 0
     errors = one_step_errors(engine, thin, thick, 2, "chest", [50, 500], [0.0, 1.0])
     assert set(errors) == {(None, 0), (0.0, 50), (0.0, 500), (1.0, 50), (1.0, 500)}
     assert all(np.isfinite(v) and v >= 0 for v in errors.values())
@@ -158,11 +159,30 @@ def test_network_section_times_every_variant_against_the_naive_one(tiny_engines)
     method that had been renamed, and crashed before timing anything)."""
     import argparse
 
-    image = speed.synthetic_ct((40, 36, 24), (0.8, 0.8, 1.5))
+    image = inputs.synthetic_ct((40, 36, 24), (0.8, 0.8, 1.5))
     args = argparse.Namespace(compile=False, quick=True, e2e_case="synthetic")
-    table, _ = speed.network_section(tiny_engines["base"], image, args, rounds=1)
+    table, _ = network.network_section(tiny_engines["base"], image, args, rounds=1)
     rows = table.rows
     assert len(rows) >= 3 and rows[0]["variant"].startswith("naive")
     assert all(np.isfinite(r["best"]) and r["best"] > 0 for r in rows)
     # The tiny model predicts 0 (zero-initialised output layers), so this only checks that each ran.
     assert all(r["diff"] < 1e-2 for r in rows)
+
+
+def test_every_speed_path_runs_a_task_end_to_end(tiny_engines, tmp_path):
+    """Each row of the speed benchmark's path table (benchmarks/speed_parts/paths.py) builds an engine
+    that runs a task end to end as its fresh process would (here in this process, without the
+    process-wide set-up), with and without the network stubbed out; the naive path counts MONAI's windows."""
+    image = inputs.synthetic_ct((40, 36, 24), (0.8, 0.8, 1.5))
+    item = inputs.prepare_inputs(image, ["denoise"], tmp_path, "t")["denoise"]
+    tuned = {"sdpa": True, "channels_last": True, "batch": 2}
+    assert {"naive", "fast", "tuned", "legacy"} <= set(paths.PATHS)
+    for name in paths.PATHS:
+        for stub in (False, True):
+            engine = paths.path_engine(tiny_engines["base"], name, tuned, stub=stub)
+            result = runs.run_e2e("denoise", item, engine, 1, tmp_path, f"{name}_{stub}")
+            assert result.steps_run == 1 and result.evaluations > 0, name
+            assert result.output.shape == image.GetSize()[::-1]
+            assert np.isfinite(result.output).all()
+            if name == "naive":
+                assert all(isinstance(p, paths.NaivePredictor) for p in engine.made)

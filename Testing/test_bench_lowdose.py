@@ -1,4 +1,4 @@
-"""The low-dose CT simulator of the denoising benchmark (benchmarks/lowdose.py)."""
+"""The low-dose CT simulator of the denoising benchmark (benchmarks/common/lowdose.py)."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 pytest.importorskip("skimage")
-from benchmarks.lowdose import added_std, calibrate_i0, hu_to_mu, simulate_low_dose  # noqa: E402
+from benchmarks.common.lowdose import added_std, calibrate_i0, hu_to_mu, simulate_low_dose  # noqa: E402
 
 
 def _phantom(n=96, slices=3):

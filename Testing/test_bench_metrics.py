@@ -1,4 +1,4 @@
-"""Metric and helper functions of the benchmarks (benchmarks/common.py) on inputs with known answers."""
+"""Metric and helper functions of the benchmarks (benchmarks/common/) on inputs with known answers."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common, metrics  # noqa: E402
+from benchmarks.common import ct_cases, metrics, reporting, timing  # noqa: E402
 
 
 def test_psnr_known_value_and_clipping():
@@ -92,9 +92,9 @@ def test_crop_box_and_crop_image_keep_geometry():
     image = sitk.GetImageFromArray(hu)
     image.SetSpacing((0.5, 1.0, 2.0))
     image.SetOrigin((10.0, 20.0, 30.0))
-    box = common.crop_box(hu, image.GetSpacing(), 10.0)
+    box = ct_cases.crop_box(hu, image.GetSpacing(), 10.0)
     assert [s.stop - s.start for s in box] == [5, 10, 20]
-    cropped = common.crop_image(image, box)
+    cropped = ct_cases.crop_image(image, box)
     assert cropped.GetSize() == (20, 10, 5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(cropped), hu[box])
     first = image.TransformIndexToPhysicalPoint((box[2].start, box[1].start, box[0].start))
@@ -102,14 +102,14 @@ def test_crop_box_and_crop_image_keep_geometry():
 
 
 def test_parse_cases_ranges():
-    assert common.parse_cases("STS_034..036", []) == ["STS_034", "STS_035", "STS_036"]
-    assert common.parse_cases(None, ["lung_tumour_5mm"]) == ["lung_tumour_5mm"]
+    assert ct_cases.parse_cases("STS_034..036", []) == ["STS_034", "STS_035", "STS_036"]
+    assert ct_cases.parse_cases(None, ["lung_tumour_5mm"]) == ["lung_tumour_5mm"]
     with pytest.raises(SystemExit):
-        common.parse_cases("nope", [])
+        ct_cases.parse_cases("nope", [])
 
 
 def test_table_markdown_and_json():
-    table = common.Table("T", [("a", "A", "{:.1f}"), ("b", "B")])
+    table = reporting.Table("T", [("a", "A", "{:.1f}"), ("b", "B")])
     table.add(a=1.234, b="x")
     table.add(a=float("nan"), b=None)
     text = table.markdown()
@@ -118,7 +118,7 @@ def test_table_markdown_and_json():
 
 
 def test_peak_memory_sees_a_large_allocation():
-    with common.PeakMemory() as mem:
+    with timing.PeakMemory() as mem:
         block = np.ones(40 * 2**20 // 8)  # 40 MiB
         del block
     assert mem.peak_rss - mem.start_rss > 30 * 2**20

@@ -24,7 +24,7 @@ def _write(array, path: Path, spacing=(1.0, 1.0, 3.0)) -> None:
 @pytest.mark.filterwarnings("ignore")
 def test_script_end_to_end_on_tiny_cases(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
-    from benchmarks import common
+    from benchmarks.common import reporting
 
     rng = np.random.default_rng(0)
     shape = (12, 36, 36)
@@ -38,8 +38,8 @@ def test_script_end_to_end_on_tiny_cases(tmp_path, monkeypatch, capsys):
     _write(tumour.astype(np.uint8), tmp_path / "sarcoma" / "STS_035_tumour.nii.gz")
     _write(healthy.astype(np.int16), tmp_path / "chest" / "chest_upper_abdomen.nii.gz")
     monkeypatch.setenv("MEDDIFFFM_CT_DATA", str(tmp_path))
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(reporting, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(reporting, "REPO_ROOT", tmp_path)
 
     assert aq.main(["--config", "tiny", "--cases", "STS_035", "--healthy", "chest_upper_abdomen", "--crop-mm", "30",
                     "--residual-steps", "2", "--device", "cpu", "--save", "--save-name", "anomaly_test"]) == 0

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import metrics  # noqa: E402
+from benchmarks.common import metrics  # noqa: E402
 from benchmarks import lesion_quality as lq  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def test_box_and_dilation_in_millimetres():
 @pytest.mark.filterwarnings("ignore")
 def test_script_end_to_end_on_a_tiny_case(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
-    from benchmarks import common
+    from benchmarks.common import model_setup, reporting
 
     # A tiny limb-like crop: a tumour sphere (brighter, rougher) in muscle, a fat ring, air around.
     rng = np.random.default_rng(0)
@@ -105,9 +105,9 @@ def test_script_end_to_end_on_a_tiny_case(tmp_path, monkeypatch, capsys):
         image.SetSpacing((1.0, 1.0, 3.0))
         sitk.WriteImage(image, str(tmp_path / "sarcoma" / f"STS_035_{suffix}.nii.gz"))
     monkeypatch.setenv("MEDDIFFFM_CT_DATA", str(tmp_path))
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)  # save_results prints paths relative to it
-    other = common.make_random_model("tiny", controlnet="lesion", seed=1)
+    monkeypatch.setattr(reporting, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(reporting, "REPO_ROOT", tmp_path)  # save_results prints paths relative to it
+    other = model_setup.make_random_model("tiny", controlnet="lesion", seed=1)
 
     assert lq.main(["--config", "tiny", "--compare-model", str(other), "--cases", "STS_035", "--steps", "2",
                     "--margin-mm", "8", "--device", "cpu", "--save", "--save-name", "lesion_test"]) == 0

@@ -50,7 +50,7 @@ def test_start_step_follows_the_noise_estimate(tiny_engines):
 @pytest.fixture(scope="module")
 def active_engine(tiny_models):
     """The tiny base model with its zero-initialised output layers redrawn, so that it changes the image."""
-    from benchmarks.common import redraw_zero_weights
+    from benchmarks.common.model_setup import redraw_zero_weights
 
     engine = Engine(EngineOptions(model=str(tiny_models.base), device="cpu"))
     assert redraw_zero_weights(engine.loaded.model, gain=3.0) > 0

@@ -45,7 +45,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from benchmarks import common, metrics
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
 
 DEFAULT_CASES = ["lung_tumour_5mm", "STS_034", "STS_035"]
 QUICK_CASES = ["lung_tumour_5mm"]
@@ -93,8 +93,8 @@ def model_map(method: str, crop: sitk.Image, engine, region: str, residual_steps
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    common.add_overlap_arg(parser)
+    cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    cli_options.add_overlap_arg(parser)
     parser.add_argument("--healthy", default=None,
                         help=f"lesion-free cases for the false-positive figure (default: {','.join(HEALTHY_CASES)}; "
                              f"--quick: {','.join(QUICK_HEALTHY)}; 'none' to skip)")
@@ -104,72 +104,72 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="sampler steps of the former residual map from t = 950 (its former default: 20)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
-    cases = common.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
-    healthy_cases = [] if args.healthy == "none" else common.parse_cases(
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
+    cases = ct_cases.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
+    healthy_cases = [] if args.healthy == "none" else ct_cases.parse_cases(
         args.healthy, QUICK_HEALTHY if args.quick else HEALTHY_CASES)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {METHODS}")
-    missing = [c for c in cases if "tumour" not in common.CASES[c].masks]
+    missing = [c for c in cases if "tumour" not in ct_cases.CASES[c].masks]
     if missing:
         parser.error(f"cases without a lesion mask: {missing}")
-    model = common.resolve_bench_model(args)
-    common.print_header("Anomaly-map quality (lesion masks, lesion-free scans)", machine, model)
+    model = model_setup.resolve_bench_model(args)
+    reporting.print_header("Anomaly-map quality (lesion masks, lesion-free scans)", machine, model)
     engine, load_s = None, float("nan")
     threshold = None
     if model.available:
         from MedDiffFMLib.tasks.anomaly import default_threshold
 
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, **common.engine_options(args)))
+        engine, load_s = timing.timed(lambda: model_setup.make_engine(model, args.device, **cli_options.engine_options(args)))
         threshold = default_threshold(engine)
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds); default threshold "
               f"{threshold if threshold is not None else 'none (no calibration)'}.")
     else:
         print(f"MedDiffFM: not available ({model.reason}).")
 
-    case_table = common.Table("Lesion cases", [
+    case_table = reporting.Table("Lesion cases", [
         ("case", "case"), ("box", "box z×y×x (crop)"), ("mm", "box mm"), ("spacing", "spacing mm (x,y,z)"),
         ("lesion", "lesion voxels in box"), ("prevalence", "prevalence % of body", "{:.2f}"),
         ("training", "model training")])
-    per_case = common.Table("Per lesion case (voxels inside the body)", [
+    per_case = reporting.Table("Per lesion case (voxels inside the body)", [
         ("case", "case"), ("method", "method"), ("auroc", "AUROC", "{:.3f}"), ("auprc", "AUPRC", "{:.3f}"),
         ("dice", "best Dice", "{:.3f}"), ("prevalence", "prevalence", "{:.3f}"),
         ("default_dice", "Dice at default threshold", "{:.3f}"), ("seconds", "s", "{:.1f}"), ("note", "note")])
     results: dict[str, list[dict]] = {m: [] for m in methods}
     for name in cases:
-        image = common.read_case(name)
+        image = ct_cases.read_case(name)
         hu_full = sitk.GetArrayFromImage(image)
-        lesion_full = common.read_mask(name, "tumour") > 0
+        lesion_full = ct_cases.read_mask(name, "tumour") > 0
         centre = np.argwhere(lesion_full).mean(axis=0)
         size_mm = args.lung_crop_mm if name.startswith("lung") else args.crop_mm
-        box = common.crop_box(hu_full, image.GetSpacing(), size_mm, center=centre)
-        crop = common.crop_image(image, box)
+        box = ct_cases.crop_box(hu_full, image.GetSpacing(), size_mm, center=centre)
+        crop = ct_cases.crop_image(image, box)
         hu = hu_full[box].astype(np.float32)
         lesion = lesion_full[box]
         body = metrics.body_mask(hu) | lesion
-        spacing = common.spacing_zyx(image)
-        region = common.CASES[name].region or common.whole_scan_region(image)
+        spacing = ct_cases.spacing_zyx(image)
+        region = ct_cases.CASES[name].region or ct_cases.whole_scan_region(image)
         prevalence = float(lesion[body].mean())
         case_table.add(case=name, box="×".join(map(str, hu.shape)), mm=f"{size_mm:.0f}",
                        spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), lesion=int(lesion.sum()),
-                       prevalence=100.0 * prevalence, training=common.training_status(model, name))
+                       prevalence=100.0 * prevalence, training=model_setup.training_status(model, name))
         print(f"[{name}] box {hu.shape}, lesion {100.0 * prevalence:.2f} % of the body, region {region}", flush=True)
         for method in methods:
             note, default_dice = "", float("nan")
             if method == "median_residual":
-                amap, seconds = common.timed(lambda: median_residual(hu, spacing))
+                amap, seconds = timing.timed(lambda: median_residual(hu, spacing))
             elif method == "smoothed_hu":
-                amap, seconds = common.timed(lambda: smooth(hu, spacing, SMOOTH_MM))
+                amap, seconds = timing.timed(lambda: smooth(hu, spacing, SMOOTH_MM))
             elif method == "zscore":
-                amap, seconds = common.timed(lambda: zscore(hu, body, spacing))
+                amap, seconds = timing.timed(lambda: zscore(hu, body, spacing))
             elif engine is None:
                 per_case.add(case=name, method=method, note="not available (no model)")
                 continue
             else:
-                (amap, out), seconds = common.timed(
+                (amap, out), seconds = timing.timed(
                     lambda: model_map(method, crop, engine, region, args.residual_steps))
                 note = f"{args.residual_steps} steps from t=950" if method == "residual" else "default options"
                 if out["mask"] is not None:
@@ -184,7 +184,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  {method:16s} AUROC {row['auroc']:.3f} AUPRC {row['auprc']:.3f} best Dice {best:.3f} "
                   f"({seconds:.1f} s)", flush=True)
 
-    healthy_table = common.Table("Lesion-free scans: body voxels flagged at the default threshold", [
+    healthy_table = reporting.Table("Lesion-free scans: body voxels flagged at the default threshold", [
         ("case", "case"), ("box", "box z×y×x (crop)"), ("region", "region"), ("flagged", "flagged % of body", "{:.2f}"),
         ("score", "99th percentile of the map", "{:.3g}"), ("seconds", "s", "{:.1f}"), ("note", "note")])
     flagged_all = []
@@ -192,14 +192,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         if engine is None or "ensemble" not in methods:
             healthy_table.add(case=name, note="not available (no model or ensemble not run)")
             continue
-        image = common.read_case(name)
+        image = ct_cases.read_case(name)
         hu_full = sitk.GetArrayFromImage(image)
-        box = common.crop_box(hu_full, image.GetSpacing(), args.crop_mm)
-        crop = common.crop_image(image, box)
+        box = ct_cases.crop_box(hu_full, image.GetSpacing(), args.crop_mm)
+        crop = ct_cases.crop_image(image, box)
         hu = hu_full[box].astype(np.float32)
         body = metrics.body_mask(hu)
-        region = common.CASES[name].region or common.whole_scan_region(image)
-        (amap, out), seconds = common.timed(lambda: model_map("ensemble", crop, engine, region, args.residual_steps))
+        region = ct_cases.CASES[name].region or ct_cases.whole_scan_region(image)
+        (amap, out), seconds = timing.timed(lambda: model_map("ensemble", crop, engine, region, args.residual_steps))
         if out["mask"] is None:
             healthy_table.add(case=name, box="×".join(map(str, hu.shape)), region=region, seconds=seconds,
                               note="no calibrated threshold")
@@ -210,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           score=out["score"], seconds=seconds, note=f"threshold {out['threshold']:.3g}")
         print(f"[{name}] flagged {100.0 * flagged:.2f} % of the body ({seconds:.1f} s)", flush=True)
 
-    summary = common.Table(f"Mean over {len(cases)} lesion case(s)", [
+    summary = reporting.Table(f"Mean over {len(cases)} lesion case(s)", [
         ("method", "method"), ("auroc", "AUROC", "{:.3f}"), ("auprc", "AUPRC", "{:.3f}"), ("dice", "best Dice", "{:.3f}"),
         ("prevalence", "mean prevalence", "{:.3f}"), ("flagged", "lesion-free flagged % of body", "{:.2f}"),
         ("seconds", "total s", "{:.1f}"), ("note", "note")])
@@ -232,7 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                  f"({args.lung_crop_mm:.0f} mm for the lung tumour) around the lesion, lesion-free boxes of "
                  f"{args.crop_mm:.0f} mm around the body centre. Voxels inside the body only; best Dice uses an "
                  "oracle threshold; 'Dice at default threshold' and 'flagged' use the model's calibrated one."]
-        common.save_results("anomaly_quality", args, machine, model, tables, notes)
+        reporting.save_results("anomaly_quality", args, machine, model, tables, notes)
     return 0
 
 

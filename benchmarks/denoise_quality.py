@@ -1,7 +1,7 @@
 """Denoising quality: simulated low-dose CT, classical denoisers vs MedDiffFM, scored against the scan.
 
 For every case a box of real CT (``--crop-mm``, around the body's centroid) gets low-dose noise
-simulated in the sinogram domain (benchmarks/lowdose.py: Poisson noise on the transmitted photons of
+simulated in the sinogram domain (benchmarks/common/lowdose.py: Poisson noise on the transmitted photons of
 each full axial slice, FBP of the noise), with the incident flux I0 calibrated per case so that
 about ``--noise-hu`` (35) HU of noise std is added in soft tissue; the measured std is printed.
 Each denoiser gets the noisy box and is scored against the original box:
@@ -54,9 +54,9 @@ if __package__ in (None, ""):
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common, metrics
-from benchmarks.baselines import GAUSSIAN_SIGMA_MM, bm4d_available, bm4d_denoise, estimated_sigma, gaussian, nlm
-from benchmarks.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
+from benchmarks.common.baselines import GAUSSIAN_SIGMA_MM, bm4d_available, bm4d_denoise, estimated_sigma, gaussian, nlm
+from benchmarks.common.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
 
 DEFAULT_CASES = ["lung_tumour_5mm", "abdomen_pelvis_3mm", "cta_aorta_crop", "STS_034", "STS_035", "STS_036"]
 QUICK_CASES = ["lung_tumour_5mm", "STS_034"]
@@ -146,19 +146,19 @@ class NoisyCase:
 
     def __init__(self, name: str, crop_mm: float, target_std: float, seed: int, i0: Optional[float] = None,
                  views: Optional[int] = None) -> None:
-        image = common.read_case(name)
+        image = ct_cases.read_case(name)
         hu = sitk.GetArrayFromImage(image)
         spacing = image.GetSpacing()
-        box = common.crop_box(hu, spacing, crop_mm)
+        box = ct_cases.crop_box(hu, spacing, crop_mm)
         self.name = name
         self.box = box
         self.spacing = spacing
-        self.clean_image = common.crop_image(image, box)
+        self.clean_image = ct_cases.crop_image(image, box)
         self.clean = hu[box].astype(np.float32)
         self.soft = metrics.soft_tissue_mask(self.clean)
         # Noise is simulated on the full axial slices (the whole body attenuates the rays), then cropped.
         key = f"{name}_{crop_mm:g}mm_{target_std:g}hu_seed{seed}_i0{i0 or 'cal'}_v{views or 'n'}.npz"
-        cached = common.cache_dir() / "lowdose" / key
+        cached = ct_cases.cache_dir() / "lowdose" / key
         if cached.is_file():
             data = np.load(cached)
             noise, self.i0, self.views = data["noise"], float(data["i0"]), int(data["views"])
@@ -174,7 +174,7 @@ class NoisyCase:
             np.savez_compressed(cached, noise=noise, i0=self.i0, views=self.views)
         self.noisy = (self.clean + noise).astype(np.float32)
         self.added_std = added_std(noise, self.soft)
-        self.noisy_image = common.like(self.noisy, self.clean_image)
+        self.noisy_image = ct_cases.like(self.noisy, self.clean_image)
 
     @property
     def voxels(self) -> int:
@@ -195,10 +195,10 @@ def run_method(method: str, case: NoisyCase, engine, steps: Optional[int] = None
     if method == "noisy":
         return case.noisy, 0.0, ""
     if method == "gaussian":
-        out, s = common.timed(lambda: gaussian(case.noisy, spacing))
+        out, s = timing.timed(lambda: gaussian(case.noisy, spacing))
         return out, s, f"sigma {GAUSSIAN_SIGMA_MM} mm"
     if method == "aniso_diffusion":
-        out, s = common.timed(lambda: aniso_diffusion(case.noisy, spacing))
+        out, s = timing.timed(lambda: aniso_diffusion(case.noisy, spacing))
         return out, s, f"K {AD_CONDUCTANCE}, t {AD_TIME_MM2} mm^2"
     if method in ("nlm", "bm4d"):
         if method == "bm4d" and not bm4d_available():
@@ -209,7 +209,7 @@ def run_method(method: str, case: NoisyCase, engine, steps: Optional[int] = None
             sigma = estimated_sigma(case.noisy)
             return fn(case.noisy, spacing, sigma=sigma), sigma
 
-        (out, sigma), s = common.timed(call)
+        (out, sigma), s = timing.timed(call)
         return out, s, f"sigma est. {sigma:.1f} HU"
     if method in ("oracle_model_grid", "oracle_model_grid_replace"):
         fn = oracle_model_grid if method == "oracle_model_grid" else oracle_model_grid_replace
@@ -221,7 +221,7 @@ def run_method(method: str, case: NoisyCase, engine, steps: Optional[int] = None
         from MedDiffFMLib import api
 
         kwargs = {"steps": steps} if steps else {}
-        result, s = common.timed(lambda: api.denoise(case.noisy_image, engine=engine, **kwargs))
+        result, s = timing.timed(lambda: api.denoise(case.noisy_image, engine=engine, **kwargs))
         return sitk.GetArrayFromImage(result).astype(np.float32), s, f"{steps} steps" if steps else "default options"
     raise ValueError(method)
 
@@ -231,11 +231,11 @@ def run_method(method: str, case: NoisyCase, engine, steps: Optional[int] = None
 # ---------------------------------------------------------------------------------------------
 
 
-def tune(args: argparse.Namespace, machine: dict) -> list[common.Table]:
+def tune(args: argparse.Namespace, machine: dict) -> list[reporting.Table]:
     case = NoisyCase(TUNE_CASE, args.tune_crop_mm, args.noise_hu, args.seed, views=args.views)
     print(f"Tuning on {TUNE_CASE}: box {case.clean.shape} voxels, added std {case.added_std:.1f} HU "
           f"(I0 {case.i0:.3g}); the best SSIM (soft-tissue window) wins.")
-    table = common.Table(f"Baseline tuning on {TUNE_CASE} ({args.tune_crop_mm:.0f} mm box, {case.added_std:.1f} HU "
+    table = reporting.Table(f"Baseline tuning on {TUNE_CASE} ({args.tune_crop_mm:.0f} mm box, {case.added_std:.1f} HU "
                          "added)", [("method", "method"), ("params", "parameters"), ("psnr", "PSNR dB", "{:.2f}"),
                                     ("ssim", "SSIM", "{:.4f}"), ("rmse", "RMSE soft HU", "{:.1f}"),
                                     ("seconds", "s", "{:.1f}")])
@@ -258,7 +258,7 @@ def tune(args: argparse.Namespace, machine: dict) -> list[common.Table]:
             grids.append(("bm4d", f"sigma x {f}", lambda f=f: bm4d_denoise(case.noisy, case.spacing, f, sigma)))
     best: dict[str, dict[str, tuple[float, str]]] = {}
     for method, params, fn in grids:
-        out, seconds = common.timed(fn)
+        out, seconds = timing.timed(fn)
         metrics = score(case, out)
         table.add(method=method, params=params, seconds=seconds, **metrics)
         print(f"  {method:16s} {params:20s} PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} "
@@ -267,7 +267,7 @@ def tune(args: argparse.Namespace, machine: dict) -> list[common.Table]:
             current = best.setdefault(method, {}).get(key)
             if current is None or sign * metrics[key] > sign * current[0]:
                 best[method][key] = (metrics[key], params)
-    summary = common.Table("Best parameters per metric (the SSIM choice is used)",
+    summary = reporting.Table("Best parameters per metric (the SSIM choice is used)",
                            [("method", "method"), ("ssim", "best SSIM: parameters"), ("psnr", "best PSNR: parameters"),
                             ("rmse", "best RMSE: parameters")])
     for method, per_metric in best.items():
@@ -299,8 +299,8 @@ def write_png(path: Path, case: NoisyCase, outputs: dict[str, np.ndarray]) -> No
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    common.add_overlap_arg(parser)
+    cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    cli_options.add_overlap_arg(parser)
     parser.add_argument("--noise-hu", type=float, default=DEFAULT_TARGET_STD_HU,
                         help="target std (HU) of the added noise in soft tissue (I0 calibrated per case)")
     parser.add_argument("--i0", type=float, default=None, help="fixed incident photons per ray instead of calibrating")
@@ -315,41 +315,41 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tune-crop-mm", type=float, default=64.0, help="box of the tuning case (mm)")
     parser.add_argument("--png", type=Path, default=None, help="write a mid-slice montage per case into this folder")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
 
     if args.tune:
-        common.print_header("Denoising baselines: parameter tuning", machine)
+        reporting.print_header("Denoising baselines: parameter tuning", machine)
         tables = tune(args, machine)
         for t in tables:
             t.print()
         if args.save:
-            common.save_results("denoise_tuning", args, machine, None, tables)
+            reporting.save_results("denoise_tuning", args, machine, None, tables)
         return 0
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
-    cases = common.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
+    cases = ct_cases.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
     crop_mm = args.crop_mm or (QUICK_CROP_MM if args.quick else CROP_MM)
-    model = common.resolve_bench_model(args) if "meddifffm" in methods else None
-    common.print_header("Denoising quality (simulated low-dose CT)", machine, model)
+    model = model_setup.resolve_bench_model(args) if "meddifffm" in methods else None
+    reporting.print_header("Denoising quality (simulated low-dose CT)", machine, model)
 
     engine, load_s = None, float("nan")
     if model is not None and model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, **common.engine_options(args)))
+        engine, load_s = timing.timed(lambda: model_setup.make_engine(model, args.device, **cli_options.engine_options(args)))
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
     elif model is not None:
         print(f"MedDiffFM: not available ({model.reason}).")
 
-    case_table = common.Table("Cases (low-dose noise simulated per case)", [
+    case_table = reporting.Table("Cases (low-dose noise simulated per case)", [
         ("case", "case"), ("shape", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"), ("mvox", "Mvox", "{:.2f}"),
         ("region", "guessed region"), ("training", "model training"), ("i0", "I0 photons/ray", "{:.3g}"),
         ("views", "views"),
         ("added", "added std HU (soft tissue)", "{:.1f}"), ("own", "own noise of the scan HU", "{:.1f}"),
         ("sim_s", "simulation s", "{:.1f}")])
-    per_case = common.Table("Per case", [
+    per_case = reporting.Table("Per case", [
         ("case", "case"), ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
         ("rmse", "RMSE soft HU", "{:.1f}"), ("seconds", "s", "{:.1f}"), ("mvox_s", "Mvox/s", "{:.3f}"),
         ("note", "note")])
@@ -358,10 +358,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     from MedDiffFMLib.preprocessing.noise_estimate import estimate_noise_hu
 
     for name in cases:
-        (case, sim_s) = common.timed(lambda: NoisyCase(name, crop_mm, args.noise_hu, args.seed, args.i0, args.views))
+        (case, sim_s) = timing.timed(lambda: NoisyCase(name, crop_mm, args.noise_hu, args.seed, args.i0, args.views))
         case_table.add(case=name, shape="×".join(map(str, case.clean.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in case.spacing), mvox=case.voxels / 1e6,
-                       region=str(guess_region(case.noisy_image)), training=common.training_status(model, name),
+                       region=str(guess_region(case.noisy_image)), training=model_setup.training_status(model, name),
                        i0=case.i0, views=case.views,
                        added=case.added_std, own=estimate_noise_hu(case.clean), sim_s=sim_s)
         print(f"[{name}] box {case.clean.shape}, I0 {case.i0:.3g}, added {case.added_std:.1f} HU "
@@ -371,7 +371,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             out, seconds, note = run_method(method, case, engine, args.steps)
             timed_method = method not in UNTIMED
             row = {"case": name, "method": method, "seconds": seconds if timed_method else None,
-                   "mvox_s": common.mvox_per_s(case.voxels, seconds) if timed_method else None, "note": note}
+                   "mvox_s": timing.mvox_per_s(case.voxels, seconds) if timed_method else None, "note": note}
             if out is not None:
                 row.update(score(case, out))
                 outputs[method] = out
@@ -382,7 +382,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.png:
             write_png(args.png / f"denoise_{name}.png", case, outputs)
 
-    summary = common.Table(f"Mean over {len(cases)} case(s) ({crop_mm:.0f} mm boxes, ~{args.noise_hu:.0f} HU added)", [
+    summary = reporting.Table(f"Mean over {len(cases)} case(s) ({crop_mm:.0f} mm boxes, ~{args.noise_hu:.0f} HU added)", [
         ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"), ("dpsnr", "ΔPSNR vs noisy", "{:+.2f}"),
         ("ssim", "SSIM", "{:.4f}"), ("dssim", "ΔSSIM vs noisy", "{:+.4f}"), ("rmse", "RMSE soft HU", "{:.1f}"),
         ("seconds", "total s", "{:.1f}"), ("mvox_s", "Mvox/s", "{:.3f}")])
@@ -409,7 +409,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for t in (case_table, per_case, summary):
         t.print()
     if args.save:
-        common.save_results("denoise_quality", args, machine, model, [case_table, per_case, summary], notes)
+        reporting.save_results("denoise_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from benchmarks import common, metrics
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
 
 DEFAULT_CASES = ["abdomen_3mm_small", "chest_upper_abdomen", "STS_034", "STS_035", "STS_036"]
 QUICK_CASES = ["abdomen_3mm_small", "STS_034"]
@@ -49,14 +49,14 @@ METHODS = ["biharmonic", "shell_mean", "meddifffm"]
 
 def tissue_mask(name: str, hu: np.ndarray) -> tuple[np.ndarray, str]:
     """Normal tissue to hide a sphere in: liver (labels) or muscle away from the tumour."""
-    case = common.CASES[name]
+    case = ct_cases.CASES[name]
     if "labels" in case.masks:
-        labels = common.read_mask(name, "labels")
-        return labels == common.TOTALSEG_LIVER, "liver"
+        labels = ct_cases.read_mask(name, "labels")
+        return labels == ct_cases.TOTALSEG_LIVER, "liver"
     smooth = ndimage.median_filter(hu, size=3)
     muscle = (smooth >= 20) & (smooth <= 100)
     if "tumour" in case.masks:
-        tumour = common.read_mask(name, "tumour") > 0
+        tumour = ct_cases.read_mask(name, "tumour") > 0
         muscle &= ~tumour
         return muscle, "muscle (20-100 HU, away from the tumour)"
     return muscle, "muscle (20-100 HU)"
@@ -101,8 +101,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    common.add_overlap_arg(parser)
+    cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    cli_options.add_overlap_arg(parser)
     parser.add_argument("--radius-mm", type=float, default=RADIUS_MM)
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box around the sphere given to every method")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")
@@ -110,51 +110,51 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="what the mask starts from (default: the API default)")
     parser.add_argument("--start-step", type=int, default=None, help="MedDiffFM start step (default: the API default)")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
-    cases = common.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
-    model = common.resolve_bench_model(args)
-    common.print_header("Healthy inpainting quality (hidden sphere of normal tissue)", machine, model)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
+    cases = ct_cases.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
+    model = model_setup.resolve_bench_model(args)
+    reporting.print_header("Healthy inpainting quality (hidden sphere of normal tissue)", machine, model)
     engine, load_s = None, float("nan")
     if model.available:
-        engine, load_s = common.timed(lambda: common.make_engine(model, args.device, **common.engine_options(args)))
+        engine, load_s = timing.timed(lambda: model_setup.make_engine(model, args.device, **cli_options.engine_options(args)))
         print(f"Model loaded in {load_s:.1f} s (not included in the per-case seconds).")
     else:
         print(f"MedDiffFM: not available ({model.reason}).")
 
-    case_table = common.Table("Cases", [("case", "case"), ("tissue", "tissue"), ("box", "box z×y×x"),
+    case_table = reporting.Table("Cases", [("case", "case"), ("tissue", "tissue"), ("box", "box z×y×x"),
                                         ("spacing", "spacing mm (x,y,z)"), ("voxels", "voxels in sphere"),
                                         ("depth", "depth of centre mm", "{:.1f}"), ("std", "tissue std HU", "{:.1f}"),
                                         ("training", "model training")])
-    per_case = common.Table("Per case (inside the sphere)", [
+    per_case = reporting.Table("Per case (inside the sphere)", [
         ("case", "case"), ("method", "method"), ("rmse", "RMSE HU", "{:.1f}"), ("mae", "MAE HU", "{:.1f}"),
         ("psnr", "PSNR dB", "{:.2f}"), ("bias", "mean error HU", "{:+.1f}"), ("std", "fill std HU", "{:.1f}"),
         ("ref_std", "original std HU", "{:.1f}"), ("seconds", "s", "{:.2f}"), ("note", "note")])
     results: dict[str, list[dict]] = {m: [] for m in METHODS}
     for name in cases:
-        image = common.read_case(name)
+        image = ct_cases.read_case(name)
         hu = sitk.GetArrayFromImage(image)
-        spacing = common.spacing_zyx(image)
+        spacing = ct_cases.spacing_zyx(image)
         tissue, tissue_name = tissue_mask(name, hu)
-        avoid = common.read_mask(name, "tumour") > 0 if "tumour" in common.CASES[name].masks else None
+        avoid = ct_cases.read_mask(name, "tumour") > 0 if "tumour" in ct_cases.CASES[name].masks else None
         centre, sphere, depth = place_sphere(tissue, spacing, args.radius_mm, avoid)
-        box = common.crop_box(hu, image.GetSpacing(), args.crop_mm, center=centre)
-        crop = common.crop_image(image, box)
+        box = ct_cases.crop_box(hu, image.GetSpacing(), args.crop_mm, center=centre)
+        crop = ct_cases.crop_image(image, box)
         original = hu[box].astype(np.float32)
         mask = sphere[box]
         ref = original[mask]
         case_table.add(case=name, tissue=tissue_name, box="×".join(map(str, original.shape)),
                        spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), voxels=int(mask.sum()),
-                       depth=depth, std=float(ref.std()), training=common.training_status(model, name))
+                       depth=depth, std=float(ref.std()), training=model_setup.training_status(model, name))
         print(f"[{name}] {tissue_name}: sphere of {int(mask.sum())} voxels, centre {depth:.1f} mm deep", flush=True)
         hidden = original.copy()
         hidden[mask] = 0.0  # nothing of the original survives inside the mask
         for method in METHODS:
             note = ""
             if method == "biharmonic":
-                out, seconds = common.timed(lambda: biharmonic(hidden, mask))
+                out, seconds = timing.timed(lambda: biharmonic(hidden, mask))
             elif method == "shell_mean":
-                out, seconds = common.timed(lambda: shell_mean(hidden, mask))
+                out, seconds = timing.timed(lambda: shell_mean(hidden, mask))
             elif engine is None:
                 per_case.add(case=name, method=method, note="not available (no model)")
                 continue
@@ -163,10 +163,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
                 kwargs = {k: v for k, v in (("steps", args.steps), ("init", args.init),
                                             ("start_step", args.start_step)) if v is not None}
-                kwargs["region"] = common.whole_scan_region(image)  # see the module doc
-                hidden_image = common.like(hidden, crop)
-                mask_image = common.like(mask.astype(np.uint8), crop)
-                result, seconds = common.timed(lambda: api.inpaint(hidden_image, mask_image, engine=engine, **kwargs))
+                kwargs["region"] = ct_cases.whole_scan_region(image)  # see the module doc
+                hidden_image = ct_cases.like(hidden, crop)
+                mask_image = ct_cases.like(mask.astype(np.uint8), crop)
+                result, seconds = timing.timed(lambda: api.inpaint(hidden_image, mask_image, engine=engine, **kwargs))
                 out = sitk.GetArrayFromImage(result).astype(np.float32)
                 given = ", ".join(f"{k} {v}" for k, v in kwargs.items() if k != "region") or "default options"
                 note = f"{given}, region {kwargs['region']} (guessed on the whole scan)"
@@ -179,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  {method:10s} RMSE {row['rmse']:.1f} MAE {row['mae']:.1f} PSNR {row['psnr']:.2f} "
                   f"bias {row['bias']:+.1f} std {row['std']:.1f} ({seconds:.1f} s)", flush=True)
 
-    summary = common.Table(f"Mean over {len(cases)} case(s) (sphere radius {args.radius_mm:g} mm)", [
+    summary = reporting.Table(f"Mean over {len(cases)} case(s) (sphere radius {args.radius_mm:g} mm)", [
         ("method", "method"), ("rmse", "RMSE HU", "{:.1f}"), ("mae", "MAE HU", "{:.1f}"), ("psnr", "PSNR dB", "{:.2f}"),
         ("bias", "mean error HU", "{:+.1f}"), ("std", "fill std HU", "{:.1f}"), ("ref_std", "original std HU", "{:.1f}"),
         ("seconds", "total s", "{:.1f}"), ("note", "note")])
@@ -194,7 +194,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         t.print()
     if args.save:
         notes = ["All scores inside the hidden sphere only; PSNR over [-1000, 1000] HU."]
-        common.save_results("inpaint_quality", args, machine, model, [case_table, per_case, summary], notes)
+        reporting.save_results("inpaint_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 
 

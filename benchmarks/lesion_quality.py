@@ -77,7 +77,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from benchmarks import common, metrics
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
 from benchmarks.inpaint_quality import shell_mean
 
 DEFAULT_CASES = ["lung_tumour_5mm", "STS_034", "STS_035", "STS_036"]
@@ -178,10 +178,10 @@ def texture_error(ratio: float) -> float:
 class LesionModel:
     """A lesion ControlNet and its base, with their engines loaded once for every case."""
 
-    def __init__(self, label: str, model: common.BenchModel, device: str, options: dict, healthy: bool = True) -> None:
+    def __init__(self, label: str, model: model_setup.BenchModel, device: str, options: dict, healthy: bool = True) -> None:
         self.label = label
         self.model = model
-        self.base = common.controlnet_base(model)
+        self.base = model_setup.controlnet_base(model)
         self.healthy = healthy
         self.lesion_engine = self.base_engine = None
         self.grid = ""
@@ -191,11 +191,11 @@ class LesionModel:
             config = resolve_model(model.ref).model_config
             self.grid = (f"{'x'.join(f'{v:g}' for v in config.spacing_mm)} mm grid, "
                          f"{'x'.join(map(str, config.patch_size))} patches")
-            self.lesion_engine, seconds = common.timed(
-                lambda: common.make_engine(model, device, role="lesion", **options))
+            self.lesion_engine, seconds = timing.timed(
+                lambda: model_setup.make_engine(model, device, role="lesion", **options))
             print(f"[{label}] lesion ControlNet loaded in {seconds:.1f} s: {model.describe()}", flush=True)
         if self.base.available and healthy:
-            self.base_engine, seconds = common.timed(lambda: common.make_engine(self.base, device, **options))
+            self.base_engine, seconds = timing.timed(lambda: model_setup.make_engine(self.base, device, **options))
             print(f"[{label}] its base loaded in {seconds:.1f} s: {self.base.describe()}", flush=True)
 
     def rows(self, options: str = "default options") -> list[tuple[str, str, Optional[object]]]:
@@ -216,7 +216,7 @@ def run_model(method: str, engine, hidden_image: sitk.Image, fill: np.ndarray, s
 
     kwargs = {"steps": steps} if steps else {}
     kwargs["region"] = region
-    mask_image = common.like(fill.astype(np.uint8), hidden_image)
+    mask_image = ct_cases.like(fill.astype(np.uint8), hidden_image)
     run = api.generate_lesion if method.startswith("meddifffm") else api.inpaint
     result = run(hidden_image, mask_image, engine=engine, **kwargs)
     return sitk.GetArrayFromImage(result).astype(np.float32)
@@ -230,8 +230,8 @@ def run_model(method: str, engine, hidden_image: sitk.Image, fill: np.ndarray, s
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    common.add_overlap_arg(parser)
+    cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    cli_options.add_overlap_arg(parser)
     parser.add_argument("--compare-model", default=None,
                         help="a second lesion ControlNet folder, scored in the same run (rows *_compare)")
     parser.add_argument("--margin-mm", type=float, default=MARGIN_MM, help="context around the tumour's bounding box")
@@ -241,20 +241,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--skip-healthy", action="store_true",
                         help="leave out the healthy_inpaint rows (halves the model time)")
     args = parser.parse_args(argv)
-    tumour_cases = [n for n, c in common.CASES.items() if "tumour" in c.masks]
-    cases = common.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
+    tumour_cases = [n for n, c in ct_cases.CASES.items() if "tumour" in c.masks]
+    cases = ct_cases.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
     if [n for n in cases if n not in tumour_cases]:
         raise SystemExit(f"Cases without a tumour mask: {[n for n in cases if n not in tumour_cases]}. "
                          f"Use lung_tumour_5mm or STS_001..STS_036.")
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
-    model = common.resolve_bench_model(args, role="lesion")
-    common.print_header("Lesion generation quality (real tumour hidden, lesion generated in its mask)", machine, model)
-    options = common.engine_options(args)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
+    model = model_setup.resolve_bench_model(args, role="lesion")
+    reporting.print_header("Lesion generation quality (real tumour hidden, lesion generated in its mask)", machine, model)
+    options = cli_options.engine_options(args)
     healthy = not args.skip_healthy
     models = [LesionModel("model", model, args.device, options, healthy)]
     if args.compare_model:
-        models.append(LesionModel("compare", common.bench_model(args.compare_model, "lesion"), args.device, options,
+        models.append(LesionModel("compare", model_setup.bench_model(args.compare_model, "lesion"), args.device, options,
                                   healthy))
     methods: list[tuple[str, str, Optional[object]]] = [("shell_mean", "texture-free fill", None),
                                                          (REFERENCE, "reference: reads the real tumour", None)]
@@ -262,14 +262,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     for m in models:
         methods += m.rows(run_options)
 
-    model_table = common.Table("Models", [("label", "rows"), ("name", "lesion ControlNet"), ("grid", "grid"),
+    model_table = reporting.Table("Models", [("label", "rows"), ("name", "lesion ControlNet"), ("grid", "grid"),
                                           ("base", "base model"), ("trained", "trained"), ("path", "path")])
     for m in models:
         model_table.add(label=", ".join(r[0] for r in m.rows()), name=m.model.name or "none", grid=m.grid,
                         base=m.base.name or f"none ({m.base.reason})",
                         trained="yes" if m.model.trained else ("no" if m.model.available else "–"),
                         path=m.model.ref or m.model.reason)
-    case_table = common.Table("Cases", [
+    case_table = reporting.Table("Cases", [
         ("case", "case"), ("box", "box z×y×x"), ("spacing", "spacing mm (x,y,z)"), ("voxels", "tumour voxels"),
         ("ml", "tumour ml", "{:.0f}"), ("filled", "filled voxels"), ("mean", "tumour mean HU", "{:.1f}"),
         ("std", "tumour std HU", "{:.1f}"), ("grad", "tumour gradient HU/mm", "{:.1f}"),
@@ -278,29 +278,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     columns = [("method", "method"), ("mean", "mean HU", "{:.1f}"), ("abs_mean", "abs Δ mean HU", "{:.1f}"),
                ("std_ratio", "std ratio", "{:.2f}"), ("w1", "W1 HU", "{:.1f}"),
                ("grad_ratio", "gradient ratio", "{:.2f}"), ("glcm_ratio", "GLCM contrast ratio", "{:.2f}")]
-    per_case = common.Table("Per case (inside the real tumour mask; ratios: fill / tumour)",
+    per_case = reporting.Table("Per case (inside the real tumour mask; ratios: fill / tumour)",
                             [("case", "case")] + columns + [("seconds", "s", "{:.1f}"), ("note", "note")])
     results: dict[str, list[dict]] = {name: [] for name, _, _ in methods}
     for name in cases:
-        image = common.read_case(name)
+        image = ct_cases.read_case(name)
         hu = sitk.GetArrayFromImage(image)
-        spacing = common.spacing_zyx(image)
-        tumour_full = common.read_mask(name, "tumour") > 0
+        spacing = ct_cases.spacing_zyx(image)
+        tumour_full = ct_cases.read_mask(name, "tumour") > 0
         box = tumour_box(tumour_full, spacing, args.margin_mm)
-        crop = common.crop_image(image, box)
+        crop = ct_cases.crop_image(image, box)
         original = hu[box].astype(np.float32)
         tumour = tumour_full[box]
         fill = dilate_mm(tumour, spacing, args.dilate_mm)
         real = RealTumour(original, tumour, spacing)
-        region = common.whole_scan_region(image)
+        region = ct_cases.whole_scan_region(image)
         hidden = shell_mean(original, fill)  # nothing of the real tumour survives inside the fill mask
-        hidden_image = common.like(hidden, crop)
+        hidden_image = ct_cases.like(hidden, crop)
         row = dict(case=name, box="×".join(map(str, original.shape)),
                    spacing=", ".join(f"{s:.2f}" for s in image.GetSpacing()), voxels=int(tumour.sum()),
                    ml=float(tumour.sum() * np.prod(spacing) / 1000.0), filled=int(fill.sum()), mean=real.mean,
-                   std=real.std, grad=real.gradient, region=region, training=common.training_status(model, name))
+                   std=real.std, grad=real.gradient, region=region, training=model_setup.training_status(model, name))
         if args.compare_model:
-            row["training_compare"] = common.training_status(models[1].model, name)
+            row["training_compare"] = model_setup.training_status(models[1].model, name)
         case_table.add(**row)
         print(f"[{name}] region {region} (guessed on the whole scan); box {original.shape}, tumour "
               f"{int(tumour.sum())} voxels (mean {real.mean:.1f} HU, std {real.std:.1f}, gradient "
@@ -309,12 +309,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             if method == "shell_mean":
                 out, seconds = hidden, 0.0
             elif method == REFERENCE:
-                out, seconds = common.timed(lambda: stats_noise(hidden, fill, real.values))
+                out, seconds = timing.timed(lambda: stats_noise(hidden, fill, real.values))
             elif engine is None:
                 per_case.add(case=name, method=method, note=f"not available ({note})")
                 continue
             else:
-                out, seconds = common.timed(lambda: run_model(method, engine, hidden_image, fill, args.steps, region))
+                out, seconds = timing.timed(lambda: run_model(method, engine, hidden_image, fill, args.steps, region))
             scores = lesion_scores(real, out)
             per_case.add(case=name, method=method, seconds=seconds, note=note, **scores)
             results[method].append({**scores, "seconds": seconds})
@@ -322,7 +322,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"std× {scores['std_ratio']:.2f} W1 {scores['w1']:6.1f} grad× {scores['grad_ratio']:.2f} GLCM× {scores['glcm_ratio']:.2f} "
                   f"({seconds:.1f} s)", flush=True)
 
-    summary = common.Table(
+    summary = reporting.Table(
         f"Mean over {len(cases)} case(s) (margin {args.margin_mm:g} mm, fill = tumour + {args.dilate_mm:g} mm)",
         columns[:1] + columns[2:] + [("texture", "texture error (abs ln gradient ratio)", "{:.2f}"),
                                      ("seconds", "total s", "{:.1f}"), ("note", "note")])
@@ -341,7 +341,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                  f"{args.dilate_mm:g} mm, given a box of the tumour's bounding box + {args.margin_mm:g} mm with the "
                  "fill mask set to its shell mean. Ratios are fill / real tumour (1 = a match); "
                  f"{REFERENCE} is a reference that reads the real tumour, not a method."]
-        common.save_results("lesion_quality", args, machine, model, [model_table, case_table, per_case, summary], notes)
+        reporting.save_results("lesion_quality", args, machine, model, [model_table, case_table, per_case, summary], notes)
     return 0
 
 

@@ -25,10 +25,15 @@ import threading
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks.common import (REPO_ROOT, Table, machine_info, make_random_model, print_header, save_results)
+from benchmarks import REPO_ROOT
+from benchmarks.common.model_setup import make_random_model
+from benchmarks.common.reporting import Table, machine_info, print_header, save_results
 
 
 def _phantom(seed: int) -> sitk.Image:

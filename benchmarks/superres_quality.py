@@ -46,7 +46,7 @@ if __package__ in (None, ""):
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common, metrics
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
 
 DEFAULT_CASES = ["cta_aorta_crop", "lidc_chest_1mm", "chest_upper_abdomen"]
 QUICK_CASES = ["cta_aorta_crop"]
@@ -111,8 +111,8 @@ def set_control(engine, scale: Optional[float] = None, min_timestep: Optional[in
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    common.add_overlap_arg(parser)
+    cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
+    cli_options.add_overlap_arg(parser)
     parser.add_argument("--thick-mm", type=float, default=THICK_MM, help="thick slice thickness to simulate (mm)")
     parser.add_argument("--crop-mm", type=float, default=None,
                         help=f"box size in mm (default {CROP_MM:.0f}, quick {QUICK_CROP_MM:.0f})")
@@ -125,54 +125,54 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="apply --model's ControlNet only at time steps t >= this, the base alone below "
                              "(default: the model's min_timestep)")
     args = parser.parse_args(argv)
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
-    cases = common.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
+    cases = ct_cases.parse_cases(args.cases, QUICK_CASES if args.quick else DEFAULT_CASES)
     crop_mm = args.crop_mm or (QUICK_CROP_MM if args.quick else CROP_MM)
-    model = common.resolve_bench_model(args, role="superres")
-    common.print_header("Super-resolution quality (thick slices -> thin)", machine, model)
+    model = model_setup.resolve_bench_model(args, role="superres")
+    reporting.print_header("Super-resolution quality (thick slices -> thin)", machine, model)
     models = {"meddifffm": model}
     if args.compare_model:
-        models[COMPARE] = common.bench_model(args.compare_model, "superres")
+        models[COMPARE] = model_setup.bench_model(args.compare_model, "superres")
     methods = METHODS + ([COMPARE] if args.compare_model else [])
     engines = {}
     for method, bench in models.items():
         if not bench.available:
             print(f"{method}: not available (no superres model).")
             continue
-        engines[method], load_s = common.timed(
-            lambda: common.make_engine(bench, args.device, role="superres", **common.engine_options(args)))
+        engines[method], load_s = timing.timed(
+            lambda: model_setup.make_engine(bench, args.device, role="superres", **cli_options.engine_options(args)))
         if method == "meddifffm":  # the compare model runs as it ships
             set_control(engines[method], args.control_scale, args.control_min_t)
         print(f"{method}: {bench.ref} loaded in {load_s:.1f} s (not included in the per-case seconds).")
 
-    case_table = common.Table("Cases", [("case", "case"), ("shape", "thin box z×y×x"),
+    case_table = reporting.Table("Cases", [("case", "case"), ("shape", "thin box z×y×x"),
                                         ("thin", "thin mm"), ("factor", "F"), ("thick", "thick mm"),
                                         ("mvox", "Mvox (thin)", "{:.2f}"), ("training", "model training")])
-    per_case = common.Table("Per case", [("case", "case"), ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"),
+    per_case = reporting.Table("Per case", [("case", "case"), ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"),
                                          ("ssim", "SSIM 3D", "{:.4f}"), ("rmse", "RMSE body HU", "{:.1f}"),
                                          ("seconds", "s", "{:.2f}"), ("note", "note")])
     results: dict[str, list[dict]] = {m: [] for m in methods}
     for name in cases:
-        image = common.read_case(name)
+        image = ct_cases.read_case(name)
         hu = sitk.GetArrayFromImage(image)
         dz = image.GetSpacing()[2]
         factor = factor_for(dz, args.thick_mm)
         size = [crop_mm, crop_mm, crop_mm]
-        box = list(common.crop_box(hu, image.GetSpacing(), size))
+        box = list(ct_cases.crop_box(hu, image.GetSpacing(), size))
         slabs = (box[0].stop - box[0].start) // factor
         box[0] = slice(box[0].start, box[0].start + slabs * factor)
-        thin, thick = make_thick(common.crop_image(image, tuple(box)), factor)
+        thin, thick = make_thick(ct_cases.crop_image(image, tuple(box)), factor)
         reference = sitk.GetArrayFromImage(thin).astype(np.float32)
         body = metrics.body_mask(reference)
         case_table.add(case=name, shape="×".join(map(str, reference.shape)), thin=f"{dz:.2f}", factor=factor,
                        thick=f"{dz * factor:.2f}", mvox=reference.size / 1e6,
-                       training=common.training_status(model, name))
+                       training=model_setup.training_status(model, name))
         print(f"[{name}] thin box {reference.shape}, F {factor} ({dz:.2f} -> {dz * factor:.2f} mm)", flush=True)
         for method in methods:
             note = ""
             if method in ("linear", "bspline"):
-                out, seconds = common.timed(lambda: interpolate(thick, thin, method))
+                out, seconds = timing.timed(lambda: interpolate(thick, thin, method))
             elif method not in engines:
                 per_case.add(case=name, method=method, note="not available (no superres model)")
                 continue
@@ -180,7 +180,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 from MedDiffFMLib import api
 
                 kwargs = {"steps": args.steps} if args.steps else {}
-                result, seconds = common.timed(lambda: api.super_resolve(thick, engine=engines[method],
+                result, seconds = timing.timed(lambda: api.super_resolve(thick, engine=engines[method],
                                                                          factor_z=factor, **kwargs))
                 out, note = on_reference(result, thin)
             row = {"case": name, "method": method, "psnr": metrics.psnr(reference, out),
@@ -191,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  {method:10s} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} RMSE {row['rmse']:.1f} "
                   f"({seconds:.1f} s) {note}", flush=True)
 
-    summary = common.Table(f"Mean over {len(cases)} case(s) ({crop_mm:.0f} mm boxes, ~{args.thick_mm:g} mm thick)", [
+    summary = reporting.Table(f"Mean over {len(cases)} case(s) ({crop_mm:.0f} mm boxes, ~{args.thick_mm:g} mm thick)", [
         ("method", "method"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM 3D", "{:.4f}"),
         ("rmse", "RMSE body HU", "{:.1f}"), ("seconds", "total s", "{:.1f}"), ("note", "note")])
     for method in methods:
@@ -210,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             notes.append(f"meddifffm's ControlNet residuals scaled by {args.control_scale:g} (--control-scale).")
         if args.control_min_t is not None:
             notes.append(f"meddifffm's ControlNet applied at t >= {args.control_min_t} only (--control-min-t).")
-        common.save_results("superres_quality", args, machine, model, [case_table, per_case, summary], notes)
+        reporting.save_results("superres_quality", args, machine, model, [case_table, per_case, summary], notes)
     return 0
 
 

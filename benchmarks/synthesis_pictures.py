@@ -22,11 +22,12 @@ if __package__ in (None, ""):
 
 import SimpleITK as sitk
 
-from benchmarks import common
+from benchmarks import REPO_ROOT
+from benchmarks.common import model_setup
 
 # Display window (level, width) per region: lungs and mediastinum in one chest picture.
 DISPLAY_WINDOWS = {"chest": (-400.0, 1400.0), "abdomen": (40.0, 400.0), "head_neck": (60.0, 600.0)}
-DEFAULT_OUT = common.REPO_ROOT / "Resources" / "Screenshots"
+DEFAULT_OUT = REPO_ROOT / "Resources" / "Screenshots"
 
 
 def write_region_picture(region: str, real: sitk.Image, sample: sitk.Image, real_name: str, path: Path,
@@ -55,11 +56,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--out: the folder '{args.out}' does not exist")
     from MedDiffFMLib.tasks.synthesize import SynthesisOptions, synthesize_image
 
-    model = common.bench_model(args.model, "base")
+    model = model_setup.bench_model(args.model, "base")
     if not model.available:
         print(model.reason)
         return 2
-    engine = common.make_engine(model, args.device)
+    engine = model_setup.make_engine(model, args.device)
     spacing_xyz = tuple(reversed(engine.config.spacing_mm))
     for region in [r.strip() for r in args.regions.split(",") if r.strip()]:
         real_id = REGION_CASES[region][0]

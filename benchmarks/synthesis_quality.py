@@ -14,7 +14,7 @@ and compared with the real box:
   3x3 in-plane median and connected, within its axial slice, to the box's edge, so that lungs open
   to the box's edge count as body; :func:`box_body_mask`);
 * air / lung / fat / soft tissue / bone: fractions (%) of the body's voxels in
-  ``benchmarks.sampler_steps.TISSUES`` (the real box's fractions are the target);
+  ``benchmarks.common.metrics.TISSUES`` (the real box's fractions are the target);
 * texture: mean in-plane gradient magnitude and GLCM contrast (32 levels over -1000..1000 HU,
   neighbours at 1 voxel in-plane, pairs inside the body) as ratios to the real box (1 = as rough);
 * diversity: mean pairwise 3D SSIM (HU -1000..1000 mapped to 0..1) between the samples (lower
@@ -63,8 +63,9 @@ if __package__ in (None, ""):
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import common, metrics
-from benchmarks.sampler_steps import HIST_RANGE, TISSUES
+from benchmarks import REPO_ROOT
+from benchmarks.common import cli_options, ct_cases, metrics, model_setup, reporting, timing
+from benchmarks.common.metrics import HIST_RANGE, TISSUES
 
 # (real box, another patient) per region: the largest whole-region scans of the shared CT.
 REGION_CASES = {
@@ -74,7 +75,7 @@ REGION_CASES = {
 }
 # Cases of the same patient (left out together from an other-patient row's memorisation search).
 SAME_PATIENT = [{"abdomen_pelvis_3mm", "abdomen_3mm_small"}]
-MANIFEST = common.REPO_ROOT / "configs" / "shared_ct_manifest.json"
+MANIFEST = REPO_ROOT / "configs" / "shared_ct_manifest.json"
 BOX_MM = (80.0, 80.0, 140.0)  # z, y, x: 2 patches of the 1 mm base (80^3, overlap 0.25: 140 = 80 + 60)
 QUICK_BOX_MM = (80.0, 80.0, 80.0)  # one patch
 AIR_HU = -1024.0
@@ -99,7 +100,7 @@ def read_manifest_case(case_id: str) -> sitk.Image:
     from MedDiffFMLib.io import read_volume
 
     entry = next(c for c in manifest_cases() if c["id"] == case_id)
-    path = common.data_root() / entry["image"]
+    path = ct_cases.data_root() / entry["image"]
     if not path.exists():
         raise SystemExit(f"Missing {path}: the shared CT data is needed (set MEDDIFFFM_CT_DATA to its folder).")
     image = sitk.Cast(read_volume(path), sitk.sitkFloat32)
@@ -119,7 +120,7 @@ def real_box(case_id: str, spacing_xyz: Sequence[float], box_mm: Sequence[float]
     hu = sitk.GetArrayViewFromImage(image)
     body = np.argwhere(metrics.body_mask(np.asarray(hu)))
     center = body.mean(axis=0) if len(body) else None
-    return common.crop_image(image, common.crop_box(np.asarray(hu), image.GetSpacing(), box_mm, center))
+    return ct_cases.crop_image(image, ct_cases.crop_box(np.asarray(hu), image.GetSpacing(), box_mm, center))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def real_box(case_id: str, spacing_xyz: Sequence[float], box_mm: Sequence[float]
 def box_body_mask(hu: np.ndarray) -> np.ndarray:
     """The body in a box cut from inside it: every voxel but the air outside the patient (below
     ``OUTSIDE_AIR_HU`` after a 3x3 in-plane median, connected within its axial slice to the box's
-    in-plane edge). :func:`benchmarks.metrics.body_mask` fills holes slice by slice, which on a box
+    in-plane edge). :func:`benchmarks.common.metrics.body_mask` fills holes slice by slice, which on a box
     whose edges cut the body drops the lungs (they reach the edge); here lung (about -850 HU),
     the trachea and bowel gas stay in the body."""
     from scipy import ndimage
@@ -205,7 +206,7 @@ class Memorisation:
         spacing = (float(spacing_mm),) * 3
         found = cls(spacing)
         for entry in manifest_cases():
-            if entry.get("split") != "train" or not (common.data_root() / entry["image"]).exists():
+            if entry.get("split") != "train" or not (ct_cases.data_root() / entry["image"]).exists():
                 continue
             image = on_spacing(read_manifest_case(entry["id"]), spacing)
             found.cases.append(MatchCase(entry["id"], np.clip(sitk.GetArrayFromImage(image), *HIST_RANGE)))
@@ -251,7 +252,7 @@ def synthesize_samples(engine, region: str, grid: sitk.Image, count: int) -> tup
 
     images, seconds = [], []
     for seed in range(count):
-        with common.Stopwatch() as watch:
+        with timing.Stopwatch() as watch:
             result = synthesize_image(engine, SynthesisOptions(region=region, seed=seed), like=grid)
         images.append(sitk.Cast(result.image, sitk.sitkFloat32))
         seconds.append(watch.seconds)
@@ -298,21 +299,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.pictures is not None and not args.pictures.is_dir():
         parser.error(f"--pictures: the folder '{args.pictures}' does not exist")
     box_mm = tuple(args.box_mm or (QUICK_BOX_MM if args.quick else BOX_MM))
-    common.setup_threads(args)
-    machine = common.machine_info(args.device)
-    model = common.resolve_bench_model(args, role="base")
-    common.print_header("Synthesis quality per region (realism, diversity, memorisation)", machine, model)
+    cli_options.setup_threads(args)
+    machine = reporting.machine_info(args.device)
+    model = model_setup.resolve_bench_model(args, role="base")
+    reporting.print_header("Synthesis quality per region (realism, diversity, memorisation)", machine, model)
     if not model.available:
         print(model.reason)
         return 2
-    engine = common.make_engine(model, args.device)
+    engine = model_setup.make_engine(model, args.device)
     spacing_xyz = tuple(reversed(engine.config.spacing_mm))
     print(f"Loading the training cases on a {args.match_mm:g} mm grid for the memorisation search...", flush=True)
-    with common.Stopwatch() as load_watch:
+    with timing.Stopwatch() as load_watch:
         memory = Memorisation.load(args.match_mm)
     print(f"  {len(memory.cases)} training cases in {load_watch.seconds:.0f} s", flush=True)
 
-    table = common.Table("Synthesis per region: realism against the real box, diversity, memorisation", [
+    table = reporting.Table("Synthesis per region: realism against the real box, diversity, memorisation", [
         ("region", "region"), ("source", "volume"), ("n", "n"), ("w1", "HU W1 in body", "{:.1f}"),
         ("tissues", "air/lung/fat/soft/bone % of body"), ("gradient_ratio", "gradient ratio", "{:.2f}"),
         ("glcm_ratio", "GLCM contrast ratio", "{:.2f}"), ("diversity", "pairwise SSIM", "{:.3f}"),
@@ -330,19 +331,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                                     AIR_HU, sitk.sitkFloat32)
         other_image.CopyInformation(real_image)
         real, other = sitk.GetArrayFromImage(real_image), sitk.GetArrayFromImage(other_image)
-        spacing_zyx = common.spacing_zyx(real_image)
+        spacing_zyx = ct_cases.spacing_zyx(real_image)
         spacing_yx = spacing_zyx[1:]
         print(f"{region}: real box {real_id} {real_image.GetSize()} at {spacing_xyz} mm; "
               f"other patient {other_id}", flush=True)
         samples, seconds = synthesize_samples(engine, region, real_image, args.samples)
         sample_arrays = [sitk.GetArrayFromImage(s) for s in samples]
         noise = [smoothed_noise(real, spacing_zyx, seed) for seed in range(args.samples)]
-        with common.Stopwatch() as watch:
+        with timing.Stopwatch() as watch:
             found = {
                 "real": memory.best_match(real_image),
                 "other": memory.best_match(other_image, exclude=sorted(same_patient(other_id))),
                 "sample": max((memory.best_match(s) for s in samples), key=lambda m: m[0]),
-                "noise": memory.best_match(common.like(noise[0], real_image)),  # seed 0: the search is the cost
+                "noise": memory.best_match(ct_cases.like(noise[0], real_image)),  # seed 0: the search is the cost
             }
         match_seconds.append(watch.seconds)
         pair_ssim = metrics.ssim_3d(real, other, window=SSIM_RANGE)
@@ -373,7 +374,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   "normalised cross-correlation with any training case at the best shift (1 = a copy); s / sample: "
                   "wall clock per synthetic CT on this machine.")
     if args.save:
-        common.save_results("synthesis_quality", args, machine, model, [table], notes)
+        reporting.save_results("synthesis_quality", args, machine, model, [table], notes)
     return 0
 
 

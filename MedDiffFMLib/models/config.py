@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ModelError
 
-# The solver tasks use unless a model or a run says otherwise (benchmarks/sampler_steps.py).
+# The solver tasks use unless a model or a run says otherwise (benchmarks/studies/sampler_steps.py).
 DEFAULT_SAMPLER = "ddim"
 
 REGIONS: tuple[str, ...] = ("head_neck", "chest", "abdomen")

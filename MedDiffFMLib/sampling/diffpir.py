@@ -24,7 +24,7 @@ from .schedule import NoiseSchedule
 
 # The noise of a CT puts t* low on the schedule, so few steps reach t = 0: with the shipped model, 5
 # steps scored the same as 10 (mean of 6 cases: 35.93 dB, SSIM 0.704 both) at half the network
-# evaluations (benchmarks/results/denoise_steps_starter_*.md).
+# evaluations (benchmarks/results/denoise_steps_starter_*.md at commit d5c1bef).
 DEFAULT_DENOISE_STEPS = 5
 
 

@@ -54,10 +54,11 @@ DEFAULT_THIN_MM = 1.0
 
 
 # With the shipped models, 25 steps scored as well as 50 (3 cases: 29.12 vs 29.07 dB, SSIM 0.888 vs
-# 0.887; benchmarks/results/superres_quality_starter*.md) and 10 DDIM steps as well as 25 (cta_aorta_crop,
-# 96 mm: 29.18 vs 29.12 dB, SSIM 0.898 vs 0.897; DPM-Solver++ 2M at 10 or 5 steps: 29.02 / 29.04 dB,
-# no better; benchmarks/results/sampler_steps_superres_quick.md): DiffPIR's data step, not the solver,
-# carries the thick slices, so 10 DDIM steps it is, at 0.4x the network evaluations of 25.
+# 0.887; benchmarks/results/superres_quality_starter*.md at commit d5c1bef) and 10 DDIM steps as
+# well as 25 (cta_aorta_crop, 96 mm: 29.18 vs 29.12 dB, SSIM 0.898 vs 0.897; DPM-Solver++ 2M at 10 or
+# 5 steps: 29.02 / 29.04 dB, no better; benchmarks/results/sampler_steps_superres_quick.md): DiffPIR's
+# data step, not the solver, carries the thick slices, so 10 DDIM steps it is, at 0.4x the network
+# evaluations of 25.
 DEFAULT_SUPERRES_STEPS = 10
 
 

@@ -22,7 +22,7 @@ Three training-only knobs, each off by default (the paper's method):
   entirely inside the dilated lesion contributes no loss. Only for the base model: a lesion ControlNet
   must learn lesions, so it cannot be combined with ``lesion_loss_weight``.
 
-``benchmarks/training_recipe.py`` compares them at a fixed budget; docs/TRAINING.md gives the figures.
+``benchmarks/studies/training_recipe.py`` compares them at a fixed budget; docs/TRAINING.md gives the figures.
 """
 
 from __future__ import annotations

@@ -4,15 +4,15 @@ noise, the chunk's exported model against non-local means in the same run.
 Made here (needs SimpleITK): :func:`make_quality_cases` takes held-out cases of the training
 manifest, resamples each to the model's grid, cuts a box of about ``crop_mm`` (at least one patch)
 around the body, and adds low-dose noise simulated in the sinogram domain on the full axial slices
-of that grid (benchmarks/lowdose.py; I0 calibrated for about 35 HU in soft tissue, a fixed seed).
+of that grid (benchmarks/common/lowdose.py; I0 calibrated for about 35 HU in soft tissue, a fixed seed).
 Each case is one small ``.npz`` (clean and noisy HU as int16) that travels with the chunk's shard,
 so every chunk is scored on exactly the same noisy input.
 
 Run on the GPU machine (no SimpleITK there): :func:`evaluate` denoises each noisy box with the
 model on the model grid (DiffPIR, :func:`MedDiffFMLib.sampling.diffpir.diffpir_denoise`, the
 library's default steps, the change added back to the input as the library does), and with NLM
-(benchmarks/baselines.py, the benchmark's tuned parameters); both are given the noise std measured
-when it was added, so neither depends on a noise estimator. Scores (benchmarks/metrics.py): PSNR
+(benchmarks/common/baselines.py, the benchmark's tuned parameters); both are given the noise std measured
+when it was added, so neither depends on a noise estimator. Scores (benchmarks/common/metrics.py): PSNR
 (dB, [-1000, 1000] HU), mean axial SSIM (W400/L40), RMSE in soft tissue (HU).
 
 This is a model-grid check for tracking chunks, not the benchmark protocol: the model never has to
@@ -36,9 +36,9 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from benchmarks.baselines import nlm
-from benchmarks.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
-from benchmarks.metrics import psnr, rmse, soft_tissue_mask, ssim_axial
+from benchmarks.common.baselines import nlm
+from benchmarks.common.lowdose import DEFAULT_TARGET_STD_HU, added_std, calibrate_i0, simulate_low_dose
+from benchmarks.common.metrics import psnr, rmse, soft_tissue_mask, ssim_axial
 
 DEFAULT_CASES = ("cta_aorta_crop", "STS_034")
 CROP_MM = 80.0
@@ -51,7 +51,7 @@ def make_quality_cases(manifest_path: Path, data_root: Optional[Path], spacing_z
     """Write one ``<case>.npz`` per held-out case into ``out_dir`` (see the module docstring)."""
     import SimpleITK as sitk
 
-    from benchmarks.common import crop_box
+    from benchmarks.common.ct_cases import crop_box
     from MedDiffFMLib.io import read_volume
     from MedDiffFMLib.preprocessing import resample_to_spacing
     from MedDiffFMLib.training import load_manifest

@@ -48,8 +48,8 @@ VARIANTS: dict[str, dict] = {
 
 def describe_machine(device: torch.device) -> str:
     """What the figures were measured on: the training model card's hardware line, plus the CPU cores
-    the data loader has and the versions (benchmarks.common's description needs SimpleITK, which the
-    GPU image lacks)."""
+    the data loader has and the versions (benchmarks.common.reporting's description needs SimpleITK,
+    which the GPU image lacks)."""
     from MedDiffFMLib.training.export import hardware_description
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
