@@ -52,6 +52,8 @@ class Argument:
                "choices": list(self.choices), "required": self.required, "default": default}
         if self.nargs is not None:
             out["nargs"] = self.nargs
+        if self.group is not None:
+            out["group"] = self.group
         return out
 
 
