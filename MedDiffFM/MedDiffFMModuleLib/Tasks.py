@@ -381,8 +381,10 @@ def taskOptionArguments(task: TaskName, options: TaskOptions, tasks: Optional[Di
     return args
 
 
-def commonArguments(options: TaskOptions, platform: Optional[str] = None, progress: str = "json") -> List[str]:
-    """``--model``, ``--device`` (or ``--server``), ``--steps``, ``--seed`` and ``--progress``.
+def commonArguments(options: TaskOptions, platform: Optional[str] = None, progress: str = "json",
+                    shown: Tuple[str, ...] = (STEPS, SEED)) -> List[str]:
+    """``--model``, ``--device`` (or ``--server``), ``--steps``, ``--seed`` and ``--progress``
+    (``--steps``/``--seed`` only when ``shown``: a task without them takes neither).
 
     On a server the model is named, never a local folder: a folder gives its name (the folder's)."""
     options = options.normalized()
@@ -393,9 +395,9 @@ def commonArguments(options: TaskOptions, platform: Optional[str] = None, progre
         args += ["--server", options.server]  # the token travels in the environment, never in argv
     else:
         args += ["--device", options.device.cliValue(platform)]
-    if options.steps is not None:
+    if options.steps is not None and STEPS in shown:
         args += ["--steps", str(options.steps)]
-    if options.seed is not None:
+    if options.seed is not None and SEED in shown:
         args += ["--seed", str(options.seed)]
     if progress:
         args += ["--progress", progress]
@@ -453,7 +455,7 @@ def buildTaskArguments(task: TaskName, paths: TaskPaths, options: TaskOptions,
         if paths.inputPath(field) and (group is None or group not in given):
             args += [flag, paths.inputPath(field)]
             given.add(group)
-    return args + commonArguments(options, platform)
+    return args + commonArguments(options, platform, shown=spec.options)
 
 
 def buildBatchArguments(task: TaskName, inputDir: str, outDir: str, options: TaskOptions,
@@ -467,4 +469,5 @@ def buildBatchArguments(task: TaskName, inputDir: str, outDir: str, options: Tas
             raise ValueError(_("Batch {task} needs a folder of masks named like the volumes (masks=...).").format(
                 task=name))
         args += ["--masks", masksDir]
-    return args + taskOptionArguments(task, options, tasks) + commonArguments(options, platform)
+    return args + taskOptionArguments(task, options, tasks) + commonArguments(options, platform,
+                                                                               shown=taskSpec(task, tasks).options)

@@ -171,8 +171,10 @@ class TaskEntry:
         return {f.name: _field_default(f) for f in dataclasses.fields(self.options_type)}
 
     @property
-    def default_steps(self) -> int:
-        return int(self.defaults["steps"])
+    def default_steps(self) -> Optional[int]:
+        """The options type's default ``steps`` (None for a task without steps)."""
+        steps = self.defaults.get("steps")
+        return None if steps is None else int(steps)
 
     def input_label(self, name: str) -> str:
         """How messages name input ``name`` (a ``path`` argument's ``read_as``, else the name)."""
