@@ -169,3 +169,21 @@ def test_the_slicer_module_builds_the_toy_tasks_argv_from_info_json(smooth, tiny
                                atol=1e-4)
     batch = Tasks.buildBatchArguments("smooth", "in", "out", options, platform="linux", tasks=info.tasks)
     assert build_parser().parse_args(_hoist_global_options(batch)).batch_task == "smooth"
+
+
+def test_controlnet_roles_and_choices_come_from_one_table():
+    """A task with its own ControlNet adds one row to ``models.config.CONTROLNET_TASKS``: the model
+    roles, ``init-model --controlnet`` and ``finetune --task`` choices and the model card's words
+    follow, and fine-tuning must have a condition builder for it."""
+    from MedDiffFMLib.cli import build_parser
+    from MedDiffFMLib.models.config import CONTROLNET_TASKS
+    from MedDiffFMLib.models.registry import FALLBACK_NAMES, ROLES
+    from MedDiffFMLib.training.condition_builders import CONDITION_BUILDERS
+
+    assert ROLES == ("base", *CONTROLNET_TASKS) and set(FALLBACK_NAMES) == set(ROLES)
+    assert set(CONDITION_BUILDERS) == set(CONTROLNET_TASKS)
+    assert {entry.role for entry in TASKS.values()} <= set(ROLES)
+    parser = build_parser()
+    for task in CONTROLNET_TASKS:
+        assert parser.parse_args(["init-model", "--controlnet", task, "out"]).controlnet == task
+        assert parser.parse_args(["finetune", "c.json", "--task", task]).task == task
