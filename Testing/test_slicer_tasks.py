@@ -336,8 +336,7 @@ def test_time_estimate_uses_the_library_default_steps_from_its_export():
 def test_the_shipped_task_export_is_the_librarys():
     """Until ``info --json`` has run, the module reads the library's task export shipped beside it
     (Resources/library-tasks.json); it must be the library's own, and every labelled task in it.
-    Regenerate it with: python -c "import json; from MedDiffFMLib.tasks.registry import export_tasks;
-    print(json.dumps(export_tasks(), indent=1, sort_keys=True))" > MedDiffFM/Resources/library-tasks.json"""
+    Regenerate it with ``python -m tools.export_tasks``."""
     from MedDiffFMLib.tasks.registry import export_tasks
 
     shipped = Tasks.shippedTasks()
