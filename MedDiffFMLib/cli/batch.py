@@ -46,7 +46,7 @@ class BatchFailed(MedDiffFMError):
 
 def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     group = parser.add_argument_group("batch")
-    what = "anatomy label maps" if task == "synthesize" else "CT volumes"
+    what = f"{TASKS[task].input_name}s"
     group.add_argument("--inputs", required=True,
                        help=f"{what}: a folder (files and DICOM sub-folders), a quoted glob pattern, or a .txt list")
     group.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
