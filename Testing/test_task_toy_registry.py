@@ -147,7 +147,7 @@ def test_the_slicer_module_builds_the_toy_tasks_argv_from_info_json(smooth, tiny
     spec = Tasks.taskSpec("smooth", info.tasks)
     assert spec.paths == ("input", "output") and spec.inputRequired and spec.options == (Tasks.STEPS,)
     assert spec.extraOutputs == (("difference", "--difference-out"),)
-    assert Tasks.taskLabel("smooth") == "smooth" and Tasks.outputName("smooth", "CT") == "CT smooth"
+    assert "smooth" not in Tasks.TASK_LABELS and Tasks.outputName("smooth", "CT") == "CT smooth"
     assert spec.description == "smooth a CT (toy task)"
     with pytest.raises(ValueError, match="no task 'smooth'"):
         Tasks.taskSpec("smooth")  # before `info --json` the module knows only the shipped tasks

@@ -6,8 +6,9 @@ What a task takes (its path arguments, options, extra outputs, whether it needs 
 library's task registry, as ``meddifffm info --json`` exports it under ``"tasks"`` (read by
 ``Models.parseInfoOutput``): every function here takes that export as ``tasks``, and until the
 library was asked (``tasks`` None) uses the copy shipped with the module
-(``Resources/library-tasks.json``, checked against the library by the tests). A task the library
-has and the module has no label for is shown by its name.
+(``Resources/library-tasks.json``, checked against the library by the tests). The combo box lists
+the tasks with a label here; the functions below also build the arguments of any other task of the
+library, by its name (its output node is then named after the task).
 
 The library's defaults (steps, strength...) are not repeated here: an option left at ``None`` is
 not passed, so the library's task registry decides. The tests parse every argument list built here
@@ -236,12 +237,6 @@ def taskSpec(task: TaskName, tasks: Optional[Dict[str, Dict]] = None) -> TaskSpe
         extraOutputs=tuple((e["name"], e["flag"]) for e in export.get("extra_outputs", [])),
         inputOptions=tuple((a["field"], a["flag"], a.get("group")) for a in commandArguments
                            if a.get("kind") == "path"))
-
-
-def taskLabel(task: TaskName) -> str:
-    """The combo-box label of ``task`` (its name for a task the module has no label for)."""
-    label = TASK_LABELS.get(_taskName(task))
-    return label.label if label else _taskName(task)
 
 
 SYNTHETIC_CT_NAME = "synthetic CT"

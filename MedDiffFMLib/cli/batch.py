@@ -78,7 +78,7 @@ def batch_extras(args: argparse.Namespace, entry) -> list:
     """The extra outputs a batch writes: each the entry always writes in a batch, and each whose
     batch switch (e.g. anomaly's ``--healthy``) is on."""
     return [extra.name for extra in entry.extra_outputs
-            if extra.batch_flag is None or getattr(args, extra.batch_flag.lstrip("-").replace("-", "_"), False)]
+            if extra.batch_dest is None or getattr(args, extra.batch_dest, False)]
 
 
 class _Overall:

@@ -72,7 +72,12 @@ class ExtraOutput:
     @property
     def dest(self) -> str:
         """The command line's attribute of ``--flag``."""
-        return self.flag.lstrip("-").replace("-", "_")
+        return _dest(self.flag)
+
+    @property
+    def batch_dest(self) -> Optional[str]:
+        """The ``batch`` command line's attribute of ``batch_flag`` (None without one)."""
+        return _dest(self.batch_flag) if self.batch_flag else None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "flag": self.flag, "help": self.help, "batch_flag": self.batch_flag}
@@ -204,6 +209,10 @@ class TaskEntry:
             "command_arguments": [a.to_dict(_jsonable(defaults.get(a.field))) for a in self.command_arguments],
             "extra_outputs": [e.to_dict() for e in self.extra_outputs],
         }
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def _field_default(field: dataclasses.Field) -> Any:
