@@ -1,4 +1,4 @@
-"""The Python API: one call per task.
+"""The Python API: :func:`run_task` runs any task of the registry, and one named call per task.
 
 Each call takes a ``SimpleITK.Image`` or a numpy array in (z, y, x) order with ``spacing``,
 ``origin`` and ``direction`` (SimpleITK's (x, y, z) conventions), and returns the same kind of
@@ -8,26 +8,27 @@ is polled between steps (return True to stop; :class:`CancelledError` is raised)
 
 Pass ``engine=`` (a :class:`~MedDiffFMLib.tasks.Engine`) to reuse a loaded model across calls.
 Every default is the task options type's (:mod:`MedDiffFMLib.tasks.registry`), and every call
-builds its options through the registry, so they are checked by the options' ``validate()``.
+builds its options and runs through the registry (:func:`run_task`), so they are checked by the
+options' ``validate()``; a task added to the registry is callable here at once.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from .io import to_image
 from .progress import CancelCheck, ProgressCallback
-from .tasks.anomaly import AnomalyOptions, anomaly_map_image
-from .tasks.denoise import DenoiseOptions, denoise_image
+from .tasks.anomaly import AnomalyOptions
+from .tasks.denoise import DenoiseOptions
 from .engine import Engine, EngineOptions
-from .tasks.inpaint import InpaintOptions, inpaint_image
-from .tasks.lesion import LesionOptions, generate_lesion_image
-from .tasks.registry import task_entry
-from .tasks.superres import SuperResOptions, super_resolve_image
-from .tasks.synthesize import SynthesisOptions, synthesize_image
+from .tasks.inpaint import InpaintOptions
+from .tasks.lesion import LesionOptions
+from .tasks.registry import TaskRun, task_entry
+from .tasks.superres import SuperResOptions
+from .tasks.synthesize import SynthesisOptions
 
 ImageLike = Union[sitk.Image, np.ndarray]
 
@@ -43,6 +44,51 @@ def _like_input(result: sitk.Image, original: ImageLike) -> ImageLike:
 def _engine(engine: Optional[Engine], model, device: str, task: str) -> Engine:
     entry = task_entry(task)
     return engine or Engine(EngineOptions(model=model, device=device), role=entry.role, expect_task=entry.expect_task)
+
+
+def run_task(
+    task: str,
+    image: Optional[ImageLike] = None,
+    mask: Optional[ImageLike] = None,
+    *,
+    spacing: Optional[Sequence[float]] = None,
+    origin: Optional[Sequence[float]] = None,
+    direction: Optional[Sequence[float]] = None,
+    inputs: Optional[Mapping[str, sitk.Image]] = None,
+    options: Optional[Mapping[str, Any]] = None,
+    model: Optional[str] = None,
+    device: str = "auto",
+    details: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    engine: Optional[Engine] = None,
+    **fields: Any,
+) -> Union[ImageLike, TaskRun]:
+    """Run the registry's ``task`` on ``image`` (its main input: the CT, or synthesis' anatomy label
+    map; None for none) and ``mask`` (the tasks that need one).
+
+    ``spacing``/``origin``/``direction`` give a numpy ``image`` its geometry. The task's options are
+    ``options`` and the keyword ``fields`` (option fields of the task's options type, e.g.
+    ``steps=10``; ``options`` takes a field whose name a keyword here already has, such as
+    super-resolution's target ``spacing``). ``inputs``: the task's other input images by name
+    (synthesis' ``like``).
+
+    Returns the main output like ``image`` (a numpy array for a numpy input, else an image); with
+    ``details=True`` the :class:`~MedDiffFMLib.tasks.registry.TaskRun`: every output by name (``""``
+    the main one), each like ``image``, and the task's own result object.
+    """
+    entry = task_entry(task)
+    checked = entry.options(**{**dict(options or {}), **fields})
+    named = dict(inputs or {})
+    if image is not None:
+        named[entry.main_input] = _as_image(image, spacing, origin, direction)
+    if mask is not None:
+        named["mask"] = mask
+    done = entry.run(_engine(engine, model, device, task), named, checked, progress, cancel)
+    like = image if image is not None else done.images[""]
+    if not details:
+        return _like_input(done.images[""], like)
+    return TaskRun({key: _like_input(value, like) for key, value in done.images.items()}, done.result)
 
 
 def denoise(
@@ -65,11 +111,9 @@ def denoise(
     engine: Optional[Engine] = None,
 ) -> ImageLike:
     """Denoise a CT in HU (zero-shot DiffPIR); see :class:`~MedDiffFMLib.tasks.denoise.DenoiseOptions`."""
-    source = _as_image(image, spacing, origin, direction)
-    options = task_entry("denoise").options(strength=strength, steps=steps, noise_hu=noise_hu, lam=lam, seed=seed,
-                                            region=region, allow_non_hu=allow_non_hu)
-    result = denoise_image(source, _engine(engine, model, device, "denoise"), options, progress, cancel)
-    return _like_input(result.image, image)
+    return run_task("denoise", image, spacing=spacing, origin=origin, direction=direction, model=model, device=device,
+                    progress=progress, cancel=cancel, engine=engine, strength=strength, steps=steps,
+                    noise_hu=noise_hu, lam=lam, seed=seed, region=region, allow_non_hu=allow_non_hu)
 
 
 def anomaly_map(
@@ -105,22 +149,15 @@ def anomaly_map(
     None: needs ``threshold`` or, with "ensemble", the model's calibrated default), "healthy", "score",
     "threshold"}``.
     """
-    source = _as_image(image, spacing, origin, direction)
-    options = task_entry("anomaly").options(method=method, start_step=start_step, steps=steps, samples=samples,
-                                            smooth_mm=smooth_mm, threshold=threshold,
-                                            min_component_ml=min_component_ml, body_only=body_only, seed=seed,
-                                            region=region, allow_non_hu=allow_non_hu)
-    result = anomaly_map_image(source, _engine(engine, model, device, "anomaly"), options, progress, cancel)
-    amap = _like_input(result.anomaly_map, image)
+    done = run_task("anomaly", image, spacing=spacing, origin=origin, direction=direction, model=model,
+                    device=device, details=True, progress=progress, cancel=cancel, engine=engine, method=method,
+                    start_step=start_step, steps=steps, samples=samples, smooth_mm=smooth_mm, threshold=threshold,
+                    min_component_ml=min_component_ml, body_only=body_only, seed=seed, region=region,
+                    allow_non_hu=allow_non_hu)
     if not details:
-        return amap
-    return {
-        "map": amap,
-        "mask": _like_input(result.mask, image) if result.mask is not None else None,
-        "healthy": _like_input(result.healthy, image),
-        "score": result.score,
-        "threshold": result.threshold,
-    }
+        return done.images[""]
+    return {"map": done.images[""], "mask": done.images.get("mask"), "healthy": done.images["healthy"],
+            "score": done.result.score, "threshold": done.result.threshold}
 
 
 def synthesize(
@@ -146,16 +183,14 @@ def synthesize(
     ``direction``), else ``like``'s, else ``size`` (x, y, z) voxels at ``spacing`` mm with
     ``origin``/``direction``. Returns a numpy array when ``anatomy`` is one, else an image.
     """
-    anatomy_image = None
-    grid = {}
-    if anatomy is not None:
-        anatomy_image = _as_image(anatomy, spacing, origin, direction)
-    else:
-        grid = dict(size=size, spacing=spacing, origin=origin, direction=direction)
-    options = task_entry("synthesize").options(region=region, steps=steps, seed=seed, **grid)
-    result = synthesize_image(_engine(engine, model, device, "synthesize"), options, anatomy=anatomy_image, like=like,
-                              progress=progress, cancel=cancel)
-    return _like_input(result.image, anatomy) if anatomy is not None else result.image
+    if anatomy is not None:  # its geometry (a numpy label map's) comes with it
+        return run_task("synthesize", anatomy, spacing=spacing, origin=origin, direction=direction,
+                        inputs={"like": like} if like is not None else None, model=model, device=device,
+                        progress=progress, cancel=cancel, engine=engine, region=region, steps=steps, seed=seed)
+    grid = dict(size=size, spacing=spacing, origin=origin, direction=direction)
+    return run_task("synthesize", inputs={"like": like} if like is not None else None, options=grid, model=model,
+                    device=device, progress=progress, cancel=cancel, engine=engine, region=region, steps=steps,
+                    seed=seed)
 
 
 def super_resolve(
@@ -186,18 +221,10 @@ def super_resolve(
     slice axis unless ``keep_origin``; :func:`MedDiffFMLib.tasks.superres.output_geometry` gives
     it for numpy callers). Every F consecutive output slices average to the input slice.
     """
-    source = _as_image(image, spacing, origin, direction)
-    options = task_entry("superres").options(factor_z=factor_z, spacing=z_spacing, steps=steps, lam=lam,
-                                             noise_hu=noise_hu, seed=seed, region=region, keep_origin=keep_origin,
-                                             allow_non_hu=allow_non_hu)
-    engine = _engine(engine, model, device, "superres")
-    result = super_resolve_image(source, engine, options, progress, cancel)
-    return _like_input(result.image, image)
-
-
-def _regenerate_options(task, steps, resample, init, start_step, seed, region, label, allow_non_hu):
-    return task_entry(task).options(steps=steps, resample=resample, init=init, start_step=start_step, seed=seed,
-                                    region=region, label=label, allow_non_hu=allow_non_hu)
+    return run_task("superres", image, spacing=spacing, origin=origin, direction=direction,
+                    options={"spacing": z_spacing}, model=model, device=device, progress=progress, cancel=cancel,
+                    engine=engine, factor_z=factor_z, steps=steps, lam=lam, noise_hu=noise_hu, seed=seed,
+                    region=region, keep_origin=keep_origin, allow_non_hu=allow_non_hu)
 
 
 def inpaint(
@@ -227,10 +254,10 @@ def inpaint(
     physical position when its grid differs). Every voxel outside the mask is bit-identical to the
     input, in the input's pixel type; see :mod:`MedDiffFMLib.tasks.inpaint`.
     """
-    source = _as_image(image, spacing, origin, direction)
-    options = _regenerate_options("inpaint", steps, resample, init, start_step, seed, region, label, allow_non_hu)
-    result = inpaint_image(source, mask, _engine(engine, model, device, "inpaint"), options, progress, cancel)
-    return _like_input(result.image, image)
+    return run_task("inpaint", image, mask, spacing=spacing, origin=origin, direction=direction, model=model,
+                    device=device, progress=progress, cancel=cancel, engine=engine, steps=steps, resample=resample,
+                    init=init, start_step=start_step, seed=seed, region=region, label=label,
+                    allow_non_hu=allow_non_hu)
 
 
 def generate_lesion(
@@ -257,8 +284,7 @@ def generate_lesion(
     """Generate a lesion shaped like ``mask`` (lesion ControlNet + RePaint); outside the mask every
     voxel is bit-identical to the input. ``mask`` as in :func:`inpaint`; see
     :mod:`MedDiffFMLib.tasks.lesion`."""
-    source = _as_image(image, spacing, origin, direction)
-    options = _regenerate_options("lesion", steps, resample, init, start_step, seed, region, label, allow_non_hu)
-    engine = _engine(engine, model, device, "lesion")
-    result = generate_lesion_image(source, mask, engine, options, progress, cancel)
-    return _like_input(result.image, image)
+    return run_task("lesion", image, mask, spacing=spacing, origin=origin, direction=direction, model=model,
+                    device=device, progress=progress, cancel=cancel, engine=engine, steps=steps, resample=resample,
+                    init=init, start_step=start_step, seed=seed, region=region, label=label,
+                    allow_non_hu=allow_non_hu)

@@ -345,3 +345,14 @@ def test_time_estimate_uses_the_library_default_steps_from_its_export():
         assert estimateSeconds(dims, spacing, None, "cpu", model, task) == \
             estimateSeconds(dims, spacing, entry.default_steps, "cpu", model, task)
     assert info.tasks["inpaint"]["needs_mask"] and info.tasks["superres"]["role"] == "superres"
+
+
+def test_the_shipped_task_export_is_the_librarys():
+    """Until ``info --json`` has run, the module reads the library's task export shipped beside it
+    (Resources/library-tasks.json); it must be the library's own, and every labelled task in it.
+    Regenerate it with ``python -m tools.export_tasks``."""
+    from MedDiffFMLib.tasks.registry import export_tasks
+
+    shipped = Tasks.shippedTasks()
+    assert shipped == json.loads(json.dumps(export_tasks()))
+    assert set(Tasks.TASK_LABELS) <= set(shipped)

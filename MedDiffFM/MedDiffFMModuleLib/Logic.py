@@ -12,7 +12,7 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import slicer
 
@@ -187,9 +187,9 @@ class Logic:
     def validateRequest(self, request: TaskRequest) -> None:
         """Raise :class:`MedDiffFMModuleError` with a clear message for a bad selection."""
         task = Task(request.task)
-        spec = taskSpec(task)
+        spec = taskSpec(task, self.libraryTasks())
         try:
-            request.options.validate(task)
+            request.options.validate(task, self.libraryTasks())
         except ValueError as error:
             raise MedDiffFMModuleError(str(error)) from error
         volume = request.inputVolume
@@ -208,7 +208,7 @@ class Logic:
         if request.outputVolume is not None and volume is not None and sameNode(request.outputVolume, volume):
             raise MedDiffFMModuleError(_("The output volume must differ from the input: the input is never overwritten. "
                                          "Choose \"Create new volume\"."))
-        if needsMask(task):
+        if needsMask(task, self.libraryTasks()):
             segmentation = request.segmentationNode
             if segmentation is None:
                 raise MedDiffFMModuleError(_("Select a segmentation and a segment: draw the region with Segment Editor first."))
@@ -243,7 +243,7 @@ class Logic:
             if task is Task.SYNTHESIZE and request.anatomyVolume is not None:
                 paths.anatomy = os.path.join(tempDir, "anatomy.nrrd")
                 SceneIO.writeVolume(request.anatomyVolume, paths.anatomy)
-            if needsMask(task):
+            if needsMask(task, self.libraryTasks()):
                 paths.mask = os.path.join(tempDir, "mask.nrrd")
                 SceneIO.writeSegmentMask(request.segmentationNode, request.segmentId, request.inputVolume, paths.mask)
             if task is Task.ANOMALY:
@@ -252,7 +252,7 @@ class Logic:
                     paths.anomalyMask = os.path.join(tempDir, "anomaly-mask.nrrd")
                 if request.keepHealthy:
                     paths.healthy = os.path.join(tempDir, "healthy.nrrd")
-            args = buildTaskArguments(task, paths, options)
+            args = buildTaskArguments(task, paths, options, tasks=self.libraryTasks())
             job = Job(self._runner(args), tempDir=tempDir, request=request, paths=paths,
                       onProgress=onProgress, onLog=onLog)
             job.seed = options.seed
@@ -511,7 +511,7 @@ class Logic:
                         (shutil.copytree if os.path.isdir(path) else shutil.copy2)(path, target)
             try:
                 args = buildBatchArguments(task, inputDir, str(outDir), self._options(task, **options),
-                                           masksDir=str(masks) if masks else None)
+                                           masksDir=str(masks) if masks else None, tasks=self.libraryTasks())
             except ValueError as error:
                 raise MedDiffFMModuleError(str(error)) from error
             job = self.runCommand(args)
@@ -528,6 +528,11 @@ class Logic:
         job = Job(self._runner(["info", "--json"]), kind="info")
         job.runner.start()
         return job
+
+    def libraryTasks(self) -> Optional[Dict[str, Dict]]:
+        """The library's task registry from the last ``meddifffm info --json``; None before it ran
+        (``Tasks`` then uses the copy shipped with the module)."""
+        return self.libraryInfo.tasks if self.libraryInfo is not None and self.libraryInfo.tasks else None
 
     def calibratedAnomalyThreshold(self, model: Optional[str]) -> Optional[float]:
         """The anomaly map's calibrated default threshold of ``model`` (empty: the default model), from

@@ -217,8 +217,9 @@ class MedDiffFMPanel:
         try:
             ui = self.ui
             task = Task(p.task)
-            spec = taskSpec(task)
-            for option, visible in visibleOptions(task, self.anatomyChannels()).items():
+            tasks = self.libraryInfo.tasks if self.libraryInfo is not None else None
+            spec = taskSpec(task, tasks)
+            for option, visible in visibleOptions(task, self.anatomyChannels(), tasks).items():
                 self.optionRows[option].setVisible(visible)
             ui.inputVolumeLabel.setText(_("Input volume:") if spec.inputRequired else _("Reference grid (optional):"))
             ui.taskDescriptionLabel.setText(spec.description)
@@ -229,7 +230,7 @@ class MedDiffFMPanel:
                     name=outputName(task, inputName)))
             else:
                 ui.outputSelector.setProperty("noneDisplay", _("Create new volume"))
-            if needsMask(task):
+            if needsMask(task, tasks):
                 self._syncSegmentSelectorFromParameters()
             ui.editSegmentsButton.setEnabled(p.inputVolume is not None)
             self._syncModelComboBoxFromParameters()
@@ -245,9 +246,10 @@ class MedDiffFMPanel:
         if p is None:
             return _("No parameter node.")
         task = Task(p.task)
-        if taskSpec(task).inputRequired and p.inputVolume is None:
+        tasks = self.libraryInfo.tasks if self.libraryInfo is not None else None
+        if taskSpec(task, tasks).inputRequired and p.inputVolume is None:
             return _("Select an input volume.")
-        if needsMask(task) and (p.segmentationNode is None or not p.segmentId):
+        if needsMask(task, tasks) and (p.segmentationNode is None or not p.segmentId):
             return _("Select a segmentation and a segment (draw the region with Segment Editor).")
         return None
 

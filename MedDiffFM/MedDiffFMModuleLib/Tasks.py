@@ -1,42 +1,109 @@
-"""The six MedDiff-FM tasks: which options each one shows, how outputs are named, and the
-``meddifffm`` command-line arguments built from the panel or console options.
+"""The module's tasks: their labels (the one per-task piece of the module), which options each one
+shows, how outputs are named, and the ``meddifffm`` command-line arguments built from the panel or
+console options.
+
+What a task takes (its path arguments, options, extra outputs, whether it needs a mask) is the
+library's task registry, as ``meddifffm info --json`` exports it under ``"tasks"`` (read by
+``Models.parseInfoOutput``): every function here takes that export as ``tasks``, and until the
+library was asked (``tasks`` None) uses the copy shipped with the module
+(``Resources/library-tasks.json``, checked against the library by the tests). The combo box lists
+the tasks with a label here; the functions below also build the arguments of any other task of the
+library, by its name (its output node is then named after the task).
 
 The library's defaults (steps, strength...) are not repeated here: an option left at ``None`` is
-not passed, so the library's task registry decides (``meddifffm info --json`` exports it, see
-``Models.py``). The tests parse every argument list built here with the library's real parser.
+not passed, so the library's task registry decides. The tests parse every argument list built here
+with the library's real parser.
 
 Pure Python (no ``slicer``, ``qt`` or ``vtk``): unit-tested without Slicer.
 """
 
 import dataclasses
 import enum
+import json
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from .I18n import _
 
 
-class Task(enum.Enum):
-    """A task of the module; the value is the ``meddifffm`` subcommand."""
+@dataclasses.dataclass(frozen=True)
+class TaskLabel:
+    """How the module shows a task: its combo-box label, the output node's suffix and the panel's
+    description."""
 
-    DENOISE = "denoise"
-    ANOMALY = "anomaly"
-    SYNTHESIZE = "synthesize"
-    SUPERRES = "superres"
-    INPAINT = "inpaint"
-    LESION = "lesion"
+    label: str
+    outputSuffix: str
+    description: str = ""
+
+
+# The Slicer label of each task, in the combo box's order: adding a task to the module is one line here.
+TASK_LABELS: Dict[str, TaskLabel] = {
+    "denoise": TaskLabel(
+        _("Denoise"), "denoised",
+        _("Removes noise with the diffusion model as prior; the noise level is estimated from the volume. "
+          "Strength: the fraction of that noise removed (1 = all).")),
+    "anomaly": TaskLabel(
+        _("Anomaly map"), "anomaly map",
+        _("Reconstructs pseudo-healthy volumes from moderate noise levels and maps where the input differs from "
+          "them more than healthy tissue of the same structure does (1 = typical healthy tissue). Voxels above "
+          "the model's calibrated threshold (exceeded by 1 % of healthy body voxels), or above your own "
+          "threshold, become a segment.")),
+    "synthesize": TaskLabel(
+        _("Synthesize"), "synthesized",
+        _("Generates a synthetic CT of the chosen body region, on the grid of the reference volume when one is "
+          "selected (or of the anatomy label map, for a model that takes one).")),
+    "superres": TaskLabel(
+        _("Super-resolve"), "super-resolved",
+        _("Generates thin slices from a thick-slice volume: the z factor is the number of thin slices per thick "
+          "slice (0 = chosen from the voxel spacing).")),
+    "inpaint": TaskLabel(
+        _("Inpaint"), "with generated tissue",
+        _("Replaces the region of the selected segment with plausible healthy tissue.")),
+    "lesion": TaskLabel(
+        _("Generate lesion"), "with generated lesion",
+        _("Generates a lesion inside the region of the selected segment.")),
+}
+
+
+class _TaskChoice(enum.Enum):
+    """A task of the module; the value is the ``meddifffm`` subcommand."""
 
     def label(self) -> str:
         """Text shown in the task combo box (used by Slicer's parameterNodeWrapper)."""
-        return {
-            Task.DENOISE: _("Denoise"),
-            Task.ANOMALY: _("Anomaly map"),
-            Task.SYNTHESIZE: _("Synthesize"),
-            Task.SUPERRES: _("Super-resolve"),
-            Task.INPAINT: _("Inpaint"),
-            Task.LESION: _("Generate lesion"),
-        }[self]
+        return TASK_LABELS[self.value].label
+
+
+# An enum (the parameter node's combo box needs one) with one member per labelled task.
+Task = _TaskChoice("Task", [(name.upper(), name) for name in TASK_LABELS], module=__name__, qualname="Task")
+
+TaskName = Union[Task, str]
+
+
+def _taskName(task: TaskName) -> str:
+    return task.value if isinstance(task, enum.Enum) else str(task)
+
+
+SHIPPED_TASKS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Resources",
+                                  "library-tasks.json")
+_shipped: Dict[str, Dict] = {}
+
+
+def shippedTasks() -> Dict[str, Dict]:
+    """The library's task export as shipped with the module (what ``info --json`` prints under "tasks")."""
+    if not _shipped:
+        with open(SHIPPED_TASKS_FILE, encoding="utf-8") as f:
+            _shipped.update(json.load(f))
+    return _shipped
+
+
+def libraryTask(task: TaskName, tasks: Optional[Dict[str, Dict]] = None) -> Dict:
+    """The library's export of ``task``: from ``tasks`` (``info --json``), else the shipped copy."""
+    name = _taskName(task)
+    export = (tasks or {}).get(name) or shippedTasks().get(name)
+    if export is None:
+        raise ValueError(_("The library has no task '{task}'.").format(task=name))
+    return export
 
 
 class Region(enum.Enum):
@@ -123,12 +190,19 @@ ANATOMY = "anatomy"
 ALL_OPTIONS = (STRENGTH, STEPS, SEED, REGION, ANATOMY, INPUT_REGION, THRESHOLD, FACTOR_Z, MASK)
 
 
+# The panel rows set by a library option, by its flag (``--region`` is synthesis' REGION when it is
+# required, else the input CT's INPUT_REGION).
+OPTION_ROWS = {"--strength": STRENGTH, "--factor-z": FACTOR_Z, "--threshold": THRESHOLD, "--steps": STEPS,
+               "--seed": SEED}
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """What a task needs and shows."""
+    """What a task needs and shows, from the library's export and the module's label."""
 
-    task: Task
+    task: str
     options: Tuple[str, ...]
+    """The panel rows shown (library options the panel has a row for, and the mask)."""
     paths: Tuple[str, ...] = ("input", "output")
     """The subcommand's path arguments, in order (fields of :class:`TaskPaths`)."""
     inputRequired: bool = True
@@ -136,67 +210,60 @@ class TaskSpec:
     outputSuffix: str = ""
     """The output node is named ``"<input> <suffix>"``."""
     description: str = ""
+    extraOutputs: Tuple[Tuple[str, str], ...] = ()
+    """(name, flag) of each output besides the main one (anomaly: mask, healthy)."""
+    inputOptions: Tuple[Tuple[str, str, Optional[str]], ...] = ()
+    """(field, flag, group) of each input file option (synthesis: anatomy, like); one per group is passed."""
 
 
-TASK_SPECS: Dict[Task, TaskSpec] = {
-    Task.DENOISE: TaskSpec(
-        Task.DENOISE, (STRENGTH, INPUT_REGION, STEPS, SEED), outputSuffix="denoised",
-        description=_("Removes noise with the diffusion model as prior; the noise level is estimated from "
-                      "the volume. Strength: the fraction of that noise removed (1 = all).")),
-    Task.ANOMALY: TaskSpec(
-        Task.ANOMALY, (INPUT_REGION, STEPS, SEED, THRESHOLD), outputSuffix="anomaly map",
-        description=_("Reconstructs pseudo-healthy volumes from moderate noise levels and maps where the input "
-                      "differs from them more than healthy tissue of the same structure does (1 = typical healthy "
-                      "tissue). Voxels above the model's calibrated threshold (exceeded by 1 % of healthy body "
-                      "voxels), or above your own threshold, become a segment.")),
-    Task.SYNTHESIZE: TaskSpec(
-        Task.SYNTHESIZE, (REGION, ANATOMY, STEPS, SEED), paths=("output",), inputRequired=False,
-        outputSuffix="synthesized",
-        description=_("Generates a synthetic CT of the chosen body region, on the grid of the "
-                      "reference volume when one is selected (or of the anatomy label map, for a model "
-                      "that takes one).")),
-    Task.SUPERRES: TaskSpec(
-        Task.SUPERRES, (FACTOR_Z, INPUT_REGION, STEPS, SEED), outputSuffix="super-resolved",
-        description=_("Generates thin slices from a thick-slice volume: the z factor is the number of thin "
-                      "slices per thick slice (0 = chosen from the voxel spacing).")),
-    Task.INPAINT: TaskSpec(
-        Task.INPAINT, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"),
-        outputSuffix="with generated tissue",
-        description=_("Replaces the region of the selected segment with plausible healthy tissue.")),
-    Task.LESION: TaskSpec(
-        Task.LESION, (MASK, INPUT_REGION, STEPS, SEED), paths=("input", "mask", "output"),
-        outputSuffix="with generated lesion",
-        description=_("Generates a lesion inside the region of the selected segment.")),
-}
+def taskSpec(task: TaskName, tasks: Optional[Dict[str, Dict]] = None) -> TaskSpec:
+    """``task``'s spec from the library's export (``tasks``, else the shipped copy) and its label."""
+    name = _taskName(task)
+    export = libraryTask(name, tasks)
+    arguments = {a["flag"]: a for a in export.get("arguments", [])}
+    commandArguments = export.get("command_arguments", [])
+    rows = [MASK] if export.get("needs_mask") else []
+    rows += [OPTION_ROWS[flag] for flag in arguments if flag in OPTION_ROWS]
+    if "--region" in arguments:
+        rows.append(REGION if arguments["--region"].get("required") else INPUT_REGION)
+    if any(a["field"] == "anatomy" for a in commandArguments):
+        rows.append(ANATOMY)
+    label = TASK_LABELS.get(name)
+    paths = tuple(export.get("positionals", ("input", "output")))
+    return TaskSpec(
+        name, tuple(rows), paths=paths, inputRequired="input" in paths,
+        outputSuffix=label.outputSuffix if label else name,
+        description=label.description if label else str(export.get("help", "")),
+        extraOutputs=tuple((e["name"], e["flag"]) for e in export.get("extra_outputs", [])),
+        inputOptions=tuple((a["field"], a["flag"], a.get("group")) for a in commandArguments
+                           if a.get("kind") == "path"))
+
 
 SYNTHETIC_CT_NAME = "synthetic CT"
 
 
-def taskSpec(task: Task) -> TaskSpec:
-    return TASK_SPECS[Task(task)]
-
-
-def visibleOptions(task: Task, anatomyChannels: int = 0) -> Dict[str, bool]:
+def visibleOptions(task: TaskName, anatomyChannels: int = 0, tasks: Optional[Dict[str, Dict]] = None) -> Dict[str, bool]:
     """For each option row of the panel: whether it is shown for ``task``. The anatomy label map is
     shown only when the chosen model has ``anatomyChannels`` (``meddifffm info --json``: its config's
     ``anatomy_channels``): a model trained without them refuses one."""
-    shown = set(taskSpec(task).options)
+    shown = set(taskSpec(task, tasks).options)
     if anatomyChannels <= 0:
         shown.discard(ANATOMY)
     return {option: option in shown for option in ALL_OPTIONS}
 
 
-def needsMask(task: Task) -> bool:
-    return MASK in taskSpec(task).options
+def needsMask(task: TaskName, tasks: Optional[Dict[str, Dict]] = None) -> bool:
+    return MASK in taskSpec(task, tasks).options
 
 
-def outputName(task: Task, inputName: Optional[str]) -> str:
+def outputName(task: TaskName, inputName: Optional[str]) -> str:
     """Default name of the output node, e.g. ``"CT denoised"``; ``"synthetic CT"`` for a
     synthesis without reference volume."""
-    task = Task(task)
-    if task is Task.SYNTHESIZE and not inputName:
+    name = _taskName(task)
+    label = TASK_LABELS.get(name)
+    if name == Task.SYNTHESIZE.value and not inputName:
         return SYNTHETIC_CT_NAME
-    return f"{inputName} {taskSpec(task).outputSuffix}"
+    return f"{inputName} {label.outputSuffix if label else name}"
 
 
 def anomalySegmentationName(inputName: str) -> str:
@@ -240,10 +307,10 @@ class TaskOptions:
             region=Region(self.region), inputRegion=InputRegion(self.inputRegion), device=Device(self.device),
             threshold=None if self.threshold is None else float(self.threshold))
 
-    def validate(self, task: Task) -> None:
+    def validate(self, task: TaskName, tasks: Optional[Dict[str, Dict]] = None) -> None:
         """Raise ``ValueError`` with a clear message for an option out of range."""
         options = self.normalized()
-        shown = taskSpec(task).options
+        shown = taskSpec(task, tasks).options
         if STRENGTH in shown and options.strength is not None and not 0.0 <= options.strength <= 1.0:
             raise ValueError(_("The strength must be between 0 and 1 (got {value}).").format(value=options.strength))
         if options.server is not None and not options.server.startswith(("http://", "https://")):
@@ -291,11 +358,10 @@ def _number(value) -> str:
     return str(value)
 
 
-def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
+def taskOptionArguments(task: TaskName, options: TaskOptions, tasks: Optional[Dict[str, Dict]] = None) -> List[str]:
     """The task-specific flags (``--strength``, ``--region``, ``--factor-z``...), no paths."""
-    task = Task(task)
     options = options.normalized()
-    shown = taskSpec(task).options
+    shown = taskSpec(task, tasks).options
     args: List[str] = []
     if STRENGTH in shown and options.strength is not None:
         args += ["--strength", _number(options.strength)]
@@ -310,8 +376,10 @@ def taskOptionArguments(task: Task, options: TaskOptions) -> List[str]:
     return args
 
 
-def commonArguments(options: TaskOptions, platform: Optional[str] = None, progress: str = "json") -> List[str]:
-    """``--model``, ``--device`` (or ``--server``), ``--steps``, ``--seed`` and ``--progress``.
+def commonArguments(options: TaskOptions, platform: Optional[str] = None, progress: str = "json",
+                    shown: Tuple[str, ...] = (STEPS, SEED)) -> List[str]:
+    """``--model``, ``--device`` (or ``--server``), ``--steps``, ``--seed`` and ``--progress``
+    (``--steps``/``--seed`` only when ``shown``: a task without them takes neither).
 
     On a server the model is named, never a local folder: a folder gives its name (the folder's)."""
     options = options.normalized()
@@ -322,9 +390,9 @@ def commonArguments(options: TaskOptions, platform: Optional[str] = None, progre
         args += ["--server", options.server]  # the token travels in the environment, never in argv
     else:
         args += ["--device", options.device.cliValue(platform)]
-    if options.steps is not None:
+    if options.steps is not None and STEPS in shown:
         args += ["--steps", str(options.steps)]
-    if options.seed is not None:
+    if options.seed is not None and SEED in shown:
         args += ["--seed", str(options.seed)]
     if progress:
         args += ["--progress", progress]
@@ -342,37 +410,59 @@ class TaskPaths:
     anatomy: Optional[str] = None
     anomalyMask: Optional[str] = None
     healthy: Optional[str] = None
+    extras: Dict[str, str] = dataclasses.field(default_factory=dict)
+    """Other files by the library's name of the input or output (a task of the library the fields
+    above do not name)."""
+
+    # The library's names the fields above hold under another name.
+    INPUT_FIELDS = {"like": "reference"}
+    OUTPUT_FIELDS = {"mask": "anomalyMask"}
+
+    def inputPath(self, name: str) -> Optional[str]:
+        """The file of the library's input ``name`` (``input``, ``mask``, ``anatomy``, ``like``...)."""
+        field = self.INPUT_FIELDS.get(name, name)
+        return getattr(self, field) if field in ("input", "mask", "reference", "anatomy") else self.extras.get(name)
+
+    def outputPath(self, name: str) -> Optional[str]:
+        """The file of the library's extra output ``name`` (anomaly: ``mask``, ``healthy``)."""
+        field = self.OUTPUT_FIELDS.get(name, name)
+        return getattr(self, field) if field in ("anomalyMask", "healthy") else self.extras.get(name)
 
 
-def buildTaskArguments(task: Task, paths: TaskPaths, options: TaskOptions,
-                       platform: Optional[str] = None) -> List[str]:
+def buildTaskArguments(task: TaskName, paths: TaskPaths, options: TaskOptions,
+                       platform: Optional[str] = None, tasks: Optional[Dict[str, Dict]] = None) -> List[str]:
     """Arguments after the ``meddifffm`` command for one task run, e.g.
-    ``["denoise", IN, OUT, "--strength", "0.5", "--device", "auto", "--progress", "json"]``."""
-    task = Task(task)
+    ``["denoise", IN, OUT, "--strength", "0.5", "--device", "auto", "--progress", "json"]``: the
+    task's path arguments, options, extra outputs and input file options as the library's export
+    (``tasks``, else the shipped copy) declares them."""
+    spec = taskSpec(task, tasks)
     options = options.normalized()
-    args = [task.value] + [getattr(paths, name) for name in taskSpec(task).paths]
+    args = [spec.task] + [paths.output if name == "output" else paths.inputPath(name) for name in spec.paths]
     if any(a is None for a in args):
-        raise ValueError(f"Missing file path for task {task.value}: {paths}")
-    args += taskOptionArguments(task, options)
-    if task is Task.ANOMALY and paths.anomalyMask:
-        args += ["--mask-out", paths.anomalyMask]
-    if task is Task.ANOMALY and paths.healthy:
-        args += ["--healthy-out", paths.healthy]
-    if task is Task.SYNTHESIZE and paths.anatomy:
-        args += ["--anatomy", paths.anatomy]  # it also sets the grid: the library takes no --like with it
-    elif task is Task.SYNTHESIZE and paths.reference:
-        args += ["--like", paths.reference]
-    return args + commonArguments(options, platform)
+        raise ValueError(f"Missing file path for task {spec.task}: {paths}")
+    args += taskOptionArguments(task, options, tasks)
+    for name, flag in spec.extraOutputs:
+        if paths.outputPath(name):
+            args += [flag, paths.outputPath(name)]
+    given = set()
+    for field, flag, group in spec.inputOptions:
+        # One per group: an anatomy label map also sets the grid, so no --like beside it.
+        if paths.inputPath(field) and (group is None or group not in given):
+            args += [flag, paths.inputPath(field)]
+            given.add(group)
+    return args + commonArguments(options, platform, shown=spec.options)
 
 
-def buildBatchArguments(task: Task, inputDir: str, outDir: str, options: TaskOptions,
-                        platform: Optional[str] = None, masksDir: Optional[str] = None) -> List[str]:
+def buildBatchArguments(task: TaskName, inputDir: str, outDir: str, options: TaskOptions,
+                        platform: Optional[str] = None, masksDir: Optional[str] = None,
+                        tasks: Optional[Dict[str, Dict]] = None) -> List[str]:
     """Arguments for ``meddifffm batch TASK --inputs DIR --out DIR [--masks DIR] ...``."""
-    task = Task(task)
-    args = ["batch", task.value, "--inputs", inputDir, "--out", outDir]
-    if needsMask(task):
+    name = _taskName(task)
+    args = ["batch", name, "--inputs", inputDir, "--out", outDir]
+    if needsMask(task, tasks):
         if not masksDir:
             raise ValueError(_("Batch {task} needs a folder of masks named like the volumes (masks=...).").format(
-                task=task.value))
+                task=name))
         args += ["--masks", masksDir]
-    return args + taskOptionArguments(task, options) + commonArguments(options, platform)
+    return args + taskOptionArguments(task, options, tasks) + commonArguments(options, platform,
+                                                                               shown=taskSpec(task, tasks).options)

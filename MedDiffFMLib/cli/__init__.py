@@ -1,4 +1,5 @@
-"""The ``meddifffm`` command line: one subcommand per task, each in its own module."""
+"""The ``meddifffm`` command line: one subcommand per task of the registry (built by
+:mod:`.task_command`) and one module per other command."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Callable, Optional, Sequence
 from .. import __version__
 from ..errors import CancelledError, MedDiffFMError
 
-# Each module has ``register(subparsers)``; add new subcommands here.
+# The subcommands in the order ``--help`` lists them. A task of the registry is built by
+# :mod:`.task_command`; a task not named here comes before ``batch``. Every other name is a module
+# with ``register(subparsers)``: add new non-task subcommands here.
 SUBCOMMANDS = (
     "info",
     "init_model",
@@ -72,8 +75,16 @@ def build_parser(between_imports: Optional[Callable[[], None]] = None) -> argpar
                         help="progress display: a bar (default), JSON lines for programs, or none")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    from ..tasks.registry import TASKS
+    from . import task_command
+
+    names = list(SUBCOMMANDS)
+    names[names.index("batch"):names.index("batch")] = [task for task in TASKS if task not in SUBCOMMANDS]
+    for name in names:
+        if name in TASKS:
+            task_command.register(subparsers, TASKS[name])
+        else:
+            importlib.import_module(f"{__name__}.{name}").register(subparsers)
         if between_imports is not None:
             between_imports()
     for sub in _all_subparsers(subparsers):

@@ -46,7 +46,7 @@ class BatchFailed(MedDiffFMError):
 
 def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     group = parser.add_argument_group("batch")
-    what = "anatomy label maps" if task == "synthesize" else "CT volumes"
+    what = f"{TASKS[task].input_name}s"
     group.add_argument("--inputs", required=True,
                        help=f"{what}: a folder (files and DICOM sub-folders), a quoted glob pattern, or a .txt list")
     group.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
@@ -67,11 +67,18 @@ def register(subparsers) -> None:
         sub = tasks.add_parser(task, help=f"batch {task}", description=f"Run '{task}' on many volumes.")
         _add_batch_arguments(sub, task)
         add_task_options(sub, entry)
-        if task == "anomaly":
-            sub.add_argument("--healthy", action="store_true",
-                             help="also write the healthy reconstruction (<case>_anomaly_healthy)")
+        for extra in entry.extra_outputs:
+            if extra.batch_flag:
+                sub.add_argument(extra.batch_flag, action="store_true", help=extra.batch_help)
         common.add_engine_arguments(sub)
         sub.set_defaults(func=run)
+
+
+def batch_extras(args: argparse.Namespace, entry) -> list:
+    """The extra outputs a batch writes: each the entry always writes in a batch, and each whose
+    batch switch (e.g. anomaly's ``--healthy``) is on."""
+    return [extra.name for extra in entry.extra_outputs
+            if extra.batch_dest is None or getattr(args, extra.batch_dest, False)]
 
 
 class _Overall:
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
     spec = task_entry(task)
     out_dir = args.out.expanduser()
     options = task_options(args, spec)
-    extras = ["mask"] + (["healthy"] if getattr(args, "healthy", False) else [])
+    extras = batch_extras(args, spec)
     cases = _plan(args, task, options, extras)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, local_rank = distributed_rank()

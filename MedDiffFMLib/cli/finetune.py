@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..models.config import CONTROLNET_TASKS
 from .train import add_run_arguments, run
 
 HELP = "fine-tune a ControlNet (super-resolution or lesion) on a frozen base model; same options as train"
@@ -12,7 +13,7 @@ HELP = "fine-tune a ControlNet (super-resolution or lesion) on a frozen base mod
 def register(subparsers) -> None:
     parser = subparsers.add_parser("finetune", help=HELP, description=HELP + ".")
     add_run_arguments(parser)
-    parser.add_argument("--task", choices=["superres", "lesion"], default=None, help="override the config's task")
+    parser.add_argument("--task", choices=list(CONTROLNET_TASKS), default=None, help="override the config's task")
     parser.add_argument("--base", default=None, help="override the config's base_model (name or folder)")
     parser.set_defaults(func=_run)
 

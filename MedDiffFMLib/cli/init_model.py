@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.config import ControlNetConfig, named_config
+from ..models.config import CONTROLNET_TASKS, ControlNetConfig, named_config
 from ..models.network import MedDiffFMControlNet, MedDiffFMUNet
 from ..models.weights import save_model, verify_model_folder
 
@@ -17,7 +17,7 @@ HELP = "write a randomly initialised model folder"
 def register(subparsers) -> None:
     parser = subparsers.add_parser("init-model", help=HELP, description=HELP)
     parser.add_argument("--config", default="tiny", help="config name (tiny, default, paper) or JSON file")
-    parser.add_argument("--controlnet", choices=["superres", "lesion"], default=None,
+    parser.add_argument("--controlnet", choices=list(CONTROLNET_TASKS), default=None,
                         help="write a ControlNet for this task, initialised from --base")
     parser.add_argument("--base", type=Path, default=None, help="base model folder (with --controlnet)")
     parser.add_argument("--name", default=None, help="model name (default: the folder name)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -26,6 +25,7 @@ from ..tasks.batch import Case, write_case_outputs
 from ..tasks.registry import TaskEntry, task_entry
 from . import common
 from .task_arguments import task_options
+from .task_command import extra_output_paths, planned_outputs
 from .task_helpers import TaskProgress
 
 MAIN = "main"  # the server's name of the main output
@@ -34,24 +34,18 @@ MAIN = "main"  # the server's name of the main output
 def run_task(args: argparse.Namespace) -> None:
     """A task subcommand (denoise, anomaly, ...) run on ``args.server``."""
     entry = task_entry(args.command)
-    command = importlib.import_module(f".{args.command}", __package__)
-    check = getattr(command, "check_arguments", None)
-    if check is not None:
-        check(args)
+    if entry.check_arguments is not None:
+        entry.check_arguments(args)
     if getattr(args, "preview", None) is not None:
         raise InputError("--preview cannot be combined with --server yet. Run without --preview, then look at the "
                          "result (or run the same command locally with --preview).")
     options = task_options(args, entry)
-    extras = {name: Path(getattr(args, option)) for name, option in getattr(command, "EXTRA_OUTPUTS", {}).items()
-              if getattr(args, option, None) is not None}
-    volume = getattr(args, "anatomy" if entry.name == "synthesize" else "input", None)
+    extras = extra_output_paths(args, entry)
+    volume = getattr(args, entry.main_input, None)
     mask = getattr(args, "mask", None) if entry.needs_mask else None
     like = getattr(args, "like", None)
-    planned = [("output", args.output, common.VOLUME)] + [
-        (f"--{option.replace('_', '-')}", extras[name], common.VOLUME)
-        for name, option in getattr(command, "EXTRA_OUTPUTS", {}).items() if name in extras]
     inputs = [volume, mask, like]
-    common.check_before_work(args, planned, inputs, [options])
+    common.check_before_work(args, planned_outputs(args, entry), inputs, [options])
     client = server_client(args)
     if like is not None:  # the reference image only gives the grid: send the grid, not the image
         if volume is not None:
@@ -98,7 +92,7 @@ def _run_remote(client, args, entry: TaskEntry, options, extras: List[str], volu
                 mask: Optional[Path], tmp: Path, progress, series: Optional[str] = None,
                 cancel=None) -> Dict[str, sitk.Image]:
     """Upload, queue, follow and download one job; its results by name (``main`` and the extras)."""
-    name = "anatomy label map" if entry.name == "synthesize" else "input"
+    name = entry.input_label(entry.main_input)
     uploads = {"volume": _uploadable(volume, series, tmp, "volume", name) if volume is not None else None,
                "mask": _uploadable(mask, None, tmp, "mask", "mask") if mask is not None else None}
     engine = {"model": None if args.model is None else str(args.model), "batch_size": args.batch_size,

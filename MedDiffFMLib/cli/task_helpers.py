@@ -1,4 +1,4 @@
-"""Plumbing shared by the task subcommands (anomaly, synthesize, superres, inpaint, lesion, batch):
+"""Plumbing shared by the task subcommands (``task_command``, ``batch``, ``--server``):
 progress with notes (and a case name in batch runs) and output path checks. The task options
 themselves come from the registry (:mod:`.task_arguments`)."""
 

@@ -14,14 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import ControlNetConfig, ModelConfig
+from .config import CONTROLNET_TASKS, ControlNetConfig, ModelConfig
 from .inputs import anatomy_one_hot
 
-# What each ControlNet task's condition volume is, for the model cards.
-CONTROL_CONDITIONS = {
-    "superres": "the thick-slice CT (interpolated along z onto the model grid)",
-    "lesion": "a lesion mask (1 inside the lesion)",
-}
 
 
 def describe_conditions(config: ModelConfig, control: ControlNetConfig | None = None) -> list[str]:
@@ -37,7 +32,7 @@ def describe_conditions(config: ModelConfig, control: ControlNetConfig | None = 
         lines.append("- No anatomy label map: trained without anatomy channels (`anatomy_channels` 0), so "
                      "`synthesize --anatomy` is refused and the Slicer module hides its anatomy input.")
     if control is not None:
-        what = CONTROL_CONDITIONS.get(control.task, f"the '{control.task}' condition")
+        what = CONTROLNET_TASKS.get(control.task, f"the '{control.task}' condition")
         lines.append(f"- As a '{control.task}' ControlNet: {what}, on top of its base model's conditions above.")
     return lines
 

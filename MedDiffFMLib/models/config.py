@@ -154,6 +154,15 @@ class ModelConfig:
         return cls(**data)
 
 
+# The ControlNet tasks, the one table of them: each is a model role (its shipped model is
+# ``meddifffm-<task>`` unless ``models.json`` says otherwise), a choice of ``init-model --controlnet``
+# and ``finetune --task``, and its condition as the model card names it. Its condition volume is built
+# by ``models/conditions.py`` and, for fine-tuning, ``training/condition_builders.py``.
+CONTROLNET_TASKS = {
+    "superres": "the thick-slice CT (interpolated along z onto the model grid)",
+    "lesion": "a lesion mask (1 inside the lesion)",
+}
+
 # ControlNetConfig fields that change how a trained ControlNet is applied, not its weights.
 CONTROLNET_RUNTIME_SETTINGS = ("conditioning_scale", "min_timestep")
 
@@ -163,7 +172,7 @@ class ControlNetConfig:
     """A ControlNet for one downstream task, attached to a base model.
 
     Attributes:
-        task: ``superres`` or ``lesion`` (what builds the condition).
+        task: one of :data:`CONTROLNET_TASKS` (what builds the condition).
         condition_channels: channels of the condition volume.
         embedding_channels: channels of the condition encoder; one entry keeps it at full resolution,
             as a voxel-space model needs.

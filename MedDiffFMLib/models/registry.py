@@ -15,11 +15,13 @@ from typing import Iterable, Optional
 
 from ..errors import ModelError
 from ..io.durable import staged_folder
+from .config import CONTROLNET_TASKS
 from .weights import MANIFEST, ModelFiles, sha256_of, verify_model_folder
 
-# Roles a shipped model can play; ``Resources/Models/models.json`` maps each to a model name.
-ROLES = ("base", "superres", "lesion")
-FALLBACK_NAMES = {"base": "meddifffm-default", "superres": "meddifffm-superres", "lesion": "meddifffm-lesion"}
+# Roles a shipped model can play (the base model and each ControlNet task);
+# ``Resources/Models/models.json`` maps each to a model name.
+ROLES = ("base", *CONTROLNET_TASKS)
+FALLBACK_NAMES = {"base": "meddifffm-default", **{task: f"meddifffm-{task}" for task in CONTROLNET_TASKS}}
 
 
 def shipped_models_dir() -> Path:

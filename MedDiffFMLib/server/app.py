@@ -49,8 +49,6 @@ from .settings import API, ServerSettings, upload_too_large
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EXTRA_NAME = re.compile(r"[a-z][a-z_]{0,31}")
 MAX_WAIT_S = 10.0
-# What the volume upload is called in the command line's messages (read_volume's ``name``).
-VOLUME_NAMES = {"synthesize": "anatomy label map"}
 
 
 class Refused(Exception):
@@ -205,14 +203,16 @@ def _prepare_in(settings: ServerSettings, form, job_id: str, folder: Path) -> Jo
         unknown = sorted(set(form.keys()) - {"task", "options", "engine", "extras", "volume", "mask"})
         if unknown:
             raise InputError(f"Unknown form field(s) {unknown}.")
-        wants_volume = entry.name != "synthesize"
-        image = _read_upload(settings, form, "volume", folder, VOLUME_NAMES.get(entry.name, "input"),
+        # The volume is the entry's main input: required when the command takes it as a path
+        # argument (not synthesis' optional anatomy map), named as the command line names it.
+        wants_volume = entry.main_input in entry.positionals
+        image = _read_upload(settings, form, "volume", folder, entry.input_label(entry.main_input),
                              required=wants_volume)
         mask = _read_upload(settings, form, "mask", folder, "mask", required=entry.needs_mask) \
             if entry.needs_mask else None
         if not entry.needs_mask and form.get("mask") is not None:
             raise InputError(f"Task '{entry.name}' takes no mask.")
-        size = getattr(options, "size", None) if entry.name == "synthesize" and image is None else None
+        size = getattr(options, "size", None) if not wants_volume and image is None else None
         if size is not None and len(size) == 3:
             _check_voxels(settings, int(size[0]) * int(size[1]) * int(size[2]), "The requested synthesis grid")
     except MedDiffFMError as error:

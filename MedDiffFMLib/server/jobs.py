@@ -241,7 +241,9 @@ class JobManager:
         try:
             check_cancel(job.cancelled)
             engine = self._engine(engines, job, device)
-            outputs = entry.run(engine, job.image, job.mask, job.options, _JobProgress(job), job.cancelled)
+            inputs = {name: image for name, image in ((entry.main_input, job.image), ("mask", job.mask))
+                      if image is not None}
+            outputs = entry.run(engine, inputs, job.options, _JobProgress(job), job.cancelled).images
             check_cancel(job.cancelled)
             for key, image in outputs.items():
                 if key and key not in job.extras:

@@ -263,10 +263,12 @@ def _run_case(spec: TaskEntry, case: Case, target: Path, engine: Engine, options
         image.EraseMetaData(NOTE_KEY)
     voxels = math.prod(image.GetSize())
     check_output_space(target, voxels, image.GetSizeOfPixelComponent())  # a full disk: this case fails now
-    mask = read_volume(find_mask(Path(masks), case.stem), name="mask") if spec.needs_mask else None
-    outputs = spec.run(engine, image, mask, options, progress, cancel)
+    inputs = {spec.main_input: image}
+    if spec.needs_mask:
+        inputs["mask"] = read_volume(find_mask(Path(masks), case.stem), name="mask")
+    images = spec.run(engine, inputs, options, progress, cancel).images
     check_cancel(cancel)
-    return write_case_outputs(outputs, target, extras, [case.path], cancel)
+    return write_case_outputs(images, target, extras, [case.path], cancel)
 
 
 def write_case_outputs(outputs: Dict[str, sitk.Image], target: Path, extras: Sequence[str],
