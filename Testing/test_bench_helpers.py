@@ -176,10 +176,12 @@ def test_every_speed_path_runs_a_task_end_to_end(tiny_engines, tmp_path):
     image = inputs.synthetic_ct((40, 36, 24), (0.8, 0.8, 1.5))
     item = inputs.prepare_inputs(image, ["denoise"], tmp_path, "t")["denoise"]
     tuned = {"sdpa": True, "channels_last": True, "batch": 2}
-    assert {"naive", "fast", "tuned", "legacy"} <= set(paths.PATHS)
+    assert {"naive", "fast", "fp32", "tuned", "legacy"} <= set(paths.PATHS)
     for name in paths.PATHS:
         for stub in (False, True):
             engine = paths.path_engine(tiny_engines["base"], name, tuned, stub=stub)
+            if name in ("fp32", "legacy"):  # the arithmetic before issue 40's bf16 step
+                assert engine.autocast_dtype is None and engine.options.precision == "float32"
             result = runs.run_e2e("denoise", item, engine, 1, tmp_path, f"{name}_{stub}")
             assert result.steps_run == 1 and result.evaluations > 0, name
             assert result.output.shape == image.GetSize()[::-1]

@@ -3,16 +3,17 @@
 Naive baseline: MONAI's ``SlidingWindowInferer`` wrapped around the same network once per sampler
 step, fp32, one patch at a time (``sw_batch_size=1``), overlap 0.5, Gaussian blending, the whole
 volume's position embedding computed once and cut with each patch, the same task code, steps and
-seed (only ``Engine.predictor`` is swapped). "fast" is the library as shipped (its Engine defaults);
+seed (only ``Engine.predictor`` is swapped). "fast" is the library as shipped (its Engine defaults,
+bf16 on a CPU with native bf16); "fp32" is the same with ``--precision float32``;
 "tuned" is the library with the changes this script recommends, chosen by measurement in section 1
 and applied from outside the library: the attention implementation (MONAI's einsum or torch's
 ``scaled_dot_product_attention``), channels-last 3D weights and the patch batch of the fastest
 variant whose output matches the naive one (ties within 3 % go to the smallest change). "legacy" is
 the library's CPU path before issue 40, run in its own process: patch batch 2, PyTorch's thread
 count and glibc's allocator left as they come (no :func:`MedDiffFMLib.device.configure_cpu_runtime`),
-no body-only patch skip; the e2e table gives every path's wall, user and system time, peak memory and
-PSNR against it (``--paths legacy,fast --e2e-image Resources/SampleData/chest_ct_sample.nii.gz``: the
-README's main job, old path beside new).
+no body-only patch skip, fp32; the e2e table gives every path's wall, user and system time, peak memory
+and PSNR against it (``--paths legacy,fp32,fast --e2e-image Resources/SampleData/chest_ct_sample.nii.gz``:
+the README's main job, old path beside new).
 
 Sections:
 1. per network evaluation (one patch of a real CT resampled to the model spacing): seconds/patch,

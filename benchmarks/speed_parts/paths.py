@@ -3,11 +3,13 @@
 - naive: MONAI's ``SlidingWindowInferer`` wrapped around the same network once per sampler step, fp32,
   one patch at a time, overlap 0.5, Gaussian blending, the whole volume's position embedding computed
   once and cut with each patch; the same task code, steps and seed (only ``Engine.predictor`` is swapped);
-- fast: the library as shipped (its Engine defaults);
+- fast: the library as shipped (its Engine defaults: bf16 on a CPU with native bf16);
+- fp32: the library as shipped but with fp32 arithmetic (``--precision float32``): the CPU path of issue
+  40 before its bf16 step;
 - tuned: the library with the changes section 1 recommends, applied from outside the library;
 - legacy: the library's CPU path before issue 40, in its own process: patch batch 2, PyTorch's thread
   count and glibc's allocator left as they come (no :func:`MedDiffFMLib.device.configure_cpu_runtime`),
-  no body-only patch skip.
+  no body-only patch skip, fp32.
 
 A new path is one :class:`PathVariant` entry: how to build its engine from the loaded one, what its
 fresh process sets up first, and its network seconds per evaluation and patch batch for the estimate of
@@ -217,7 +219,15 @@ def _tuned(engine, tuned: dict):
 
 def _legacy(engine, tuned: dict):
     batch = engine.options.batch_size or (LEGACY_CPU_BATCH if engine.device.type == "cpu" else None)
-    return engine_variant(engine, every_patch, batch_size=batch)
+    made = engine_variant(engine, every_patch, batch_size=batch, precision="float32")
+    made.autocast_dtype = None if engine.device.type == "cpu" else engine.autocast_dtype  # (GPUs had bf16 before)
+    return made
+
+
+def _fp32(engine, tuned: dict):
+    made = engine_variant(engine, precision="float32")
+    made.autocast_dtype = None
+    return made
 
 
 def _runtime_as_it_comes() -> None:
@@ -239,7 +249,11 @@ PATHS: dict[str, PathVariant] = {p.name: p for p in [
                 network_seconds=lambda net, e2e: net.library_best, activation_batch=lambda net: net.library_batch),
     PathVariant("tuned", "the library with section 1's fastest variant whose output matches the naive one", _tuned,
                 network_seconds=lambda net, e2e: min(net.chosen.times), activation_batch=lambda net: net.chosen.batch),
-    PathVariant("legacy", "the CPU path before issue 40 (batch 2, threads and allocator as they come, every patch)",
+    PathVariant("fp32", "the library as shipped with --precision float32 (issue 40 before its bf16 step)", _fp32,
+                network_seconds=_own_seconds_per_evaluation, activation_batch=lambda net: net.library_batch,
+                default=False),
+    PathVariant("legacy", "the CPU path before issue 40 (batch 2, threads and allocator as they come, every "
+                "patch, fp32)",
                 _legacy, network_seconds=_own_seconds_per_evaluation,
                 activation_batch=lambda net: LEGACY_CPU_BATCH, prepare_process=_runtime_as_it_comes, default=False),
 ]}
