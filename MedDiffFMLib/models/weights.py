@@ -32,6 +32,7 @@ FORMAT = "meddifffm-weights/1"
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 CARD = "MODEL_CARD.md"
+# Weight files are split below this size: small files fit git hosts' and upload forms' per-file limits.
 DEFAULT_MAX_SHARD_BYTES = 15 * 2**20
 
 

@@ -46,11 +46,10 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import MedDiffFMError
 from ..io.durable import staged_folder
-from ..models.weights import _split_state, load_state, verify_model_folder
+from ..models.weights import DEFAULT_MAX_SHARD_BYTES, _split_state, load_state, verify_model_folder
 
 COMPACT_FORMAT = "meddifffm-compact-state/1"
 STATE_JSON = "state.json"
-DEFAULT_MAX_SHARD_BYTES = 15 * 2**20
 MAX_HISTORY = 400  # loss-curve points kept (thinned evenly beyond that)
 # The keys of state.json that the library writes; any other key is a caller's ``extra``.
 OWN_KEYS = frozenset({"format", "kind", "step", "samples", "train_seconds", "seed", "lr_schedule", "data",

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ..errors import InputError
 from ..models.config import CONTROLNET_RUNTIME_SETTINGS, ModelConfig, named_config
+from ..models.weights import DEFAULT_MAX_SHARD_BYTES
 from .recipe import Recipe
 from .region_sampling import region_weight_problems
 
@@ -31,7 +32,7 @@ class ExportOptions:
     dir: Optional[str] = None           # model folder to write at the end (None: RUN_DIR/export/NAME)
     name: Optional[str] = None          # model name (default: the run folder's name)
     storage_dtype: str = "float16"      # float32 | float16 | bfloat16
-    max_shard_mib: float = 15.0         # every safetensors shard stays below this
+    max_shard_mib: float = DEFAULT_MAX_SHARD_BYTES / 2**20  # every safetensors file stays below this
     summary: str = ""                   # first paragraph of the model card (after the generated one)
 
 
@@ -80,7 +81,7 @@ class TrainConfig:
     num_workers: int = 0                # data-loading processes per training process
     device: str = "auto"
     precision: str = "auto"             # auto (bf16 autocast on CUDA) | bf16 | fp32
-    channels_last: bool = False         # channels-last 3D weights and activations (tools/gpu_chunk/train_speed.py)
+    channels_last: bool = False         # channels-last 3D weights and activations (faster on some GPUs)
     cudnn_benchmark: bool = False       # let cuDNN time its convolution algorithms on the first steps (CUDA)
     threads: Optional[int] = None       # torch CPU threads (None: torch's default / OMP_NUM_THREADS)
     tensorboard: bool = True            # also write TensorBoard events when tensorboard is installed

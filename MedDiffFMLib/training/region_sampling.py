@@ -1,6 +1,6 @@
 """Sampling weights by body region: how often each region's cases are drawn, whatever their number.
 
-The base model's first chunks drew every case equally often, and 32 of its 42 volumes were limb
+The base model's first training runs drew every case equally often, and 32 of its 42 volumes were limb
 sarcoma crops: three quarters of what it saw were thighs with tumours. ``region_weights`` (a TrainConfig
 key) gives each region's *share* of the samples, e.g. ``{"chest": 1, "abdomen": 1, "head_neck": 1,
 "unknown": 1}``: the limb crops (no region, ``"unknown"``) then make a quarter of the samples. A region
