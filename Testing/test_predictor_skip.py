@@ -194,3 +194,36 @@ def test_bf16_network_runs_in_bf16_and_stays_close_to_fp32():
     scale = full.abs().max()
     assert (half - full).abs().max() <= 0.05 * scale
     assert not torch.equal(half, full)
+
+
+# --- the position embedding made axis by axis (issue 40) -------------------------------------------
+
+
+@pytest.mark.parametrize("box", [
+    ([0, 0, 0], [79, 79, 79], [80, 80, 80], [300, 200, 120]),
+    ([-5, 3.5, 7], [20, 40, 90], [26, 37, 84], [30, 60, 120]),  # padding beyond the image, fractional starts
+    ([0, 0, 0], [0, 4, 5], [1, 5, 6], [1, 8, 9]),  # one voxel along z
+])
+def test_box_embedding_is_the_voxel_by_voxel_one(box):
+    from MedDiffFMLib.models.position import grid_axes, grid_coordinates, grid_embedding, sinusoidal_embedding
+
+    dense = sinusoidal_embedding(grid_coordinates(*box)[None], 4)[0]
+    assert torch.equal(grid_embedding(grid_axes(*box), 4), dense)
+
+
+@pytest.mark.parametrize("anatomy_channels", [0, 2])
+def test_network_input_from_axes_equals_the_one_from_coordinates(anatomy_channels):
+    from MedDiffFMLib.models.inputs import anatomy_one_hot, network_input
+    from MedDiffFMLib.models.position import grid_axes, grid_coordinates
+
+    config = named_config("tiny")
+    config.anatomy_channels = anatomy_channels
+    boxes = [([0, 0, 0], [15, 15, 15], [16, 16, 16], [40, 50, 60]),
+             ([-3, 5.5, 10], [12, 20.5, 25], [16, 16, 16], [40, 50, 60])]
+    x = torch.randn(2, 1, 16, 16, 16)
+    labels = torch.randint(0, 4, (2, 16, 16, 16), generator=torch.Generator().manual_seed(0))
+    anatomy = anatomy_one_hot(labels, anatomy_channels, x) if anatomy_channels else None
+    dense = network_input(x, torch.stack([grid_coordinates(*b) for b in boxes]), anatomy, config)
+    fast = network_input(x, None, anatomy, config, axes=[grid_axes(*b) for b in boxes])
+    assert fast.shape == (2, config.input_channels, 16, 16, 16)
+    assert torch.equal(fast, dense)

@@ -8,13 +8,13 @@ and missing or dropped anatomy -> all zeros). The body region is a class label b
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from .config import ModelConfig
-from .position import sinusoidal_embedding
+from .position import grid_embedding, sinusoidal_embedding
 
 
 def anatomy_one_hot(labels: Optional[torch.Tensor | np.ndarray], channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -38,6 +38,7 @@ def network_input(
     coords: Optional[torch.Tensor],
     anatomy: Optional[torch.Tensor],
     config: ModelConfig,
+    axes: Optional[Sequence[Sequence[torch.Tensor]]] = None,
 ) -> torch.Tensor:
     """The U-Net input (B, ``config.input_channels``, z, y, x).
 
@@ -47,14 +48,37 @@ def network_input(
             ignored when the model has no position embedding.
         anatomy: (B, C, z, y, x) anatomy one-hot (:func:`anatomy_one_hot`), or None for all zeros.
         config: the model config (which channels exist).
+        axes: instead of ``coords``, each sample's box as its three axes of coordinates
+            (:func:`.position.grid_axes`; the sliding window's patches): the same embedding, made axis by
+            axis straight into the input (a third of the time on a CPU).
     """
+    if config.position_channels and axes is not None:
+        return _box_input(x_t, axes, anatomy, config)
     parts = [x_t.float()]
     if config.position_channels:
         if coords is None:
             raise ValueError("This model embeds whole-image coordinates; pass coords.")
         parts.append(sinusoidal_embedding(coords.to(x_t.device, torch.float32), config.position_frequencies))
     if config.anatomy_channels:
-        if anatomy is None:
-            anatomy = anatomy_one_hot(None, config.anatomy_channels, x_t.float())
-        parts.append(anatomy.to(x_t.device, torch.float32))
+        parts.append(_anatomy_channels(anatomy, x_t, config))
     return torch.cat(parts, dim=1)
+
+
+def _anatomy_channels(anatomy: Optional[torch.Tensor], x_t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    if anatomy is None:
+        return anatomy_one_hot(None, config.anatomy_channels, x_t.float())
+    return anatomy.to(x_t.device, torch.float32)
+
+
+def _box_input(x_t: torch.Tensor, axes: Sequence[Sequence[torch.Tensor]], anatomy: Optional[torch.Tensor],
+               config: ModelConfig) -> torch.Tensor:
+    """:func:`network_input` for boxes given by their axes, written into one buffer (no concatenation)."""
+    batch, spatial = x_t.shape[0], x_t.shape[2:]
+    out = torch.empty((batch, config.input_channels, *spatial), device=x_t.device, dtype=torch.float32)
+    out[:, :1] = x_t
+    position = slice(1, 1 + config.position_channels)
+    for index, box in enumerate(axes):
+        grid_embedding([axis.to(x_t.device) for axis in box], config.position_frequencies, out=out[index, position])
+    if config.anatomy_channels:
+        out[:, position.stop:] = _anatomy_channels(anatomy, x_t, config)
+    return out

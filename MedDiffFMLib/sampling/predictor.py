@@ -28,7 +28,7 @@ from ..errors import ResourceError
 from ..progress import CancelCheck, check_cancel
 from ..models.inputs import network_input
 from ..models.network import ConditionedModel
-from ..models.position import grid_coordinates
+from ..models.position import grid_axes, grid_coordinates
 from .schedule import NoiseSchedule
 
 LOG = logging.getLogger(__name__)
@@ -131,18 +131,29 @@ class VolumeNoisePredictor:
             return None
         return torch.cat([p.to(self.volume_device, torch.float32) for p in parts])[None]
 
-    def patch_coordinates(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
-        """(B, 3, z, y, x) whole-image coordinates of the patches at ``windows`` (slices of the sampled
-        volume, ``(batch, channel, z, y, x)``) in a volume of ``full_shape``, as the network input gets them
-        (:func:`~MedDiffFMLib.models.inputs.network_input`); public so benchmarks build the same input."""
-        coords = []
+    def _patch_boxes(self, windows: list) -> list[tuple[list[int], list[int], list[int]]]:
+        """(starts, stops, shape) of each window (slices of the sampled volume, ``(batch, channel, z, y, x)``)
+        in the unpadded image's voxel indices."""
+        boxes = []
         for window in windows:
             spatial = window[2:]
             starts = [s.start - o for s, o in zip(spatial, self.coordinate_offset)]
             stops = [s.stop - 1 - o for s, o in zip(spatial, self.coordinate_offset)]
-            shape = [s.stop - s.start for s in spatial]
-            coords.append(grid_coordinates(starts, stops, shape, full_shape, device=self.device))
-        return torch.stack(coords)
+            boxes.append((starts, stops, [s.stop - s.start for s in spatial]))
+        return boxes
+
+    def patch_coordinates(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
+        """(B, 3, z, y, x) whole-image coordinates of the patches at ``windows`` in a volume of
+        ``full_shape``, as the network input embeds them (:func:`~MedDiffFMLib.models.inputs.network_input`);
+        public so benchmarks build the same input."""
+        return torch.stack([grid_coordinates(starts, stops, shape, full_shape, device=self.device)
+                            for starts, stops, shape in self._patch_boxes(windows)])
+
+    def patch_axes(self, windows: list, full_shape: Sequence[int]) -> list[list[torch.Tensor]]:
+        """The coordinates of :meth:`patch_coordinates`, each patch as its three axes (what
+        :func:`~MedDiffFMLib.models.inputs.network_input` embeds fastest)."""
+        return [grid_axes(starts, stops, shape, full_shape, device=self.device)
+                for starts, stops, shape in self._patch_boxes(windows)]
 
     def _needed(self, windows: list) -> list[bool]:
         """Whether each window (slices of the (1, 1, z, y, x) volume) holds a body voxel."""
@@ -173,13 +184,13 @@ class VolumeNoisePredictor:
         self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
     ) -> torch.Tensor:
         batch = patches.shape[0]
-        coords = self.patch_coordinates(windows, full_shape) if self.config.position_channels else None
+        axes = self.patch_axes(windows, full_shape) if self.config.position_channels else None
         anatomy_channels = self.config.anatomy_channels
         anatomy = control = None
         if condition is not None:
             anatomy = condition[:, :anatomy_channels] if anatomy_channels else None
             control = condition[:, anatomy_channels:] if condition.shape[1] > anatomy_channels else None
-        model_input = network_input(patches, coords, anatomy, self.config)
+        model_input = network_input(patches, None, anatomy, self.config, axes=axes)
         t = torch.full((batch,), int(timestep), device=self.device, dtype=torch.long)
         region = torch.full((batch,), int(self.conditions.region), device=self.device, dtype=torch.long)
         with torch.no_grad(), autocast(self.device, self.autocast_dtype):
