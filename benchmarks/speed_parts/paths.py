@@ -238,8 +238,9 @@ def _runtime_as_it_comes() -> None:
 
 
 def _own_seconds_per_evaluation(net: "NetworkFigures", e2e: Optional["E2E"]) -> float:
-    """Its own end-to-end seconds per evaluation (its allocator and threads differ from section 1's process)."""
-    return e2e.sampling / max(e2e.evaluations, 1) if e2e is not None else net.library_best
+    """Its own end-to-end seconds per evaluation (its allocator and threads differ from section 1's process);
+    without one, section 1's fp32 time per patch (these paths compute in fp32)."""
+    return e2e.sampling / max(e2e.evaluations, 1) if e2e is not None else net.naive_best
 
 
 PATHS: dict[str, PathVariant] = {p.name: p for p in [
