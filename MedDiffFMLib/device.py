@@ -55,7 +55,8 @@ PRECISION_CHOICES = ("auto", "float32", "bfloat16")
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions
-    beat fp32: 2.4x per 80^3 patch on the project's AMD EPYC (benchmarks/results/speed_*.md). Elsewhere
+    beat fp32: 2x per 80^3 patch on the project's 2-core AMD EPYC, 2.4x on one thread
+    (benchmarks/results/speed_issue40_sample.md). Elsewhere
     (AVX2 laptops, Apple silicon) bf16 is emulated and slower, so fp32 stays."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)

@@ -31,7 +31,7 @@ class EngineOptions:
         sampler: the reverse-diffusion solver (``ddim``, ``dpmpp_2m``; None: the model config's).
         threads: PyTorch's CPU threads on the CPU device (None: the cores this process may use).
         precision: the network's arithmetic: ``auto`` (bf16 on GPUs and on CPUs with native bf16, where
-            it is 2.4x faster per patch at equal denoising quality; fp32 elsewhere), ``float32`` or
+            it is 2x faster per patch at equal denoising quality; fp32 elsewhere), ``float32`` or
             ``bfloat16``.
     """
 

@@ -40,7 +40,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
     group.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                        help="the network's arithmetic: auto = bf16 on GPUs and on CPUs with native bf16 "
-                       "(AVX512-BF16/AMX: about 2.4x faster, same quality), float32 elsewhere (default: auto; "
+                       "(AVX512-BF16/AMX: about 2x faster, same quality), float32 elsewhere (default: auto; "
                        "with --server, the server's own)")
     remote = parser.add_argument_group("run on a server (meddifffm serve)")
     remote.add_argument("--server", default=None, metavar="URL",
