@@ -1,4 +1,4 @@
-"""Batch processing: case discovery, output names, masks, skipping, failures, sharding."""
+"""Batch processing: case discovery, output names, masks, skipping, failures, splitting across ranks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from MedDiffFMLib.tasks.batch import (
     find_mask,
     output_path,
     run_batch,
-    shard,
+    cases_for_rank,
 )
 from MedDiffFMLib.tasks.inpaint import InpaintOptions
 
@@ -56,7 +56,7 @@ def test_find_cases_folder_glob_list_and_errors(tmp_path):
     assert "out" not in [c.stem for c in find_cases(tmp_path / "in", exclude=[out])]
 
 
-def test_output_names_masks_and_sharding(tmp_path):
+def test_output_names_masks_and_rank_split(tmp_path):
     assert output_path(tmp_path, "abc", "denoise").name == "abc_denoise.nii.gz"
     assert output_path(tmp_path, "abc", "lesion", suffix="_fake", fmt="nrrd").name == "abc_fake.nrrd"
     assert output_path(tmp_path, "abc", "anomaly", extra="mask").name == "abc_anomaly_mask.nii.gz"
@@ -73,8 +73,8 @@ def test_output_names_masks_and_sharding(tmp_path):
     with pytest.raises(InputError, match="No mask"):
         find_mask(masks, "d")
     cases = [Case(str(i), Path(str(i))) for i in range(7)]
-    assert [c.stem for c in shard(cases, 1, 3)] == ["1", "4"]
-    assert sorted(c.stem for r in range(3) for c in shard(cases, r, 3)) == sorted(c.stem for c in cases)
+    assert [c.stem for c in cases_for_rank(cases, 1, 3)] == ["1", "4"]
+    assert sorted(c.stem for r in range(3) for c in cases_for_rank(cases, r, 3)) == sorted(c.stem for c in cases)
 
 
 def test_distributed_rank_from_environment(monkeypatch):

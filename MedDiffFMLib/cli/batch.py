@@ -21,7 +21,7 @@ from ..errors import InputError, MedDiffFMError
 from ..io.output_plan import FOLDER, VOLUME, plan_outputs
 from ..progress import ProgressEvent
 from ..tasks.batch import (can_gather, case_outputs, distributed_rank, drop_own_outputs, find_cases, gather_results,
-                           merge_results, output_path, run_batch, shard)
+                           merge_results, output_path, run_batch, cases_for_rank)
 from ..engine import Engine
 from ..tasks.registry import TASKS, task_entry
 from ..tasks.synthesize import check_anatomy_conditioning
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> None:
     cases = _plan(args, task, options, extras)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, local_rank = distributed_rank()
-    mine = shard(cases, rank, world)
+    mine = cases_for_rank(cases, rank, world)
     engine, case_runner = None, None
     if getattr(args, "server", None):
         from .remote import remote_case_runner

@@ -181,7 +181,7 @@ def distributed_rank() -> Tuple[int, int, int]:
     return rank, world, local
 
 
-def shard(cases: Sequence[Case], rank: int, world_size: int) -> List[Case]:
+def cases_for_rank(cases: Sequence[Case], rank: int, world_size: int) -> List[Case]:
     """The cases of ``rank``: case i goes to rank i % world_size."""
     return [case for i, case in enumerate(cases) if i % world_size == rank]
 
@@ -204,7 +204,7 @@ def run_batch(
     cancel: Optional[CancelCheck] = None,
     case_runner: Optional[CaseRunner] = None,
 ) -> BatchResult:
-    """Run ``task`` on every case (already sharded for this rank) with one ``engine``.
+    """Run ``task`` on every case (already split across the ranks) with one ``engine``.
 
     ``progress`` gets the overall ("batch", done, total) events; ``case_progress(case)`` gives the
     callback for one case's own stages. ``case_runner`` replaces the local run of one case (the

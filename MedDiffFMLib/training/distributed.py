@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node N meddifffm train CONFIG`` (or ``python -m torch.distributed.run``)
 sets RANK / WORLD_SIZE / LOCAL_RANK; each process then uses ``cuda:LOCAL_RANK`` with NCCL, or the
-CPU with gloo. Data is sharded by sample index (see ``dataset``), gradients are averaged by DDP, and
+CPU with gloo. Data is split by sample index (see ``dataset``), gradients are averaged by DDP, and
 only rank 0 logs, checkpoints and exports.
 """
 
