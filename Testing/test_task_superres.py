@@ -170,3 +170,47 @@ def test_model_grid_operator_is_physically_aligned(tiny_engines):
     measured = operator.forward(torch.as_tensor(positions)[:, None, None] * torch.ones(1, 1, 1, dtype=torch.float64))
     np.testing.assert_allclose(measured[:, 0, 0].numpy(), operator.rows * 8.0, atol=1e-9)
     assert len(operator.rows) == 6
+
+
+def _air_and_body(shape=(12, 80, 80), spacing=(2.0, 2.0, 6.0)) -> tuple[sitk.Image, np.ndarray]:
+    """A thick CT (z, y, x) whose body box leaves whole model patches of air beside it."""
+    rng = np.random.default_rng(0)
+    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, 10, shape).astype(np.float32)
+    hu[2:10, 8:40, 6:34] = 40.0 + rng.normal(0, 10, (8, 32, 28))
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(spacing)
+    return image, hu
+
+
+def test_superres_runs_the_network_only_near_the_body(tiny_engines, monkeypatch):
+    """Issue 40's body-only skip in super-resolution: air patches never reach the network, the output
+    there is the interpolated input, and the result equals the path that evaluates every patch."""
+    from MedDiffFMLib.engine import Engine
+
+    engine = tiny_engines["superres"]
+    image, hu = _air_and_body()
+    outputs, made = {}, []
+    original = Engine.predictor
+    for skip in (True, False):
+        def recording(self, *args, _skip=skip, **kwargs):
+            made.append(original(self, *args, **kwargs))
+            made[-1].skip_outside_body = _skip
+            return made[-1]
+
+        monkeypatch.setattr(Engine, "predictor", recording)
+        # (the chest window takes air in, so the network's answer there would count)
+        outputs[skip] = sitk.GetArrayFromImage(_run(engine, image, steps=2, factor_z=2, region="chest").image)
+    skipping, full = made
+    assert skipping.conditions.body is not None and skipping.skipped > 0 and skipping.evaluations > 0
+    assert full.skipped == 0 and full.evaluations == skipping.evaluations + skipping.skipped
+    np.testing.assert_allclose(outputs[True], outputs[False], atol=1e-3)
+    # Far from the body (beyond its 10 mm margin) the thin output is the input interpolated along z (up to
+    # the slice-average projection), and every pair of thin slices still averages back to its thick slice.
+    from MedDiffFMLib.preprocessing import resample_like
+
+    base = sitk.GetArrayFromImage(resample_like(sitk.Cast(image, sitk.sitkFloat32), output_geometry(image, 2, False),
+                                                "linear", 0.0, extrapolate=True))
+    project_block_average(base, hu, 2)
+    far = (slice(None), slice(None), slice(56, None))
+    assert np.abs(outputs[True][far] - base[far]).mean() < 1.0
+    np.testing.assert_allclose(_slice_means(outputs[True], 2), hu, atol=1.0)

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import InputError
+from ..io import Geometry
 from ..progress import ProgressCallback, notify
 from .masks import mask_on_grid
 from .model_space import ModelSpace
@@ -96,14 +97,16 @@ def body_mask(hu: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), th
 BODY_MARGIN_MM = 10.0
 
 
-def body_on_model_grid(space: ModelSpace, hu: np.ndarray, margin_mm: float = BODY_MARGIN_MM) -> Optional[np.ndarray]:
+def body_on_model_grid(space: ModelSpace, hu: np.ndarray, margin_mm: float = BODY_MARGIN_MM,
+                       geometry: Optional[Geometry] = None) -> Optional[np.ndarray]:
     """Where the network's answer is needed for a restoration task (bool, ``space.model_array``'s shape):
-    the model-grid voxels within ``margin_mm`` (a box) of :func:`body_mask` of ``hu`` (the input's
-    unclipped HU on its own grid). None when no body is found: then the network runs everywhere."""
-    body = body_mask(hu, space.input_geometry.spacing[::-1])
+    the model-grid voxels within ``margin_mm`` (a box) of :func:`body_mask` of ``hu`` (unclipped HU on
+    the input's own grid, or on ``geometry``). None when no body is found: then the network runs everywhere."""
+    grid = geometry or space.input_geometry
+    body = body_mask(hu, grid.spacing[::-1])
     if not body.any():
         return None
-    covering = space.mask_to_model(body, threshold=1e-3)
+    covering = space.mask_to_model(body, threshold=1e-3, geometry=grid)
     radius = np.ceil(margin_mm / np.asarray(space.model_geometry.spacing[::-1], dtype=float)).astype(int)
     # maximum_filter with a box runs axis by axis: fast on a whole CT, unlike a ball's dilation.
     return ndimage.maximum_filter(covering, size=tuple(2 * radius + 1)) if radius.any() else covering

@@ -190,16 +190,18 @@ class ModelSpace:
         result[clipped] = source[clipped]
         return result
 
-    def mask_to_model(self, mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """A bool ``(z, y, x)`` mask on the input grid -> bool mask shaped like ``model_array``
-        (linear resampling, then ``>= threshold``: 0.5 keeps voxels at least half covered; a
-        smaller value keeps thin structures). The padding is outside the mask."""
+    def mask_to_model(self, mask: np.ndarray, threshold: float = 0.5, geometry: Optional[Geometry] = None
+                      ) -> np.ndarray:
+        """A bool ``(z, y, x)`` mask on the input grid (or on ``geometry``, e.g. a thick-slice source of a
+        super-resolution grid) -> bool mask shaped like ``model_array`` (linear resampling, then
+        ``>= threshold``: 0.5 keeps voxels at least half covered; a smaller value keeps thin structures).
+        The padding is outside the mask."""
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1]; got {threshold}")
         mask = np.asarray(mask, dtype=bool)
-        if mask.shape != self.input_geometry.shape:
-            raise ValueError(f"mask shape {mask.shape} != input shape {self.input_geometry.shape}")
-        g = self.input_geometry
+        g = geometry or self.input_geometry
+        if mask.shape != g.shape:
+            raise ValueError(f"mask shape {mask.shape} != its grid's shape {g.shape}")
         image = image_from_array(mask.astype(np.float32), g.spacing, g.origin, g.direction)
         on_model = resample_like(image, self.model_geometry, "linear", 0.0, extrapolate=True)
         inside = sitk.GetArrayFromImage(on_model) >= threshold
