@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers.models import single_torch_thread, tiny_engines, tiny_models  # noqa: F401  (fixtures)
+from helpers.models import single_torch_thread, tiny_engines, tiny_models, tiny_random_base  # noqa: F401  (fixtures)
 from helpers.phantoms import assert_same_grid
 from helpers.task_tools import Recorder, task_ct
 from MedDiffFMLib import api
@@ -147,3 +147,40 @@ def test_ensemble_map_is_normalised_inside_the_eroded_body(tiny_engines):
 def test_unknown_method_is_refused(tiny_engines):
     with pytest.raises(InputError, match="--method"):
         _run(tiny_engines["base"], task_ct(), method="thor")
+
+
+def test_air_patches_skip_the_network_and_the_body_map_is_unchanged(tiny_random_base, monkeypatch):
+    """Issue 40's body-only skip in the reconstructions: patches of air never reach the network, the
+    healthy image there is the input, and with one step the map inside the body is exactly the one
+    made without any body mask."""
+    import MedDiffFMLib.tasks.anomaly_reconstruction as reconstruction
+    from MedDiffFMLib.engine import Engine, EngineOptions
+
+    engine = Engine(EngineOptions(model=str(tiny_random_base), device="cpu"))
+    rng = np.random.default_rng(0)
+    shape = (36, 80, 80)  # 2 mm voxels: on the tiny model's 4 mm grid, 18 x 40 x 40 voxels, patches of 16
+    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, 20, shape).astype(np.float32)
+    hu[8:28, 10:30, 4:24] = 40.0 + rng.normal(0, 20, (20, 20, 20))
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    made = []
+    original = Engine.predictor
+
+    def recording(self, *args, **kwargs):
+        made.append(original(self, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(Engine, "predictor", recording)
+    skipped = _run(engine, image, steps=1, region="abdomen", smooth_mm=0.0, start_step=300)
+    monkeypatch.setattr(reconstruction, "body_on_model_grid", lambda *args, **kwargs: None)
+    everywhere = _run(engine, image, steps=1, region="abdomen", smooth_mm=0.0, start_step=300)
+    assert made[0].skipped > 0 and made[0].evaluations > 0 and made[1].skipped == 0
+    body = made[0].conditions.body.numpy()
+    assert body.any() and not body.all()
+    inside = body_mask(hu, (2.0, 2.0, 2.0))
+    maps = [sitk.GetArrayFromImage(result.anomaly_map) for result in (skipped, everywhere)]
+    np.testing.assert_array_equal(maps[0][inside], maps[1][inside])
+    assert maps[1][inside].std() > 0  # (the model's answer varies: the equality is not trivial)
+    far = np.zeros(shape, bool)
+    far[:, :, 40:] = True  # beyond the 10 mm margin around the body box
+    np.testing.assert_allclose(sitk.GetArrayFromImage(skipped.healthy)[far], hu[far], atol=0.5)

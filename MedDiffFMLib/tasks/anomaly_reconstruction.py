@@ -14,8 +14,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from ..engine import Engine
+from ..preprocessing.model_masks import body_on_model_grid
 from ..progress import CancelCheck, ProgressCallback, check_cancel
 from ..sampling import Conditions
 from .anomaly_scoring import smooth
@@ -55,8 +57,14 @@ def reconstruct_levels(
     with preprocessing(progress, cancel):
         space = engine.model_space(image, region)
     y = volume_tensor(space.model_array)
-    predictor = engine.predictor(space, Conditions(region=engine.region_index(region)))
     source = sitk.GetArrayFromImage(image).astype(np.float32)
+    conditions = Conditions(region=engine.region_index(region))
+    # Air and couch are never scored (the map keeps the eroded body), so their patches skip the network:
+    # outside the body the reconstruction is the input (with one step, the body's values are unchanged).
+    body = body_on_model_grid(space, source)
+    if body is not None:
+        conditions = Conditions(region=conditions.region, body=torch.from_numpy(body), outside=y[0, 0])
+    predictor = engine.predictor(space, conditions)
     spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
     window = engine.window(region)
     passes = len(levels) * int(samples)

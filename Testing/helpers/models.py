@@ -59,13 +59,11 @@ def tiny_engines(tiny_models):
     }
 
 
-@pytest.fixture(scope="session")
-def tiny_anatomy_model(tmp_path_factory) -> Path:
-    """A tiny base model with two anatomy channels (labels 1 and 2 condition the synthesis).
+def write_random_tiny_model(folder: Path, name: str, anatomy_channels: int = 0, seed: int = 2) -> Path:
+    """A tiny base model whose output depends on its input.
 
     MONAI zero-initialises the U-Net's output layer, so a freshly initialised model predicts zero
-    noise whatever its conditions; this one gets small random weights there so that its output
-    depends on the anatomy channels.
+    noise whatever its input; this one gets small random weights there.
     """
     import torch
 
@@ -74,16 +72,28 @@ def tiny_anatomy_model(tmp_path_factory) -> Path:
     from MedDiffFMLib.models.weights import save_model
 
     config = named_config("tiny")
-    config.name, config.anatomy_channels = "tiny-anatomy", 2
-    torch.manual_seed(2)
+    config.name, config.anatomy_channels = name, anatomy_channels
+    torch.manual_seed(seed)
     module = MedDiffFMUNet(config)
     with torch.no_grad():
         for parameter in module.parameters():
             if not parameter.detach().abs().sum():
                 parameter.normal_(0.0, 0.05)
-    folder = tmp_path_factory.mktemp("tiny_anatomy") / "tiny-anatomy"
-    save_model(module, folder, name="tiny-anatomy", card="# tiny-anatomy\n\nRandom weights, for tests only.\n")
+    save_model(module, folder, name=name, card=f"# {name}\n\nRandom weights, for tests only.\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_anatomy_model(tmp_path_factory) -> Path:
+    """A tiny base model with two anatomy channels (labels 1 and 2 condition the synthesis), whose
+    output depends on its input (:func:`write_random_tiny_model`)."""
+    return write_random_tiny_model(tmp_path_factory.mktemp("tiny_anatomy") / "tiny-anatomy", "tiny-anatomy", 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_random_base(tmp_path_factory) -> Path:
+    """A tiny base model whose output depends on its input (:func:`write_random_tiny_model`)."""
+    return write_random_tiny_model(tmp_path_factory.mktemp("tiny_random") / "tiny-random", "tiny-random", 0, seed=3)
 
 
 @pytest.fixture(autouse=True)
