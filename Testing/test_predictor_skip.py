@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers.models import single_torch_thread, tiny_models  # noqa: F401  (fixtures)
+from helpers.phantoms import air_and_body_ct
 from MedDiffFMLib import device as device_module
 from MedDiffFMLib.models import ConditionedModel, MedDiffFMUNet, named_config
 from MedDiffFMLib.sampling import Conditions, NoiseSchedule, VolumeNoisePredictor
@@ -90,12 +91,8 @@ def test_denoising_keeps_the_input_outside_the_body_and_skips_its_patches(tiny_m
         made.append(original(self, *args, **kwargs))
         return made[-1]
 
-    rng = np.random.default_rng(0)
-    shape = (36, 80, 80)  # 2 mm voxels: on the tiny model's 4 mm grid, 18 x 40 x 40 voxels, patches of 16
-    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, 20, shape).astype(np.float32)
-    hu[8:28, 10:30, 4:24] = 40.0 + rng.normal(0, 20, (20, 20, 20))
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((2.0, 2.0, 2.0))
+    image, hu = air_and_body_ct()
+    shape = hu.shape
     Engine.predictor = recording
     try:
         out = sitk.GetArrayFromImage(api.denoise(image, engine=engine, steps=2, region="abdomen"))

@@ -112,3 +112,28 @@ def test_prepare_refuses_a_truncated_image(tmp_path, capsys):
     message = assert_refused(["prepare", manifest, cache, "--config", "tiny", "--progress", "none"], capsys, tmp_path,
                              [image, manifest])
     assert "incomplete" in message and "c0" in message
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_nifti_header_layouts_give_the_declared_data(tmp_path, endian):
+    """NIfTI-1 (348-byte) and NIfTI-2 (540-byte) headers, either byte order: the bytes of voxel data
+    they declare, where it starts, its float type and its size."""
+    import struct
+
+    from MedDiffFMLib.io.truncation import _nifti_header
+
+    one = bytearray(348)
+    one[0:4] = struct.pack(endian + "i", 348)
+    one[40:56] = struct.pack(endian + "8h", 3, 4, 5, 6, 1, 1, 1, 1)
+    one[70:72], one[72:74] = struct.pack(endian + "h", 16), struct.pack(endian + "h", 32)  # float32
+    one[108:112] = struct.pack(endian + "f", 352.0)
+    two = bytearray(540)
+    two[0:4] = struct.pack(endian + "i", 540)
+    two[12:14], two[14:16] = struct.pack(endian + "h", 4), struct.pack(endian + "h", 16)  # int16
+    two[16:80] = struct.pack(endian + "8q", 3, 7, 8, 9, 1, 1, 1, 1)
+    two[168:176] = struct.pack(endian + "q", 560)
+    path = tmp_path / "a.nii"
+    assert _nifti_header(bytes(one), path) == (4 * 5 * 6 * 4, 352, np.dtype(endian + "f4"), (4, 5, 6))
+    assert _nifti_header(bytes(two), path) == (7 * 8 * 9 * 2, 560, None, (7, 8, 9))
+    with pytest.raises(InputError, match="348 or 540"):
+        _nifti_header(bytes(two[:400]), path)

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from helpers.models import single_torch_thread, tiny_engines, tiny_models, tiny_random_base  # noqa: F401  (fixtures)
-from helpers.phantoms import assert_same_grid
+from helpers.phantoms import air_and_body_ct, assert_same_grid
 from helpers.task_tools import Recorder, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError
@@ -157,12 +157,8 @@ def test_air_patches_skip_the_network_and_the_body_map_is_unchanged(tiny_random_
     from MedDiffFMLib.engine import Engine, EngineOptions
 
     engine = Engine(EngineOptions(model=str(tiny_random_base), device="cpu"))
-    rng = np.random.default_rng(0)
-    shape = (36, 80, 80)  # 2 mm voxels: on the tiny model's 4 mm grid, 18 x 40 x 40 voxels, patches of 16
-    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, 20, shape).astype(np.float32)
-    hu[8:28, 10:30, 4:24] = 40.0 + rng.normal(0, 20, (20, 20, 20))
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((2.0, 2.0, 2.0))
+    image, hu = air_and_body_ct()
+    shape = hu.shape
     made = []
     original = Engine.predictor
 

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from helpers.models import single_torch_thread, tiny_engines, tiny_models  # noqa: F401  (fixtures)
+from helpers.phantoms import air_and_body_ct
 from helpers.task_tools import Recorder, task_ct
 from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError, ModelError
@@ -172,23 +173,14 @@ def test_model_grid_operator_is_physically_aligned(tiny_engines):
     assert len(operator.rows) == 6
 
 
-def _air_and_body(shape=(12, 80, 80), spacing=(2.0, 2.0, 6.0)) -> tuple[sitk.Image, np.ndarray]:
-    """A thick CT (z, y, x) whose body box leaves whole model patches of air beside it."""
-    rng = np.random.default_rng(0)
-    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, 10, shape).astype(np.float32)
-    hu[2:10, 8:40, 6:34] = 40.0 + rng.normal(0, 10, (8, 32, 28))
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing(spacing)
-    return image, hu
-
-
 def test_superres_runs_the_network_only_near_the_body(tiny_engines, monkeypatch):
     """Issue 40's body-only skip in super-resolution: air patches never reach the network, the output
     there is the interpolated input, and the result equals the path that evaluates every patch."""
     from MedDiffFMLib.engine import Engine
 
     engine = tiny_engines["superres"]
-    image, hu = _air_and_body()
+    # 6 mm thick slices: a body box in air whose x beyond 56 voxels (112 mm) is air only.
+    image, hu = air_and_body_ct((12, 80, 80), (slice(2, 10), slice(8, 40), slice(6, 34)), (2.0, 2.0, 6.0), noise_hu=10.0)
     outputs, made = {}, []
     original = Engine.predictor
     for skip in (True, False):

@@ -57,7 +57,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(model=args.model, device=args.device, batch_size=args.batch_size, overlap=args.overlap,
-                         sampler=args.sampler, precision=getattr(args, "precision", "auto"))
+                         sampler=args.sampler, precision=args.precision)
 
 
 def make_progress(args: argparse.Namespace) -> Optional[ProgressCallback]:

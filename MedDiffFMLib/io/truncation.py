@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Optional, Tuple
 
@@ -134,22 +135,37 @@ def _is_gzip(path: Path) -> bool:
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a NIfTI header keeps the fields the complete-read check needs (struct formats, byte ranges)."""
+
+    header_bytes: int
+    dims: str
+    dims_at: slice
+    datatype_at: slice
+    bitpix_at: slice
+    offset: str
+    offset_at: slice
+    min_offset: int
+
+
+# By sizeof_hdr, the header's first field: NIfTI-1 (348) and NIfTI-2 (540).
+_NIFTI_LAYOUTS = {
+    348: _NiftiLayout(348, "8h", slice(40, 56), slice(70, 72), slice(72, 74), "f", slice(108, 112), 352),
+    540: _NiftiLayout(540, "8q", slice(16, 80), slice(12, 14), slice(14, 16), "q", slice(168, 176), 544),
+}
+
+
 def _nifti_header(head: bytes, path: Path) -> Tuple[int, int, Optional[np.dtype], Tuple[int, ...]]:
     """(bytes of voxel data declared, offset of the data, float dtype or None, (x, y, z) size)
     from a NIfTI-1/2 header."""
     for endian in "<>" if len(head) >= 348 else "":
-        size = struct.unpack(endian + "i", head[:4])[0]
-        if size == 348 and len(head) >= 348:
-            dims = struct.unpack(endian + "8h", head[40:56])
-            datatype = struct.unpack(endian + "h", head[70:72])[0]
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            offset = max(int(struct.unpack(endian + "f", head[108:112])[0]), 352)
-            break
-        if size == 540 and len(head) >= 540:
-            dims = struct.unpack(endian + "8q", head[16:80])
-            datatype = struct.unpack(endian + "h", head[12:14])[0]
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
-            offset = max(int(struct.unpack(endian + "q", head[168:176])[0]), 544)
+        layout = _NIFTI_LAYOUTS.get(struct.unpack(endian + "i", head[:4])[0])
+        if layout is not None and len(head) >= layout.header_bytes:
+            dims = struct.unpack(endian + layout.dims, head[layout.dims_at])
+            datatype = struct.unpack(endian + "h", head[layout.datatype_at])[0]
+            bitpix = struct.unpack(endian + "h", head[layout.bitpix_at])[0]
+            offset = max(int(struct.unpack(endian + layout.offset, head[layout.offset_at])[0]), layout.min_offset)
             break
     else:
         raise InputError(

@@ -3,7 +3,7 @@
 Features: AdamW with linear warm-up (constant or cosine after it), gradient accumulation, gradient
 clipping, EMA weights, bf16 autocast on CUDA, DistributedDataParallel under torchrun, exact resume
 (see ``checkpoint``), resume from a compact state (see ``compact``), a wall-clock budget that stops
-cleanly with a checkpoint, CSV (and TensorBoard) logs, validation on held-out cases at fixed time
+cleanly with a checkpoint, CSV (and TensorBoard) logs (``run_log``), validation on held-out cases at fixed time
 steps with fixed noise, and the final export to the shipped weights format with a generated model card.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import dataclasses
 import json
 import sys
@@ -39,9 +38,8 @@ from .export import RunReport, TrainResult, export_run, hardware_description
 from .manifest import ManifestError
 from .objective import ControlNetObjective, DiffusionObjective
 from .resume import ResumePoint, RunIdentity, jsonable, resume_from_checkpoint, resume_from_compact
+from .run_log import RunLog
 from .run_state import RunState, lr_factor
-
-LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "train_hours", "val_loss"]
 
 
 class Trainer:
@@ -411,35 +409,7 @@ class Trainer:
     def samples_seen(self) -> int:
         return self.step * self.global_batch
 
-    # ------------------------------------------------------------------ logging
-    def _open_logs(self) -> None:
-        self.log_path = self.run_dir / "log.csv"
-        rows = []
-        if self.log_path.is_file():
-            with open(self.log_path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if r.get("step") and int(r["step"]) <= self.step]
-        with open(self.log_path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-        self._tb = None
-        if self.config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except Exception:  # tensorboard not installed
-                self._tb = None
-
-    def _log(self, row: dict) -> None:
-        with open(self.log_path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
-        if self._tb is not None:
-            for key in ("loss", "lr", "samples_per_s", "val_loss"):
-                if row.get(key) not in (None, ""):
-                    self._tb.add_scalar(key, float(row[key]), int(row["step"]))
-
+    # ------------------------------------------------------------------ progress
     def _emit(self, payload: dict) -> None:
         if self.dist.is_main and self.progress_mode == "json":
             self.stream.write(json.dumps(payload) + "\n")
@@ -454,7 +424,7 @@ class Trainer:
         if is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "train_config.json", json.dumps(jsonable(cfg.to_dict()), indent=2))
-            self._open_logs()
+            self.run_log = RunLog(self.run_dir, self.step, self.config.tensorboard)
         budget_s = self.max_minutes * 60.0 if self.max_minutes is not None else None
         stream = micro_batches(self.dataset, self.step * cfg.grad_accum, cfg.num_workers)
         bar = None
@@ -507,7 +477,7 @@ class Trainer:
                            "elapsed_s": f"{time.time() - started:.1f}",
                            "train_hours": f"{self.train_seconds / 3600:.4f}",
                            "val_loss": f"{val['loss']:.6f}" if val else ""}
-                    self._log(row)
+                    self.run_log.write(row)
                     self.history.append({"step": self.step, "loss": mean_loss, "val_loss": val["loss"] if val else None})
                     eta = (cfg.max_steps - self.step) * step_time
                     self._emit({"stage": "training", "step": self.step, "total": cfg.max_steps, "loss": round(mean_loss, 6),
@@ -542,7 +512,7 @@ class Trainer:
             if final_val is not None:
                 result.val_loss = final_val["loss"]
                 self.final_val = final_val
-                self._log({"step": self.step, "samples": self.samples_seen, "val_loss": f"{final_val['loss']:.6f}",
+                self.run_log.write({"step": self.step, "samples": self.samples_seen, "val_loss": f"{final_val['loss']:.6f}",
                            "elapsed_s": f"{time.time() - started:.1f}",
                            "train_hours": f"{self.train_seconds / 3600:.4f}"})
                 if not self.history or self.history[-1]["step"] != self.step:
@@ -554,8 +524,7 @@ class Trainer:
                             "per_timestep": {str(k): round(v, 6) for k, v in final_val["per_timestep"].items()}})
             if self.do_export and stopped_by != "cancelled":
                 result.export = export_run(self.report(), result)
-            if self._tb is not None:
-                self._tb.close()
+            self.run_log.close()
             summary = {"step": self.step, "max_steps": cfg.max_steps, "stopped_by": stopped_by,
                        "train_loss": result.train_loss, "val_loss": result.val_loss,
                        "checkpoint": str(checkpoint) if checkpoint else None,

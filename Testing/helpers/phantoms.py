@@ -41,3 +41,16 @@ def assert_same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-6) -> None:
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
     np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+
+
+def air_and_body_ct(shape=(36, 80, 80), box=(slice(8, 28), slice(10, 30), slice(4, 24)), spacing=(2.0, 2.0, 2.0),
+                    noise_hu: float = 20.0, seed: int = 0) -> tuple[sitk.Image, np.ndarray]:
+    """A float32 CT (image, its (z, y, x) HU array) of a soft-tissue box in noisy air. The default, at 2 mm,
+    is 18 x 40 x 40 voxels on the tiny model's 4 mm grid: its 16-voxel patches beyond x = 40 (80 mm) hold
+    only air, what the body-only patch skip leaves out. ``spacing`` is (x, y, z)."""
+    rng = np.random.default_rng(seed)
+    hu = np.full(shape, -1000.0, np.float32) + rng.normal(0, noise_hu, shape).astype(np.float32)
+    hu[box] = 40.0 + rng.normal(0, noise_hu, hu[box].shape)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(spacing)
+    return image, hu

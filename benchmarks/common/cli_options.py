@@ -1,10 +1,12 @@
 """The command-line options every benchmark shares (``--model``, ``--config``, ``--cases``, ``--quick``,
-``--save``, ``--device``, ``--threads``; ``--overlap`` for the quality scripts)."""
+``--save``, ``--device``, ``--threads``; ``--overlap`` and ``--precision`` for the quality scripts)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Sequence
+
+from MedDiffFMLib.device import PRECISION_CHOICES
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_cases: Sequence[str], quick_cases: Sequence[str]) -> None:
@@ -29,7 +31,7 @@ def add_overlap_arg(parser: argparse.ArgumentParser) -> None:
     """``--overlap``: MedDiffFM's patch overlap, to check that a speed setting leaves quality unchanged."""
     parser.add_argument("--overlap", type=float, default=None,
                         help="patch overlap for MedDiffFM (default: the library's); e.g. 0.5 = the naive baseline's")
-    parser.add_argument("--precision", default=None, choices=("auto", "float32", "bfloat16"),
+    parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
                         help="MedDiffFM's arithmetic (default: the library's auto); float32 = before issue 40's bf16")
 
 
