@@ -16,6 +16,7 @@ from .errors import ModelError
 from .models.loading import LoadedModel, load_pipeline_model
 from .preprocessing import HUWindow, ModelSpace
 from .sampling import Conditions, NoiseSchedule, Sampler, VolumeNoisePredictor, sampler_for
+from .sampling.tiling import DEFAULT_OVERLAP
 
 
 @dataclass
@@ -27,7 +28,8 @@ class EngineOptions:
         device: ``auto|cpu|cuda|mps``.
         batch_size: patches per network call (None: 8 on GPU, 1 on CPU, where a batch of 2 was no
             faster per patch and held twice the activations: benchmarks/results/speed_issue40_*.md).
-        overlap: overlap of neighbouring patches (0.25 hides seams with Gaussian blending).
+        overlap: the least overlap of neighbouring patches, a fraction of the patch
+            (:data:`~MedDiffFMLib.sampling.tiling.DEFAULT_OVERLAP`; Gaussian blending hides the seams).
         sampler: the reverse-diffusion solver (``ddim``, ``dpmpp_2m``; None: the model config's).
         threads: PyTorch's CPU threads on the CPU device (None: the cores this process may use).
         precision: the network's arithmetic: ``auto`` (bf16 on GPUs and on CPUs with native bf16, where
@@ -38,7 +40,7 @@ class EngineOptions:
     model: Optional[str | Path] = None
     device: str = "auto"
     batch_size: Optional[int] = None
-    overlap: float = 0.25
+    overlap: float = DEFAULT_OVERLAP
     sampler: Optional[str] = None
     threads: Optional[int] = None
     precision: str = "auto"
@@ -54,7 +56,7 @@ class EngineOptions:
         checks.check_choice(self.precision, "--precision", PRECISION_CHOICES)
         checks.check_number(self.overlap, "--overlap", 0.0, 1.0, high_open=True,
                             why=" (the fraction of a patch shared with its neighbour; 1 would never advance; "
-                                "the default 0.25 hides seams)")
+                                f"the default {DEFAULT_OVERLAP} hides seams)")
 
 
 class Engine:

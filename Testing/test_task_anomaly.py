@@ -150,9 +150,9 @@ def test_unknown_method_is_refused(tiny_engines):
 
 
 def test_air_patches_skip_the_network_and_the_body_map_is_unchanged(tiny_random_base, monkeypatch):
-    """Issue 40's body-only skip in the reconstructions: patches of air never reach the network, the
-    healthy image there is the input, and with one step the map inside the body is exactly the one
-    made without any body mask."""
+    """Issue 40's body-only path in the reconstructions: only the body's box is tiled, so patches of
+    air never reach the network; the healthy image there is the input, and with one step the map
+    inside the body is exactly the one of the same windows all evaluated."""
     import MedDiffFMLib.tasks.anomaly_reconstruction as reconstruction
     from MedDiffFMLib.engine import Engine, EngineOptions
 
@@ -162,15 +162,20 @@ def test_air_patches_skip_the_network_and_the_body_map_is_unchanged(tiny_random_
     made = []
     original = Engine.predictor
 
-    def recording(self, *args, **kwargs):
+    def recording(self, *args, skip=True, **kwargs):
         made.append(original(self, *args, **kwargs))
+        made[-1].skip_outside_body = skip
         return made[-1]
 
     monkeypatch.setattr(Engine, "predictor", recording)
     skipped = _run(engine, image, steps=1, region="abdomen", smooth_mm=0.0, start_step=300)
-    monkeypatch.setattr(reconstruction, "body_on_model_grid", lambda *args, **kwargs: None)
+    monkeypatch.setattr(Engine, "predictor", lambda self, *args, **kwargs: recording(self, *args, skip=False, **kwargs))
     everywhere = _run(engine, image, steps=1, region="abdomen", smooth_mm=0.0, start_step=300)
-    assert made[0].skipped > 0 and made[0].evaluations > 0 and made[1].skipped == 0
+    monkeypatch.setattr(reconstruction, "body_on_model_grid", lambda *args, **kwargs: None)
+    _run(engine, image, steps=1, region="abdomen", smooth_mm=0.0, start_step=300)
+    # The body's box only: fewer windows per pass than the whole grid's (the air beyond x = 40).
+    per_pass = [(p.evaluations + p.skipped) / p.passes for p in made]
+    assert made[0].evaluations > 0 and per_pass[0] == per_pass[1] < per_pass[2]
     body = made[0].conditions.body.numpy()
     assert body.any() and not body.all()
     inside = body_mask(hu, (2.0, 2.0, 2.0))

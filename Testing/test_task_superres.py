@@ -14,6 +14,7 @@ from MedDiffFMLib import api
 from MedDiffFMLib.errors import CancelledError, InputError, ModelError
 from MedDiffFMLib.models.conditions import degrade_z
 from MedDiffFMLib.sampling.consistency import SliceAverageOperator, project_block_average
+from MedDiffFMLib.sampling.tiling import window_count
 from MedDiffFMLib.tasks.superres import SuperResOptions, output_geometry, resolve_factor, super_resolve_image
 
 
@@ -174,8 +175,9 @@ def test_model_grid_operator_is_physically_aligned(tiny_engines):
 
 
 def test_superres_runs_the_network_only_near_the_body(tiny_engines, monkeypatch):
-    """Issue 40's body-only skip in super-resolution: air patches never reach the network, the output
-    there is the interpolated input, and the result equals the path that evaluates every patch."""
+    """Issue 40's body-only path in super-resolution: only the body's box is tiled, so air patches never
+    reach the network; the output there is the interpolated input, and the result equals the path that
+    evaluates every window of that box."""
     from MedDiffFMLib.engine import Engine
 
     engine = tiny_engines["superres"]
@@ -193,8 +195,11 @@ def test_superres_runs_the_network_only_near_the_body(tiny_engines, monkeypatch)
         # (the chest window takes air in, so the network's answer there would count)
         outputs[skip] = sitk.GetArrayFromImage(_run(engine, image, steps=2, factor_z=2, region="chest").image)
     skipping, full = made
-    assert skipping.conditions.body is not None and skipping.skipped > 0 and skipping.evaluations > 0
+    body = skipping.conditions.body
+    assert body is not None and skipping.evaluations > 0
     assert full.skipped == 0 and full.evaluations == skipping.evaluations + skipping.skipped
+    whole = window_count(body.shape, skipping.patch_size, skipping.overlap)
+    assert full.evaluations / full.passes < whole  # the air beyond the body's box is never tiled
     np.testing.assert_allclose(outputs[True], outputs[False], atol=1e-3)
     # Far from the body (beyond its 10 mm margin) the thin output is the input interpolated along z (up to
     # the slice-average projection), and every pair of thin slices still averages back to its thick slice.

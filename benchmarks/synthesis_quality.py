@@ -76,7 +76,7 @@ REGION_CASES = {
 # Cases of the same patient (left out together from an other-patient row's memorisation search).
 SAME_PATIENT = [{"abdomen_pelvis_3mm", "abdomen_3mm_small"}]
 MANIFEST = REPO_ROOT / "configs" / "shared_ct_manifest.json"
-BOX_MM = (80.0, 80.0, 140.0)  # z, y, x: 2 patches of the 1 mm base (80^3, overlap 0.25: 140 = 80 + 60)
+BOX_MM = (80.0, 80.0, 140.0)  # z, y, x: 2 patches of the 1 mm base along x (80^3: 140 = 80 + 60)
 QUICK_BOX_MM = (80.0, 80.0, 80.0)  # one patch
 AIR_HU = -1024.0
 TEXTURE_RANGE = (-1000.0, 1000.0)

@@ -6,6 +6,7 @@ mirrors a library constant. Pure Python: unit-tested without Slicer.
 
 import dataclasses
 import json
+import math
 from typing import Dict, List, Optional, Sequence
 
 from .I18n import _
@@ -156,20 +157,26 @@ FALLBACK_STEPS = 50
 # within 5 %.
 FLOP_FACTOR = 790.0
 # Sustained FLOP/s of a whole task on the project's 2-core CPU in fp32, overheads included: 0.33 TFLOP/s
-# for the shipped base's main job (101 s, speed_issue40_sample.md), less for small models, whose tiling and
-# blending weigh more (the former 3 mm starter: about 0.13); 0.2 lies between. GPU and MPS: rough until
-# measured there.
+# for the shipped base's main job (68 s for 3 steps of 40 patches, speed_issue40_sample.md), less for small
+# models, whose tiling and blending weigh more (the former 3 mm starter: about 0.13); 0.2 lies between. GPU
+# and MPS: rough until measured there. The estimate counts the windows of the whole grid, an upper bound:
+# the library tiles only the body's box (the main job: 60 counted, 40 run).
 SUSTAINED_FLOPS = {"cpu": 2.0e11, "cuda": 1.0e14, "mps": 5.0e12}
-# On a CPU with native bf16 the library runs the network in bf16 (--precision auto): per patch 2.0x
-# the fp32 rate on the same 2-core machine (benchmarks/results/speed_*.md).
-CPU_BF16_SPEEDUP = 2.0
-LIBRARY_OVERLAP = 0.25
+# On a CPU with native bf16 the library runs the network in bf16 (--precision auto): 2.1x the fp32 rate
+# per patch and 1.8x end to end (38.7 against 68.0 s) on the same 2-core machine (speed_issue40_sample.md).
+CPU_BF16_SPEEDUP = 1.8
+# The library's tiling (MedDiffFMLib/sampling/tiling.py: DEFAULT_OVERLAP, axis_windows), mirrored because
+# this estimate runs before the library (torch) is installed; Testing/test_slicer_tasks.py compares them.
+LIBRARY_OVERLAP = 0.125
 
 
 def _patchesPerAxis(size: int, patch: int, overlap: float) -> int:
+    """The fewest patches along an axis whose neighbours overlap by at least ``overlap * patch`` voxels."""
     if size <= patch:
         return 1
-    stride = max(1, int(patch * (1.0 - overlap)))
+    least = min(patch - 1, math.ceil(overlap * patch))
+    count = max(2, -(-(size - least) // (patch - least)))
+    stride = -(-(size - patch) // (count - 1))
     return -(-(size - patch) // stride) + 1
 
 

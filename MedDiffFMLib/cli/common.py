@@ -18,6 +18,7 @@ from ..io.output_plan import PICTURE, VOLUME, plan_outputs  # noqa: F401  (VOLUM
 from ..preview import stage_preview
 from ..progress import JsonProgress, ProgressCallback, TqdmProgress, check_cancel
 from ..sampling import SAMPLERS
+from ..sampling.tiling import DEFAULT_OVERLAP
 from ..engine import EngineOptions
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="model name or model folder (default: the shipped default model)")
     group.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default: auto)")
     group.add_argument("--batch-size", type=int, default=None, help="patches per network call (default: 8 GPU, 1 CPU)")
-    group.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring patches (default 0.25)")
+    group.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                       help=f"least overlap of neighbouring patches, a fraction of the patch (default {DEFAULT_OVERLAP})")
     group.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
                        help="reverse-diffusion solver (default: the model's, see `meddifffm info`)")
     group.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",

@@ -5,12 +5,13 @@ what it cannot know: the position embedding of each patch's whole-image coordina
 label, the cropped condition channels and mixed precision, and it retries a CUDA out-of-memory
 error with smaller patch batches.
 
-With a body mask (:attr:`Conditions.body`) the network runs only where its answer is used: outside
-the body (air, couch) the noise estimate is the known answer, the one that makes the predicted clean
-image equal :attr:`Conditions.outside` (the input there), and a patch with no body voxel is never
-evaluated. That is exact: every patch that touches a body voxel is evaluated as before, and the
-voxels a skipped patch would have blended into are all outside, where the known answer replaces the
-blend whether or not the patch ran (Testing/test_predictor_skip.py compares both).
+The windows are the fewest the overlap allows, spread evenly (:mod:`.tiling`). With a body mask
+(:attr:`Conditions.body`) the network runs only where its answer is used: outside the body (air, couch)
+the noise estimate is the known answer, the one that makes the predicted clean image equal
+:attr:`Conditions.outside` (the input there); the windows tile only the body's bounding box, and a
+window with no body voxel is never evaluated. The skip is exact: every window that touches a body voxel
+is evaluated, and the voxels a skipped window would have blended into are all outside, where the known
+answer replaces the blend whether or not the window ran (Testing/test_predictor_skip.py compares both).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..models.inputs import network_input
 from ..models.network import ConditionedModel
 from ..models.position import grid_axes, grid_coordinates
 from .schedule import NoiseSchedule
+from .tiling import DEFAULT_OVERLAP, body_box, fitted_overlaps
 
 LOG = logging.getLogger(__name__)
 
@@ -82,9 +84,10 @@ class VolumeNoisePredictor:
         model: the network (base U-Net, optionally with ControlNet).
         device: where the network runs; the volume itself stays on ``volume_device``.
         patch_size: (z, y, x) patch; the volume must be at least this large.
-        overlap: fraction of overlap between neighbouring patches.
+        overlap: the least overlap of neighbouring patches, as a fraction of the patch
+            (:func:`~.tiling.axis_windows`).
         batch_size: patches per network call (memory is bounded by it).
-        autocast_dtype: bf16 on GPUs, None for full precision.
+        autocast_dtype: bf16 on GPUs and CPUs with native bf16, None for full precision.
         coordinate_shape: the shape the whole-image coordinates span (the unpadded image).
         coordinate_offset: index of the unpadded image's first voxel in the padded volume.
     """
@@ -95,7 +98,7 @@ class VolumeNoisePredictor:
         *,
         device: torch.device,
         patch_size: Sequence[int],
-        overlap: float = 0.25,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 4,
         autocast_dtype: Optional[torch.dtype] = None,
         coordinate_shape: Optional[Sequence[int]] = None,
@@ -113,10 +116,15 @@ class VolumeNoisePredictor:
         self.coordinate_offset = tuple(int(o) for o in coordinate_offset)
         self.volume_device = torch.device(volume_device)
         self.conditions = Conditions()
-        self.evaluations = 0
-        self.skipped = 0
+        self._body_box: Optional[tuple[slice, ...]] = None
+        self.evaluations = 0  # patches the network evaluated, over all passes
+        self.skipped = 0      # windows left out for holding no body voxel
+        self.passes = 0       # whole-volume noise estimates made (one per sampler step)
         # False evaluates every patch (the body mask still holds the outside): the reference the skip matches.
         self.skip_outside_body = True
+        # False: MONAI's own windows (stride int(patch * (1 - overlap)), over the whole volume), as
+        # before issue 40; benchmarks/speed.py's legacy path times it.
+        self.fitted_windows = True
         # A v-predicting model's output becomes noise here, the one place: callers only see epsilon.
         self._schedule = NoiseSchedule.from_config(self.config)
 
@@ -124,12 +132,21 @@ class VolumeNoisePredictor:
         if (conditions.body is None) != (conditions.outside is None):
             raise ValueError("Conditions.body and Conditions.outside go together: give both or neither.")
         self.conditions = conditions
+        self._body_box = body_box(conditions.body, self.patch_size)
 
     def _extra_channels(self) -> Optional[torch.Tensor]:
         parts = [c for c in (self.conditions.anatomy, self.conditions.control) if c is not None]
         if not parts:
             return None
         return torch.cat([p.to(self.volume_device, torch.float32) for p in parts])[None]
+
+    @staticmethod
+    def _shifted(windows: list, origin: Sequence[int]) -> list:
+        """``windows`` of a crop starting at ``origin`` (z, y, x) as windows of the whole volume."""
+        if not any(origin):
+            return windows
+        return [tuple(window[:2]) + tuple(slice(s.start + o, s.stop + o) for s, o in zip(window[2:], origin))
+                for window in windows]
 
     def _patch_boxes(self, windows: list) -> list[tuple[list[int], list[int], list[int]]]:
         """(starts, stops, shape) of each window (slices of the sampled volume, ``(batch, channel, z, y, x)``)
@@ -163,9 +180,12 @@ class VolumeNoisePredictor:
         return [bool(body[tuple(window[2:])].any()) for window in windows]
 
     def _predict_patches(
-        self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None
+        self, patches: torch.Tensor, windows: list, timestep: int, full_shape: Sequence[int], condition=None,
+        origin: Sequence[int] = (0, 0, 0),
     ) -> torch.Tensor:
-        """The noise of one batch of patches: MONAI's sliding window calls this once per patch batch."""
+        """The noise of one batch of patches: MONAI's sliding window calls this once per patch batch,
+        with ``windows`` in the tiled box, which starts at ``origin`` of the whole volume."""
+        windows = self._shifted(windows, origin)
         needed = self._needed(windows)
         if not all(needed):
             # Patches outside the body get zeros: only voxels outside the body receive them, and there
@@ -226,25 +246,36 @@ class VolumeNoisePredictor:
         if body is not None and tuple(body.shape) != tuple(x.shape[2:]):
             raise ValueError(f"The body mask {tuple(body.shape)} does not match the volume {tuple(x.shape[2:])}.")
         extra = self._extra_channels()
+        self.passes += 1
+        box = (self._body_box if self.fitted_windows else None) or tuple(slice(0, n) for n in x.shape[2:])
+        origin = tuple(b.start for b in box)
+        tiled = x[(slice(None), slice(None), *box)]
+        overlap = (fitted_overlaps(tiled.shape[2:], self.patch_size, self.overlap) if self.fitted_windows
+                   else self.overlap)
         while True:
             try:
                 # The CPU allocator keeps the activations' memory for the patch loop (a no-op elsewhere).
                 with torch.no_grad(), kept_cpu_memory(), cancel_points(self.model, cancel):
                     eps = sliding_window_inference(
-                        x,
+                        tiled,
                         roi_size=self.patch_size,
                         sw_batch_size=self.batch_size,
                         predictor=self._predict_patches,
-                        overlap=self.overlap,
+                        overlap=overlap,
                         mode="gaussian",
                         sw_device=self.device,
                         device=self.volume_device,
                         with_coord=True,
-                        condition=extra,
+                        condition=extra[(slice(None), slice(None), *box)] if extra is not None else None,
                         timestep=timestep,
                         full_shape=full_shape,
+                        origin=origin,
                     )
                 if body is not None:
+                    if tuple(eps.shape) != tuple(x.shape):  # the box only: the rest is outside the body
+                        whole = torch.zeros(x.shape, dtype=eps.dtype, device=eps.device)
+                        whole[(slice(None), slice(None), *box)] = eps
+                        eps = whole
                     eps = self._hold_outside(eps, x, timestep)
                 return eps
             except torch.cuda.OutOfMemoryError as error:

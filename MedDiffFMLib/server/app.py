@@ -41,6 +41,7 @@ from ..models.loading import model_for_task
 from ..models.registry import search_dirs
 from ..models.weights import MANIFEST
 from ..tasks.registry import task_entry
+from ..sampling.tiling import DEFAULT_OVERLAP
 from .auth import token_matches
 from .jobs import FINISHED, Job, JobManager, QueueFull, new_job_id
 from .options import options_from_json
@@ -238,7 +239,7 @@ def _engine_options(entry, values: Any) -> EngineOptions:
     if not isinstance(values, dict) or set(values) - {"model", "batch_size", "overlap", "sampler"}:
         raise InputError("'engine' must be a JSON object with 'model', 'batch_size', 'overlap' and 'sampler'.")
     options = EngineOptions(model=_model_folder(values.get("model")), batch_size=values.get("batch_size"),
-                            overlap=values.get("overlap", 0.25), sampler=values.get("sampler"))
+                            overlap=values.get("overlap", DEFAULT_OVERLAP), sampler=values.get("sampler"))
     if options.sampler is not None:
         from ..sampling import SAMPLERS
 

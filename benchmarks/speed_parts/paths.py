@@ -9,7 +9,7 @@
 - tuned: the library with the changes section 1 recommends, applied from outside the library;
 - legacy: the library's CPU path before issue 40, in its own process: patch batch 2, PyTorch's thread
   count and glibc's allocator left as they come (no :func:`MedDiffFMLib.device.configure_cpu_runtime`),
-  no body-only patch skip, fp32.
+  MONAI's own windows at overlap 0.25 over the whole volume (no body box, no body-only patch skip), fp32.
 
 A new path is one :class:`PathVariant` entry: how to build its engine from the loaded one, what its
 fresh process sets up first, and its network seconds per evaluation and patch batch for the estimate of
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from benchmarks.speed_parts.runs import E2E
 
 LEGACY_CPU_BATCH = 2
+LEGACY_OVERLAP = 0.25
 NAIVE_OVERLAP = 0.5
 
 
@@ -128,6 +129,12 @@ def every_patch(predictor):
     return predictor
 
 
+def legacy_windows(predictor):
+    """The predictor as before issue 40: every patch of MONAI's own windows over the whole volume."""
+    predictor.fitted_windows = False
+    return every_patch(predictor)
+
+
 def with_sdpa(model: torch.nn.Module, on: bool = True) -> torch.nn.Module:
     """Route MONAI's attention blocks through torch's scaled_dot_product_attention (same weights)."""
     for module in model.modules():
@@ -174,14 +181,6 @@ class StubNet(torch.nn.Module):
         return torch.zeros((inputs.shape[0], 1, *inputs.shape[2:]), device=inputs.device, dtype=inputs.dtype)
 
 
-def patches_per_step(shape, patch, overlap: float) -> int:
-    from monai.data.utils import dense_patch_slices
-    from monai.inferers.utils import _get_scan_interval
-
-    interval = _get_scan_interval(tuple(shape), tuple(patch), 3, (overlap,) * 3)
-    return len(dense_patch_slices(tuple(shape), tuple(patch), interval))
-
-
 # ---------------------------------------------------------------------------------------------
 # The table of paths.
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +218,7 @@ def _tuned(engine, tuned: dict):
 
 def _legacy(engine, tuned: dict):
     batch = engine.options.batch_size or (LEGACY_CPU_BATCH if engine.device.type == "cpu" else None)
-    made = engine_variant(engine, every_patch, batch_size=batch, precision="float32")
+    made = engine_variant(engine, legacy_windows, batch_size=batch, precision="float32", overlap=LEGACY_OVERLAP)
     made.autocast_dtype = None if engine.device.type == "cpu" else engine.autocast_dtype  # (GPUs had bf16 before)
     return made
 
@@ -253,8 +252,8 @@ PATHS: dict[str, PathVariant] = {p.name: p for p in [
     PathVariant("fp32", "the library as shipped with --precision float32 (issue 40 before its bf16 step)", _fp32,
                 network_seconds=_own_seconds_per_evaluation, activation_batch=lambda net: net.library_batch,
                 default=False),
-    PathVariant("legacy", "the CPU path before issue 40 (batch 2, threads and allocator as they come, every "
-                "patch, fp32)",
+    PathVariant("legacy", "the CPU path before issue 40 (batch 2, threads and allocator as they come, MONAI's "
+                "windows at overlap 0.25, every patch, fp32)",
                 _legacy, network_seconds=_own_seconds_per_evaluation,
                 activation_batch=lambda net: LEGACY_CPU_BATCH, prepare_process=_runtime_as_it_comes, default=False),
 ]}

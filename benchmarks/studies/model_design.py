@@ -12,7 +12,8 @@ For each candidate (a :class:`ModelConfig` at about 1 mm) it prints:
   (thin layers are bandwidth-bound, so FLOP scaling flatters them); the lower of the two is kept;
 * CPU inference: seconds per patch of one network evaluation (batch 2 as the CPU engine runs it,
   timed interleaved with the baseline), the number of sliding-window patches per step on a
-  256x256x128 volume at the model spacing (overlap 0.25, the engine's default) and the projected
+  256x256x128 volume at the model spacing (MONAI's windows at overlap 0.25, the engine's tiling when
+  the study ran) and the projected
   time of a 5-step denoise (network only; the end-to-end CLI run confirms the chosen one).
 
 Timings on a shared CPU are noisy: the baseline row, timed in the same rounds, is the reference.
