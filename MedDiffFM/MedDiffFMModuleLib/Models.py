@@ -157,13 +157,14 @@ FALLBACK_STEPS = 50
 # within 5 %.
 FLOP_FACTOR = 790.0
 # Sustained FLOP/s of a whole task on the project's 2-core CPU in fp32, overheads included: 0.33 TFLOP/s
-# for the shipped base's main job (68 s for 3 steps of 40 patches, speed_issue40_sample.md), less for small
-# models, whose tiling and blending weigh more (the former 3 mm starter: about 0.13); 0.2 lies between. GPU
-# and MPS: rough until measured there. The estimate counts the windows of the whole grid, an upper bound:
-# the library tiles only the body's box (the main job: 60 counted, 40 run).
-SUSTAINED_FLOPS = {"cpu": 2.0e11, "cuda": 1.0e14, "mps": 5.0e12}
+# for the shipped base's main job (63.9 s for 3 steps of 40 patches, speed_issue40_sample.md); small
+# models, whose tiling and blending weigh more, reach less (the former 3 mm starter: about 0.13). GPU
+# and MPS: rough until measured there. The estimate counts the windows of the whole grid, an upper
+# bound: the library tiles only the body's box (the main job: 60 counted, 40 run; estimated 61 s
+# against 39 s measured).
+SUSTAINED_FLOPS = {"cpu": 3.3e11, "cuda": 1.0e14, "mps": 5.0e12}
 # On a CPU with native bf16 the library runs the network in bf16 (--precision auto): 2.1x the fp32 rate
-# per patch and 1.8x end to end (38.7 against 68.0 s) on the same 2-core machine (speed_issue40_sample.md).
+# per patch and 1.7-1.8x end to end (37.8 against 63.9 s) on the same 2-core machine (speed_issue40_sample.md).
 CPU_BF16_SPEEDUP = 1.8
 # The library's tiling (MedDiffFMLib/sampling/tiling.py: DEFAULT_OVERLAP, axis_windows), mirrored because
 # this estimate runs before the library (torch) is installed; Testing/test_slicer_tasks.py compares them.
