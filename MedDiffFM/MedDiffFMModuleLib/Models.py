@@ -176,7 +176,7 @@ def _patchesPerAxis(size: int, patch: int, overlap: float) -> int:
     if size <= patch:
         return 1
     least = min(patch - 1, math.ceil(overlap * patch))
-    count = max(2, -(-(size - least) // (patch - least)))
+    count = -(-(size - least) // (patch - least))  # >= 2, as size > patch
     stride = -(-(size - patch) // (count - 1))
     return -(-(size - patch) // stride) + 1
 

@@ -1,8 +1,8 @@
 """Where the patches of a sliding window go: as few as the overlap allows, spread evenly, over the body.
 
 MONAI's sliding window steps by ``int(patch * (1 - overlap))`` and pushes the last window back to the
-volume's end, so the window count jumps with the volume's size: 316 voxels and an 80-voxel patch at
-overlap 0.25 take 5 windows where 4 would still overlap by 15 voxels. :func:`fitted_overlaps` picks,
+volume's end, so the window count jumps with the volume's size: 272 voxels and an 80-voxel patch at
+overlap 0.25 take 5 windows where 4 would still overlap by 16 voxels. :func:`fitted_overlaps` picks,
 per axis, the fewest windows whose neighbours overlap by at least ``overlap * patch`` voxels and the
 stride that spreads them evenly, and hands MONAI the per-axis overlap that gives that stride; MONAI
 still enumerates the windows and blends them. :func:`body_box` is the box the windows need to cover
@@ -29,8 +29,7 @@ def axis_windows(size: int, patch: int, overlap: float) -> tuple[int, int]:
     if size <= patch:
         return 1, patch
     least = min(patch - 1, math.ceil(overlap * patch))
-    count = math.ceil((size - least) / (patch - least))
-    count = max(count, 2)
+    count = math.ceil((size - least) / (patch - least))  # >= 2, as size > patch
     stride = math.ceil((size - patch) / (count - 1))
     # The even stride may reach the end with a window to spare (MONAI then stops there).
     count = math.ceil((size - patch) / stride) + 1
