@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
@@ -74,6 +76,14 @@ class Conditions:
     control: Optional[torch.Tensor] = None
     body: Optional[torch.Tensor] = None
     outside: Optional[torch.Tensor] = None
+
+    def held_outside(self, body: Optional[np.ndarray], outside: torch.Tensor) -> "Conditions":
+        """These conditions with the network's answer used only inside ``body`` (bool, z, y, x) and the
+        clean image held at ``outside`` elsewhere; unchanged when ``body`` is None (no body was found, so
+        the network runs everywhere)."""
+        if body is None:
+            return self
+        return dataclasses.replace(self, body=torch.as_tensor(body), outside=outside)
 
 
 class VolumeNoisePredictor:

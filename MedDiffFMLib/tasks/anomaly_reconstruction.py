@@ -14,7 +14,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from ..engine import Engine
 from ..preprocessing.model_masks import body_on_model_grid
@@ -58,12 +57,9 @@ def reconstruct_levels(
         space = engine.model_space(image, region)
     y = volume_tensor(space.model_array)
     source = sitk.GetArrayFromImage(image).astype(np.float32)
-    conditions = Conditions(region=engine.region_index(region))
     # Air and couch are never scored (the map keeps the eroded body), so their patches skip the network:
     # outside the body the reconstruction is the input (with one step, the body's values are unchanged).
-    body = body_on_model_grid(space, source)
-    if body is not None:
-        conditions = Conditions(region=conditions.region, body=torch.from_numpy(body), outside=y[0, 0])
+    conditions = Conditions(region=engine.region_index(region)).held_outside(body_on_model_grid(space, source), y[0, 0])
     predictor = engine.predictor(space, conditions)
     spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
     window = engine.window(region)

@@ -18,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from .. import option_checks as checks
 from ..engine import Engine
@@ -111,10 +110,7 @@ def denoise_image(
 
     y = volume_tensor(space.model_array)
     # Outside the body (air, couch) the input is kept: the network runs only on patches that touch the body.
-    body = body_on_model_grid(space, source)
-    conditions = Conditions(region=engine.region_index(region))
-    if body is not None:
-        conditions = Conditions(region=conditions.region, body=torch.from_numpy(body), outside=y[0, 0])
+    conditions = Conditions(region=engine.region_index(region)).held_outside(body_on_model_grid(space, source), y[0, 0])
     predictor = engine.predictor(space, conditions)
     denoised, timesteps = diffpir_denoise(predictor, sampler, y, sigma_n, options.steps, lam=options.lam,
                                           generator=engine.generator(options.seed), progress=progress,

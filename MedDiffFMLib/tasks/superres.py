@@ -26,7 +26,6 @@ Method (paper: ControlNet fine-tuned with the low-resolution image, 5x in z, 100
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -238,12 +237,11 @@ def super_resolve_image(
     def data_consistency(x0: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
         return operator.prox(x0, y, diffpir_rho(plan.schedule, t, options.lam, sigma_n))
 
-    conditions = Conditions(region=engine.region_index(region), control=superres_condition(condition))
     # Outside the body (air, couch) the thin output is the interpolated input: the network runs only on
     # patches that touch the body (the body is found on the thick input and carried to the model grid).
     body = body_on_model_grid(space, sitk.GetArrayViewFromImage(image), geometry=thick)
-    if body is not None:
-        conditions = dataclasses.replace(conditions, body=torch.from_numpy(body), outside=cond[0, 0])
+    conditions = Conditions(region=engine.region_index(region),
+                            control=superres_condition(condition)).held_outside(body, cond[0, 0])
     predictor = engine.predictor(space, conditions)
     result = plan.run(predictor, x, stage="super-resolution", hooks=SamplingHooks(x0_transform=data_consistency),
                       progress=progress, cancel=cancel)
