@@ -94,7 +94,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    cli_options.add_overlap_arg(parser)
+    cli_options.add_engine_args(parser)
     parser.add_argument("--healthy", default=None,
                         help=f"lesion-free cases for the false-positive figure (default: {','.join(HEALTHY_CASES)}; "
                              f"--quick: {','.join(QUICK_HEALTHY)}; 'none' to skip)")

@@ -300,7 +300,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    cli_options.add_overlap_arg(parser)
+    cli_options.add_engine_args(parser)
     parser.add_argument("--noise-hu", type=float, default=DEFAULT_TARGET_STD_HU,
                         help="target std (HU) of the added noise in soft tissue (I0 calibrated per case)")
     parser.add_argument("--i0", type=float, default=None, help="fixed incident photons per ray instead of calibrating")

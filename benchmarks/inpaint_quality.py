@@ -102,7 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    cli_options.add_overlap_arg(parser)
+    cli_options.add_engine_args(parser)
     parser.add_argument("--radius-mm", type=float, default=RADIUS_MM)
     parser.add_argument("--crop-mm", type=float, default=CROP_MM, help="box around the sphere given to every method")
     parser.add_argument("--steps", type=int, default=None, help="MedDiffFM sampler steps (default: the API default)")

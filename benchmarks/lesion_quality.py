@@ -231,7 +231,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    cli_options.add_overlap_arg(parser)
+    cli_options.add_engine_args(parser)
     parser.add_argument("--compare-model", default=None,
                         help="a second lesion ControlNet folder, scored in the same run (rows *_compare)")
     parser.add_argument("--margin-mm", type=float, default=MARGIN_MM, help="context around the tumour's bounding box")

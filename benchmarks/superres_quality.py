@@ -112,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_options.add_common_args(parser, DEFAULT_CASES, QUICK_CASES)
-    cli_options.add_overlap_arg(parser)
+    cli_options.add_engine_args(parser)
     parser.add_argument("--thick-mm", type=float, default=THICK_MM, help="thick slice thickness to simulate (mm)")
     parser.add_argument("--crop-mm", type=float, default=None,
                         help=f"box size in mm (default {CROP_MM:.0f}, quick {QUICK_CROP_MM:.0f})")

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -83,7 +82,7 @@ class Conditions:
         the network runs everywhere)."""
         if body is None:
             return self
-        return dataclasses.replace(self, body=torch.as_tensor(body), outside=outside)
+        return replace(self, body=torch.as_tensor(body), outside=outside)
 
 
 class VolumeNoisePredictor:

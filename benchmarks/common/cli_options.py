@@ -27,8 +27,9 @@ def add_common_args(parser: argparse.ArgumentParser, default_cases: Sequence[str
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
 
 
-def add_overlap_arg(parser: argparse.ArgumentParser) -> None:
-    """``--overlap``: MedDiffFM's patch overlap, to check that a speed setting leaves quality unchanged."""
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """``--overlap`` and ``--precision``: MedDiffFM's speed settings, to check that one leaves quality
+    unchanged (read back by :func:`engine_options`)."""
     parser.add_argument("--overlap", type=float, default=None,
                         help="patch overlap for MedDiffFM (default: the library's); e.g. 0.5 = the naive baseline's")
     parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
