@@ -30,7 +30,7 @@ from ..errors import ResourceError
 from ..progress import CancelCheck, check_cancel
 from ..models.inputs import network_input
 from ..models.network import ConditionedModel
-from ..models.position import grid_axes, grid_coordinates
+from ..models.position import grid_axes
 from .schedule import NoiseSchedule
 from .tiling import DEFAULT_OVERLAP, body_box, fitted_overlaps
 
@@ -157,29 +157,18 @@ class VolumeNoisePredictor:
         return [tuple(window[:2]) + tuple(slice(s.start + o, s.stop + o) for s, o in zip(window[2:], origin))
                 for window in windows]
 
-    def _patch_boxes(self, windows: list) -> list[tuple[list[int], list[int], list[int]]]:
-        """(starts, stops, shape) of each window (slices of the sampled volume, ``(batch, channel, z, y, x)``)
-        in the unpadded image's voxel indices."""
-        boxes = []
+    def patch_axes(self, windows: list, full_shape: Sequence[int]) -> list[list[torch.Tensor]]:
+        """Each patch's whole-image coordinates as its three axes (:func:`~MedDiffFMLib.models.position.grid_axes`),
+        for ``windows`` (slices of the sampled volume, ``(batch, channel, z, y, x)``) in a volume of ``full_shape``:
+        what :func:`~MedDiffFMLib.models.inputs.network_input` embeds; public so benchmarks build the same input."""
+        axes = []
         for window in windows:
             spatial = window[2:]
             starts = [s.start - o for s, o in zip(spatial, self.coordinate_offset)]
             stops = [s.stop - 1 - o for s, o in zip(spatial, self.coordinate_offset)]
-            boxes.append((starts, stops, [s.stop - s.start for s in spatial]))
-        return boxes
-
-    def patch_coordinates(self, windows: list, full_shape: Sequence[int]) -> torch.Tensor:
-        """(B, 3, z, y, x) whole-image coordinates of the patches at ``windows`` in a volume of
-        ``full_shape``, as the network input embeds them (:func:`~MedDiffFMLib.models.inputs.network_input`);
-        public so benchmarks build the same input."""
-        return torch.stack([grid_coordinates(starts, stops, shape, full_shape, device=self.device)
-                            for starts, stops, shape in self._patch_boxes(windows)])
-
-    def patch_axes(self, windows: list, full_shape: Sequence[int]) -> list[list[torch.Tensor]]:
-        """The coordinates of :meth:`patch_coordinates`, each patch as its three axes (what
-        :func:`~MedDiffFMLib.models.inputs.network_input` embeds fastest)."""
-        return [grid_axes(starts, stops, shape, full_shape, device=self.device)
-                for starts, stops, shape in self._patch_boxes(windows)]
+            shape = [s.stop - s.start for s in spatial]
+            axes.append(grid_axes(starts, stops, shape, full_shape, device=self.device))
+        return axes
 
     def _needed(self, windows: list) -> list[bool]:
         """Whether each window (slices of the (1, 1, z, y, x) volume) holds a body voxel."""

@@ -59,7 +59,8 @@ def reconstruct_levels(
     source = sitk.GetArrayFromImage(image).astype(np.float32)
     # Air and couch are never scored (the map keeps the eroded body), so their patches skip the network:
     # outside the body the reconstruction is the input (with one step, the body's values are unchanged).
-    conditions = Conditions(region=engine.region_index(region)).held_outside(body_on_model_grid(space, source), y[0, 0])
+    body = body_on_model_grid(space, source)
+    conditions = Conditions(region=engine.region_index(region)).held_outside(body, y[0, 0])
     predictor = engine.predictor(space, conditions)
     spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
     window = engine.window(region)

@@ -110,7 +110,8 @@ def denoise_image(
 
     y = volume_tensor(space.model_array)
     # Outside the body (air, couch) the input is kept: the network runs only on patches that touch the body.
-    conditions = Conditions(region=engine.region_index(region)).held_outside(body_on_model_grid(space, source), y[0, 0])
+    body = body_on_model_grid(space, source)
+    conditions = Conditions(region=engine.region_index(region)).held_outside(body, y[0, 0])
     predictor = engine.predictor(space, conditions)
     denoised, timesteps = diffpir_denoise(predictor, sampler, y, sigma_n, options.steps, lam=options.lam,
                                           generator=engine.generator(options.seed), progress=progress,

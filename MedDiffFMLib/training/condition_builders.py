@@ -6,7 +6,8 @@
   ``superres`` (the patch degraded to thick slices) and ``lesion`` (the lesion mask).
 
 Builders run in the data pipeline on numpy arrays, with the sample's own random generator, so a
-sample is a pure function of (seed, sample index) and resuming or splitting the samples across processes never changes it.
+sample is a pure function of (seed, sample index) and resuming or splitting the samples across processes
+never changes it.
 
 These follow the contract of :mod:`MedDiffFMLib.models.conditions` (what sampling feeds the network),
 and use its functions where one exists.

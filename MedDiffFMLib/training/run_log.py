@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+
 LOG_FIELDS = ["step", "samples", "loss", "lr", "samples_per_s", "elapsed_s", "train_hours", "val_loss"]
 SCALARS = ("loss", "lr", "samples_per_s", "val_loss")  # the fields TensorBoard plots
 
@@ -45,4 +46,3 @@ class RunLog:
     def close(self) -> None:
         if self._board is not None:
             self._board.close()
-

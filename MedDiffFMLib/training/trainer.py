@@ -512,9 +512,9 @@ class Trainer:
             if final_val is not None:
                 result.val_loss = final_val["loss"]
                 self.final_val = final_val
-                self.run_log.write({"step": self.step, "samples": self.samples_seen, "val_loss": f"{final_val['loss']:.6f}",
-                           "elapsed_s": f"{time.time() - started:.1f}",
-                           "train_hours": f"{self.train_seconds / 3600:.4f}"})
+                self.run_log.write({"step": self.step, "samples": self.samples_seen,
+                                    "val_loss": f"{final_val['loss']:.6f}", "elapsed_s": f"{time.time() - started:.1f}",
+                                    "train_hours": f"{self.train_seconds / 3600:.4f}"})
                 if not self.history or self.history[-1]["step"] != self.step:
                     self.history.append({"step": self.step, "loss": result.train_loss, "val_loss": final_val["loss"]})
                 else:

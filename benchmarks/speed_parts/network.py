@@ -103,9 +103,9 @@ class PatchBench:
         """The U-Net input of ``batch`` copies of the patch, by the network-input contract (as sampling builds it)."""
         from MedDiffFMLib.models.inputs import network_input
 
-        coords = (self.predictor.patch_coordinates([self.window] * batch, self.full_shape)
-                  if self.config.position_channels else None)
-        return network_input(self.patches(batch), coords, None, self.config)
+        axes = (self.predictor.patch_axes([self.window] * batch, self.full_shape)
+                if self.config.position_channels else None)
+        return network_input(self.patches(batch), None, None, self.config, axes=axes)
 
     def direct(self, model, batch: int, dtype=None, ctx=torch.no_grad) -> Callable[[], torch.Tensor]:
         from MedDiffFMLib.device import autocast
