@@ -98,12 +98,14 @@ BODY_MARGIN_MM = 10.0
 
 
 def body_on_model_grid(space: ModelSpace, hu: np.ndarray, margin_mm: float = BODY_MARGIN_MM,
-                       geometry: Optional[Geometry] = None) -> Optional[np.ndarray]:
+                       geometry: Optional[Geometry] = None, body: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Where the network's answer is needed for a restoration task (bool, ``space.model_array``'s shape):
     the model-grid voxels within ``margin_mm`` (a box) of :func:`body_mask` of ``hu`` (unclipped HU on
-    the input's own grid, or on ``geometry``). None when no body is found: then the network runs everywhere."""
+    the input's own grid, or on ``geometry``; ``body``: that mask, when the caller has it already). None
+    when no body is found: then the network runs everywhere."""
     grid = geometry or space.input_geometry
-    body = body_mask(hu, grid.spacing[::-1])
+    if body is None:
+        body = body_mask(hu, grid.spacing[::-1])
     if not body.any():
         return None
     covering = space.mask_to_model(body, threshold=1e-3, geometry=grid)

@@ -40,8 +40,8 @@ from ..io.formats import SUPPORTED_TEXT, file_extension
 from ..models.loading import model_for_task
 from ..models.registry import search_dirs
 from ..models.weights import MANIFEST
-from ..tasks.registry import task_entry
 from ..sampling.tiling import DEFAULT_OVERLAP
+from ..tasks.registry import task_entry
 from .auth import token_matches
 from .jobs import FINISHED, Job, JobManager, QueueFull, new_job_id
 from .options import options_from_json

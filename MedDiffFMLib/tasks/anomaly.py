@@ -33,7 +33,6 @@ from .. import option_checks as checks
 from ..engine import Engine
 from ..errors import InputError
 from ..io import image_from_array
-from ..preprocessing.model_masks import body_mask
 from ..progress import CancelCheck, ProgressCallback, notify
 from .anomaly_calibration import (ScoringSettings, ensemble_score, expected_from, load_calibration, scale_levels,
                                   structure_view)
@@ -174,7 +173,7 @@ def anomaly_map_image(
             inside: Optional[np.ndarray] = view.scored
         else:
             amap = np.mean([r for rs in recons.residuals.values() for r in rs], axis=0).astype(np.float32)
-            inside = body_mask(recons.source, spacing_zyx) if options.body_only else None
+            inside = recons.body if options.body_only else None
             if inside is not None:
                 amap[~inside] = 0.0
         values = amap[inside] if inside is not None and inside.any() else amap.ravel()

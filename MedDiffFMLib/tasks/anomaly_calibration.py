@@ -136,7 +136,7 @@ class StructureView:
 def structure_view(recons: Reconstructions, settings: ScoringSettings) -> StructureView:
     gradient = local_gradient(recons.source, recons.spacing_zyx, settings.gradient_sigma_mm)
     bins = structure_bins(recons.source, gradient, settings.hu_edges, settings.gradient_edges)
-    body = eroded_body(body_mask(recons.source, recons.spacing_zyx), recons.spacing_zyx, settings.erode_mm)
+    body = eroded_body(recons.body, recons.spacing_zyx, settings.erode_mm)
     return StructureView(bins, body & recons.in_window)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..engine import Engine
-from ..preprocessing.model_masks import body_on_model_grid
+from ..preprocessing.model_masks import body_mask, body_on_model_grid
 from ..progress import CancelCheck, ProgressCallback, check_cancel
 from ..sampling import Conditions
 from .anomaly_scoring import smooth
@@ -31,6 +31,7 @@ class Reconstructions:
 
     source: np.ndarray  # float32 HU (z, y, x)
     spacing_zyx: tuple
+    body: np.ndarray  # bool: :func:`body_mask` of ``source``, found once for the patch skip and the scoring
     residuals: dict[int, list[np.ndarray]]
     healthy: np.ndarray  # the mean reconstruction over every pass, float32 HU
     in_window: np.ndarray  # bool: voxels the model sees (inside the region's HU window)
@@ -57,12 +58,13 @@ def reconstruct_levels(
         space = engine.model_space(image, region)
     y = volume_tensor(space.model_array)
     source = sitk.GetArrayFromImage(image).astype(np.float32)
+    spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
+    body = body_mask(source, spacing_zyx)
     # Air and couch are never scored (the map keeps the eroded body), so their patches skip the network:
     # outside the body the reconstruction is the input (with one step, the body's values are unchanged).
-    body = body_on_model_grid(space, source)
-    conditions = Conditions(region=engine.region_index(region)).held_outside(body, y[0, 0])
+    near_body = body_on_model_grid(space, source, body=body)
+    conditions = Conditions(region=engine.region_index(region)).held_outside(near_body, y[0, 0])
     predictor = engine.predictor(space, conditions)
-    spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
     window = engine.window(region)
     passes = len(levels) * int(samples)
     residuals: dict[int, list[np.ndarray]] = {}
@@ -88,4 +90,4 @@ def reconstruct_levels(
     if passes > 1:
         healthy_sum /= passes
     in_window = (source >= window.low) & (source <= window.high)
-    return Reconstructions(source, spacing_zyx, residuals, healthy_sum, in_window, steps_run)
+    return Reconstructions(source, spacing_zyx, body, residuals, healthy_sum, in_window, steps_run)
