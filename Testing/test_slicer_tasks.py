@@ -284,14 +284,20 @@ def test_time_estimate_counts_the_network_evaluations_of_the_model():
 
 
 def test_time_estimate_places_the_patches_as_the_library_does():
-    """The panel's estimate mirrors the library's tiling (it runs before the library is installed)."""
+    """The panel's estimate tiles with the overlap ``info --json`` exports and counts the windows as the
+    library does (its tiling imports torch, which the Slicer process does not load)."""
+    import json
+
+    from MedDiffFMLib.cli.info import collect
     from MedDiffFMLib.sampling.tiling import DEFAULT_OVERLAP, axis_windows
     from MedDiffFMModuleLib import Models
 
-    assert Models.LIBRARY_OVERLAP == DEFAULT_OVERLAP
+    info = parseInfoOutput(json.dumps(collect()))
+    assert info.overlap == DEFAULT_OVERLAP
+    assert parseInfoOutput(json.dumps({"models": []})).overlap == Models.OLD_LIBRARY_OVERLAP  # an older library
     for patch in (32, 80):
         for size in range(1, 6 * patch):
-            assert Models._patchesPerAxis(size, patch, DEFAULT_OVERLAP) == axis_windows(size, patch, DEFAULT_OVERLAP)[0]
+            assert Models._patchesPerAxis(size, patch, info.overlap) == axis_windows(size, patch, DEFAULT_OVERLAP)[0]
 
 
 def test_library_info_says_what_the_cpu_computes_in():

@@ -1,7 +1,9 @@
 """Models and tasks known to the library (``meddifffm info --json``) and a rough run-time estimate.
 
-The tasks' defaults (steps...) come from that export (the library's task registry); nothing here
-mirrors a library constant. Pure Python: unit-tested without Slicer.
+The tasks' defaults (steps...) and the sliding window's overlap come from that export (the library's
+task registry and tiling); no library constant is copied here. The estimate does repeat the library's
+window count along an axis (:func:`_patchesPerAxis`, five lines of arithmetic), because the library's
+tiling imports torch, which the Slicer process does not load. Pure Python: unit-tested without Slicer.
 """
 
 import dataclasses
@@ -75,6 +77,10 @@ class ModelInfo:
         return "\n".join(lines)
 
 
+# The overlap a library that does not export its own tiles with (versions before the fitted windows of issue 40).
+OLD_LIBRARY_OVERLAP = 0.25
+
+
 @dataclasses.dataclass
 class LibraryInfo:
     version: str = ""
@@ -86,6 +92,8 @@ class LibraryInfo:
     samplers: List[str] = dataclasses.field(default_factory=list)
     cpuPrecision: str = "float32"
     """What the library computes in on this CPU (``bfloat16`` where the CPU has it natively)."""
+    overlap: float = OLD_LIBRARY_OVERLAP
+    """The least overlap of neighbouring patches the library tiles with by default (``--overlap``)."""
 
     def defaultSteps(self, task: str) -> Optional[int]:
         """The library's default steps of ``task`` (None when the library did not say)."""
@@ -146,6 +154,7 @@ def parseInfoOutput(stdout: str) -> LibraryInfo:
         tasks=tasks,
         samplers=[str(s) for s in payload.get("samplers") or []],
         cpuPrecision=str(payload.get("cpu_precision") or "float32"),
+        overlap=float(OLD_LIBRARY_OVERLAP if payload.get("overlap") is None else payload["overlap"]),
     )
 
 
@@ -166,13 +175,11 @@ SUSTAINED_FLOPS = {"cpu": 3.3e11, "cuda": 1.0e14, "mps": 5.0e12}
 # On a CPU with native bf16 the library runs the network in bf16 (--precision auto): 2.1x the fp32 rate
 # per patch and 1.7-1.8x end to end (37.8 against 63.9 s) on the same 2-core machine (speed_issue40_sample.md).
 CPU_BF16_SPEEDUP = 1.8
-# The library's tiling (MedDiffFMLib/sampling/tiling.py: DEFAULT_OVERLAP, axis_windows), mirrored because
-# this estimate runs before the library (torch) is installed; Testing/test_slicer_tasks.py compares them.
-LIBRARY_OVERLAP = 0.125
 
 
 def _patchesPerAxis(size: int, patch: int, overlap: float) -> int:
-    """The fewest patches along an axis whose neighbours overlap by at least ``overlap * patch`` voxels."""
+    """The fewest patches along an axis whose neighbours overlap by at least ``overlap * patch`` voxels:
+    MedDiffFMLib/sampling/tiling.py's ``axis_windows`` (Testing/test_slicer_tasks.py compares the two)."""
     if size <= patch:
         return 1
     least = min(patch - 1, math.ceil(overlap * patch))
@@ -189,6 +196,7 @@ def estimateSeconds(
     model: Optional[ModelInfo] = None,
     task: str = "denoise",
     cpuPrecision: str = "float32",
+    overlap: float = OLD_LIBRARY_OVERLAP,
 ) -> float:
     """A rough run time in seconds for a volume of ``dims`` voxels (x, y, z) at ``spacing`` mm
     (``None``: one model patch, as synthesis without a reference volume). ``steps`` None: the
@@ -197,7 +205,8 @@ def estimateSeconds(
     Counts the network evaluations the library will make on the model's grid (patches per step with
     its overlap, times the task's steps) and multiplies by the model's FLOPs per patch over a
     sustained rate for ``device`` (``"cpu"``, ``"cuda"`` or ``"mps"``; on the CPU faster when
-    ``cpuPrecision`` is ``bfloat16``, from ``meddifffm info --json``).
+    ``cpuPrecision`` is ``bfloat16``). ``cpuPrecision`` and ``overlap`` (the library's least overlap of
+    neighbouring patches) come from ``meddifffm info --json`` (:class:`LibraryInfo`).
     """
     config = (model.config if model else {}) or {}
     if not steps:
@@ -211,7 +220,7 @@ def estimateSeconds(
         gridZyx = [max(1, round(n * s / m)) for n, s, m in zip(list(dims)[::-1], list(spacing)[::-1], modelSpacing)]
     patches = 1
     for size, length in zip(gridZyx, patch):
-        patches *= _patchesPerAxis(size, length, LIBRARY_OVERLAP)
+        patches *= _patchesPerAxis(size, length, overlap)
     patchVoxels = patch[0] * patch[1] * patch[2]
     flopsPerVoxel = FLOP_FACTOR * sum(c * c / 8.0 ** level for level, c in enumerate(channels))
     rate = float(SUSTAINED_FLOPS.get(device, SUSTAINED_FLOPS["cpu"]))

@@ -463,8 +463,9 @@ class MedDiffFMPanel:
             return
         model = self.libraryInfo.model(p.model) if self.libraryInfo else None
         device = self.resolvedDevice()
-        cpuPrecision = self.libraryInfo.cpuPrecision if self.libraryInfo else "float32"
-        seconds = estimateSeconds(dims, spacing, p.steps or None, device, model, task.value, cpuPrecision)
+        info = self.libraryInfo or LibraryInfo()
+        seconds = estimateSeconds(dims, spacing, p.steps or None, device, model, task.value, info.cpuPrecision,
+                                  info.overlap)
         deviceName = _("CPU") if device == "cpu" else _("GPU")
         self.ui.estimatedTimeLabel.setText(_("{duration} on {device} (rough estimate)").format(
             duration=formatDuration(seconds), device=deviceName))

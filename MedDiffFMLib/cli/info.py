@@ -14,6 +14,7 @@ from ..errors import ModelChecksumError, ModelConfigError, ModelError
 from ..models.registry import iter_model_folders, search_dirs
 from ..models.weights import verify_model_folder
 from ..sampling import SAMPLERS
+from ..sampling.tiling import DEFAULT_OVERLAP
 from ..tasks.registry import export_tasks
 
 HELP = "show versions, devices, installed models (with checksum status) and the tasks with their defaults"
@@ -72,6 +73,8 @@ def collect() -> dict:
         "devices": available_devices(),
         # What --precision auto runs on this machine's CPU (the Slicer panel's time estimate uses it).
         "cpu_precision": "bfloat16" if cpu_has_native_bf16() else "float32",
+        # The least overlap of neighbouring patches (--overlap's default): the estimate places its windows with it.
+        "overlap": DEFAULT_OVERLAP,
         "model_dirs": [str(d) for d in search_dirs()],
         "models": models,
         "samplers": sorted(SAMPLERS),
