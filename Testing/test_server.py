@@ -386,6 +386,30 @@ def test_finished_results_are_deleted_after_the_ttl(tmp_path):
     assert manager.sweep(now=job.finished_at + 61) == 1 and not folder.exists() and not manager.jobs
 
 
+def test_a_job_a_free_worker_is_about_to_take_does_not_fill_the_queue(tmp_path):
+    # Two clients at once with --max-queue 1: the second used to get 503 when it came before the idle
+    # worker had woken to take the first. Here the worker never wakes (not started): the state of that race.
+    from MedDiffFMLib.engine import EngineOptions
+    from MedDiffFMLib.server.jobs import Job, JobManager, QueueFull
+    from MedDiffFMLib.server.settings import ServerSettings
+    from MedDiffFMLib.tasks.registry import task_entry
+
+    manager = JobManager(ServerSettings(token="t", work_dir=tmp_path, max_queue=1))
+    manager.running["cpu#0"] = None  # one idle worker
+    entry = task_entry("denoise")
+    jobs = [Job(id=f"job{i}", entry=entry, options=entry.options(), engine_options=EngineOptions(),
+                folder=tmp_path / f"job{i}") for i in range(3)]
+    manager.submit(jobs[0])  # the idle worker's
+    manager.submit(jobs[1])  # waits: the one place in the queue
+    with pytest.raises(QueueFull, match="1 jobs waiting, the limit is 1"):
+        manager.submit(jobs[2])
+    manager.running["cpu#0"] = manager.waiting.popleft()  # the worker takes the first: still full
+    with pytest.raises(QueueFull):
+        manager.check_room()
+    manager.running["cpu#0"] = None  # it finished; the second is about to start: room again
+    manager.check_room()
+
+
 def test_without_the_server_extra_the_cli_says_what_to_install(files, monkeypatch, capsys):
     import importlib.util
 

@@ -145,11 +145,18 @@ class JobManager:
             self.forget(job.id)
 
     # -- the table --------------------------------------------------------------------------------
+    def _blocked(self) -> int:
+        """Jobs queued that no idle worker is about to take (call with the lock held): a job submitted
+        while a worker is free sits in the queue only until that worker wakes, so it never counts."""
+        idle = sum(job is None for job in self.running.values())
+        return max(0, len(self.waiting) - idle)
+
     def check_room(self) -> None:
         """QueueFull when no more jobs may wait (checked before an upload is read, and on submit)."""
         with self.lock:
-            if len(self.waiting) >= self.settings.max_queue:
-                raise QueueFull(f"The server's queue is full ({len(self.waiting)} jobs waiting, the limit is "
+            blocked = self._blocked()
+            if blocked >= self.settings.max_queue:
+                raise QueueFull(f"The server's queue is full ({blocked} jobs waiting, the limit is "
                                 f"{self.settings.max_queue}). Try again in a few minutes.")
 
     def submit(self, job: Job) -> int:
