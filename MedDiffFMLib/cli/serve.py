@@ -27,27 +27,32 @@ DESCRIPTION = (
 
 
 def register(subparsers) -> None:
-    from ..server.settings import DEFAULT_HOST, DEFAULT_PORT
+    from ..server.settings import (DEFAULT_DEVICES, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB,
+                                   DEFAULT_MAX_VOXELS, DEFAULT_PORT, DEFAULT_RESULT_TTL_S)
 
     parser = subparsers.add_parser("serve", help=HELP, description=DESCRIPTION)
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "
                         "interface, needs the token)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--devices", nargs="+", default=["auto"],
-                        help="devices, one job at a time on each, e.g. cuda:0 cuda:1 (default: auto)")
+    parser.add_argument("--devices", nargs="+", default=list(DEFAULT_DEVICES),
+                        help="devices, one job at a time on each, e.g. cuda:0 cuda:1 "
+                        f"(default: {' '.join(DEFAULT_DEVICES)})")
     parser.add_argument("--token-file", type=Path, default=None,
                         help="the token file (default ~/.config/meddifffm/server-token; created at first start)")
     parser.add_argument("--no-token", action="store_true",
                         help="no token (only with a loopback --host: a single-user workstation)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where uploads and results are kept while a job exists (default: a new temporary folder)")
-    parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest upload in MiB (default 1024)")
-    parser.add_argument("--max-queue", type=int, default=8, help="most jobs waiting (default 8); more get 503")
-    parser.add_argument("--max-voxels", type=int, default=512 * 512 * 1024,
-                        help="largest input in voxels (default 512*512*1024)")
-    parser.add_argument("--result-ttl", type=float, default=3600.0,
-                        help="seconds a finished job's results are kept if not downloaded (default 3600)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help=f"largest upload in MiB (default {DEFAULT_MAX_UPLOAD_MB:g})")
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                        help=f"most jobs waiting for a busy device (default {DEFAULT_MAX_QUEUE}); more get 503")
+    parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+                        help=f"largest input in voxels (default {DEFAULT_MAX_VOXELS})")
+    parser.add_argument("--result-ttl", type=float, default=DEFAULT_RESULT_TTL_S,
+                        help="seconds a finished job's results are kept if not downloaded "
+                        f"(default {DEFAULT_RESULT_TTL_S:g})")
     parser.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate (PEM), with --ssl-keyfile")
     parser.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM)")
     parser.set_defaults(func=run)

@@ -12,6 +12,12 @@ from ..errors import InputError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 API = "/v1"
+# The limits' defaults, here once: ServerSettings' fields and ``meddifffm serve``'s options both read them.
+DEFAULT_DEVICES = ("auto",)
+DEFAULT_MAX_UPLOAD_MB = 1024.0
+DEFAULT_MAX_QUEUE = 8
+DEFAULT_MAX_VOXELS = 512 * 512 * 1024
+DEFAULT_RESULT_TTL_S = 3600.0
 
 
 @dataclass
@@ -23,18 +29,18 @@ class ServerSettings:
         devices: one worker (one job at a time) per device, e.g. ``["cuda:0", "cuda:1"]``.
         work_dir: where uploads and results live while a job exists (one random folder per job).
         max_upload_bytes: a request body larger than this gets 413.
-        max_queue: jobs waiting (not running) beyond this get 503.
+        max_queue: jobs waiting for a busy device (not running, not about to start) beyond this get 503.
         max_voxels: an input (or a synthesis grid) with more voxels gets 413.
         result_ttl_s: a finished job's files are deleted this long after it ends, downloaded or not.
     """
 
     token: Optional[str]
     work_dir: Path
-    devices: List[str] = field(default_factory=lambda: ["auto"])
-    max_upload_bytes: int = 1 << 30
-    max_queue: int = 8
-    max_voxels: int = 512 * 512 * 1024
-    result_ttl_s: float = 3600.0
+    devices: List[str] = field(default_factory=lambda: list(DEFAULT_DEVICES))
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20)
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    result_ttl_s: float = DEFAULT_RESULT_TTL_S
 
 
 def upload_too_large(size: int, limit: int) -> str:
